@@ -1,0 +1,154 @@
+//! The command line: `caravan serve` and its settings, each also read from a
+//! `CARAVAN_*` environment variable. Depends on the server and clap; holds no
+//! logic of its own beyond turning flags into a `ServerConfig`.
+
+use crate::ingest::{self, IngestLimits};
+use crate::server::{self, ServerConfig};
+use crate::storage::{self, StoreConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "caravan",
+    version,
+    about = "Trade and economic-cooperation data over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gRPC service.
+    Serve(ServeArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CARAVAN_LISTEN", default_value = server::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Directory of the store (created if missing).
+    #[arg(long, env = "CARAVAN_DATA_DIR", default_value = "./caravan-data")]
+    pub data_dir: PathBuf,
+    /// Log format on standard error; the level comes from RUST_LOG (default info).
+    #[arg(long, env = "CARAVAN_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds open streams get to finish after SIGINT/SIGTERM.
+    #[arg(long, env = "CARAVAN_DRAIN_DEADLINE_SECS", default_value_t = 5)]
+    pub drain_deadline_secs: u64,
+    /// sled page cache, in MiB.
+    #[arg(long, env = "CARAVAN_CACHE_MIB", default_value_t = storage::DEFAULT_CACHE_BYTES / (1024 * 1024))]
+    pub cache_mib: u64,
+    /// Append requests that may wait for the writer.
+    #[arg(long, env = "CARAVAN_WRITER_QUEUE", default_value_t = storage::DEFAULT_WRITER_QUEUE)]
+    pub writer_queue: usize,
+    /// Most events committed by one group commit (one fsync).
+    #[arg(long, env = "CARAVAN_MAX_GROUP_EVENTS", default_value_t = storage::DEFAULT_MAX_GROUP_EVENTS)]
+    pub max_group_events: usize,
+    /// Most events in one Append request.
+    #[arg(long, env = "CARAVAN_MAX_BATCH_EVENTS", default_value_t = ingest::DEFAULT_MAX_BATCH_EVENTS)]
+    pub max_batch_events: usize,
+    /// Most unanswered events per AppendStream.
+    #[arg(long, env = "CARAVAN_STREAM_WINDOW", default_value_t = ingest::DEFAULT_STREAM_WINDOW)]
+    pub stream_window: usize,
+    /// Most ids or sequences per LookupEvents.
+    #[arg(long, env = "CARAVAN_MAX_LOOKUP", default_value_t = ingest::DEFAULT_MAX_LOOKUP)]
+    pub max_lookup: usize,
+    /// Largest gRPC message, in bytes.
+    #[arg(long, env = "CARAVAN_MAX_MESSAGE_BYTES", default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, env = "CARAVAN_MAX_CONCURRENT_STREAMS", default_value_t = server::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    pub max_concurrent_streams: u32,
+    /// Seconds between HTTP/2 keepalive pings; a peer silent for this long
+    /// again is disconnected.
+    #[arg(long, env = "CARAVAN_KEEPALIVE_SECS", default_value_t = 20)]
+    pub keepalive_secs: u64,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> ServerConfig {
+        let mut c = ServerConfig::new(self.listen, self.data_dir.clone());
+        c.store = StoreConfig {
+            cache_capacity_bytes: self.cache_mib * 1024 * 1024,
+            writer_queue: self.writer_queue,
+            max_group_events: self.max_group_events,
+        };
+        c.ingest = IngestLimits {
+            max_batch_events: self.max_batch_events,
+            stream_window: self.stream_window,
+            max_lookup: self.max_lookup,
+            drain_deadline: Duration::from_secs(self.drain_deadline_secs),
+        };
+        c.max_message_bytes = self.max_message_bytes;
+        c.max_concurrent_streams = self.max_concurrent_streams;
+        c.keepalive_interval = Duration::from_secs(self.keepalive_secs.max(1));
+        c.keepalive_timeout = Duration::from_secs(self.keepalive_secs.max(1));
+        c
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the parsed command; the process exit code follows the result.
+pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing(args.log_format);
+            let running = server::start(args.config()).await?;
+            // The bound address on stdout, for scripts and tests using port 0.
+            println!("caravan listening on {}", running.addr());
+            tokio::select! {
+                _ = wait_for_signal() => {
+                    running.trigger().trigger();
+                    running.wait().await?;
+                }
+            }
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! caravan: a gRPC service for trade and economic-cooperation data, stored in
+//! an embedded sled database.
+//!
+//! Layers, from the wire inwards: `proto` (generated) ↔ `convert` (parsing and
+//! rendering) ↔ `domain` (valid values only) ↔ `storage` (the only sled user),
+//! with the gRPC services (`ingest`) and `server` on top and `error` as the one
+//! mapping from errors to statuses. See docs/ARCHITECTURE.md.
+
+pub mod cli;
+pub mod convert;
+pub mod domain;
+pub mod error;
+pub mod ingest;
+pub mod proto;
+pub mod server;
+pub mod shutdown;
+pub mod storage;

@@ -1,0 +1,196 @@
+//! Builds and runs the gRPC server: the caravan services, the standard
+//! health service and server reflection (v1 and v1alpha), with explicit
+//! limits, HTTP/2 keepalive and graceful shutdown.
+//!
+//! Shutdown order: health turns NOT_SERVING and new requests are refused;
+//! open AppendStreams answer what they have read and end with UNAVAILABLE;
+//! tonic stops accepting connections and waits for in-flight calls, at most
+//! the drain deadline; then the store commits and fsyncs what is queued and
+//! closes. Depends on the services, the store facade and tonic; never on sled.
+
+use crate::error::Error;
+use crate::ingest::{IngestApi, IngestLimits};
+use crate::proto;
+use crate::proto::v1::ingest_service_server::IngestServiceServer;
+use crate::shutdown::{self, ShutdownTrigger};
+use crate::storage::{Store, StoreConfig, StoreHandle};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+/// Everything `caravan serve` can set.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: StoreConfig,
+    pub ingest: IngestLimits,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 PING interval; a peer that does not answer within
+    /// `keepalive_timeout` is dropped and everything it held is released.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default largest message: 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Default concurrent calls per connection.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+impl ServerConfig {
+    /// Defaults for everything but where to listen and store.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            data_dir,
+            store: StoreConfig::default(),
+            ingest: IngestLimits::default(),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A server that is accepting calls.
+pub struct RunningServer {
+    addr: SocketAddr,
+    trigger: ShutdownTrigger,
+    task: JoinHandle<Result<(), Error>>,
+}
+
+impl RunningServer {
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Begins a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.trigger.trigger();
+        self.wait().await
+    }
+
+    /// Waits until the server has stopped and its store is closed.
+    pub async fn wait(self) -> Result<(), Error> {
+        self.task
+            .await
+            .map_err(|e| Error::Internal(format!("server task: {e}")))?
+    }
+
+    /// A handle that can trigger shutdown later (e.g. from a signal).
+    pub fn trigger(&self) -> &ShutdownTrigger {
+        &self.trigger
+    }
+}
+
+/// Opens the store, binds the listener and starts serving in the background.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("local address: {e}")))?;
+    let dir = config.data_dir.clone();
+    let store_config = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_config))
+        .await
+        .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+    let (trigger, shutdown) = shutdown::channel();
+    let task = tokio::spawn(serve(config, listener, store, shutdown));
+    tracing::info!(%addr, "caravan listening");
+    Ok(RunningServer {
+        addr,
+        trigger,
+        task,
+    })
+}
+
+async fn serve(
+    config: ServerConfig,
+    listener: TcpListener,
+    store: Store,
+    shutdown: shutdown::Shutdown,
+) -> Result<(), Error> {
+    let result = serve_until_shutdown(&config, listener, store.handle(), shutdown).await;
+    // Every service (and its store handle) is gone; commit what is queued.
+    let closed = store.close().await;
+    tracing::info!("store closed");
+    result.and(closed)
+}
+
+async fn serve_until_shutdown(
+    config: &ServerConfig,
+    listener: TcpListener,
+    store: StoreHandle,
+    shutdown: shutdown::Shutdown,
+) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServiceServer<IngestApi>>().await;
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    let ingest = IngestServiceServer::new(IngestApi::new(
+        store,
+        shutdown.clone(),
+        config.ingest.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .tcp_keepalive(Some(config.keepalive_interval))
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ingest);
+
+    let mut on_signal = shutdown.clone();
+    let reporter = health.clone();
+    let signal = async move {
+        on_signal.wait().await;
+        tracing::info!("shutting down: refusing new work, draining calls");
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_not_serving::<IngestServiceServer<IngestApi>>()
+            .await;
+    };
+    let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::pin!(server);
+
+    let mut drain = shutdown.clone();
+    let deadline = config.ingest.drain_deadline;
+    tokio::select! {
+        result = &mut server => result.map_err(|e| Error::Internal(format!("transport: {e}"))),
+        _ = async { drain.wait().await; tokio::time::sleep(deadline + Duration::from_millis(500)).await } => {
+            tracing::warn!(?deadline, "drain deadline passed; closing the remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The byte layout of the store: tree name, key prefixes, the format version,
+//! and the encoding of log chunks and fingerprint chunks. Documented byte by
+//! byte in docs/ARCHITECTURE.md; a change here needs a new format version.
+//! Depends on nothing but `xxhash-rust`.
+
+/// The one sled tree that holds everything, so that one `apply_batch` writes
+/// the log and its derived keys atomically.
+pub const TREE: &str = "caravan";
+
+/// Key of the format version (a big-endian u32). Sorts before every other key.
+pub const FORMAT_KEY: &[u8] = b"\x00format";
+/// The only format this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `E` + first sequence (u64 BE) → a log chunk of consecutive events.
+pub const LOG_PREFIX: u8 = b'E';
+/// `I` + first sequence (u64 BE) → the event-id fingerprints of consecutive events.
+pub const IDS_PREFIX: u8 = b'I';
+/// `A` + agreement id (UTF-8) → sequence (u64 BE) of the latest event about it.
+pub const AGREEMENT_PREFIX: u8 = b'A';
+
+/// The largest value written to sled. sled 0.34.7 moves large values into
+/// blob files it never fsyncs; values of a few KiB stay in its main file.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// First byte of a log chunk.
+const CHUNK_FORMAT: u8 = 1;
+const CHUNK_HEADER: usize = 3;
+/// Fingerprints per fingerprint chunk (8 bytes each: fits MAX_VALUE_BYTES).
+pub const FINGERPRINTS_PER_CHUNK: usize = MAX_VALUE_BYTES / 8;
+
+/// Seed of the event-id fingerprint. Part of the format: never change it.
+const FINGERPRINT_SEED: u64 = 0x6361_7261_7661_6e31; // "caravan1"
+
+/// The 64-bit fingerprint of an event id.
+pub fn fingerprint(event_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), FINGERPRINT_SEED)
+}
+
+/// `prefix` + big-endian sequence.
+pub fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The sequence of an `E`/`I` key.
+pub fn parse_seq_key(key: &[u8]) -> Result<u64, String> {
+    let bytes: [u8; 8] = key
+        .get(1..)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("malformed sequence key {key:?}"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// `A` + agreement id.
+pub fn agreement_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(AGREEMENT_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Builds log chunks: `[format u8][count u16 BE]` then `count` times
+/// `[len u16 BE][StoredEvent protobuf]`, at most [`MAX_VALUE_BYTES`] in all.
+pub struct ChunkBuilder {
+    buf: Vec<u8>,
+    count: u16,
+}
+
+impl ChunkBuilder {
+    pub fn new() -> Self {
+        let mut buf = Vec::with_capacity(MAX_VALUE_BYTES);
+        buf.extend_from_slice(&[CHUNK_FORMAT, 0, 0]);
+        ChunkBuilder { buf, count: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Largest event encoding a chunk can hold.
+    pub const MAX_ENTRY: usize = MAX_VALUE_BYTES - CHUNK_HEADER - 2;
+
+    /// Appends an entry written by `write` (which must add ≤ MAX_ENTRY bytes).
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> usize {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        write(&mut self.buf);
+        let len = self.buf.len() - at - 2;
+        self.buf[at..at + 2].copy_from_slice(&(len as u16).to_be_bytes());
+        self.count += 1;
+        len
+    }
+
+    /// Removes the last entry (used when it turns out not to fit).
+    pub fn truncate_to(&mut self, len_before: usize) {
+        self.buf.truncate(len_before);
+        self.count -= 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn finish(mut self) -> Vec<u8> {
+        let c = self.count.to_be_bytes();
+        self.buf[1..3].copy_from_slice(&c);
+        self.buf
+    }
+}
+
+/// The entries of a log chunk, in order.
+pub fn chunk_entries(value: &[u8]) -> Result<Vec<&[u8]>, String> {
+    if value.len() < CHUNK_HEADER || value[0] != CHUNK_FORMAT {
+        return Err("log chunk with an unknown header".into());
+    }
+    let count = u16::from_be_bytes([value[1], value[2]]) as usize;
+    let mut entries = Vec::with_capacity(count);
+    let mut at = CHUNK_HEADER;
+    for _ in 0..count {
+        let len_bytes = value.get(at..at + 2).ok_or("truncated log chunk")?;
+        let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
+        let entry = value
+            .get(at + 2..at + 2 + len)
+            .ok_or("truncated log chunk")?;
+        entries.push(entry);
+        at += 2 + len;
+    }
+    if at != value.len() {
+        return Err("log chunk with trailing bytes".into());
+    }
+    Ok(entries)
+}
+
+/// Number of events in a log chunk, from its header.
+pub fn chunk_count(value: &[u8]) -> Result<u64, String> {
+    if value.len() < CHUNK_HEADER || value[0] != CHUNK_FORMAT {
+        return Err("log chunk with an unknown header".into());
+    }
+    Ok(u64::from(u16::from_be_bytes([value[1], value[2]])))
+}
+
+/// A fingerprint chunk: fingerprints as u64 BE, one per consecutive sequence.
+pub fn encode_fingerprints(fps: &[u64]) -> Vec<u8> {
+    fps.iter().flat_map(|f| f.to_be_bytes()).collect()
+}
+
+pub fn decode_fingerprints(value: &[u8]) -> Result<impl Iterator<Item = u64> + '_, String> {
+    if !value.len().is_multiple_of(8) {
+        return Err("fingerprint chunk of a length not divisible by 8".into());
+    }
+    Ok(value
+        .chunks_exact(8)
+        .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_stay_within_the_value_limit() {
+        let mut b = ChunkBuilder::new();
+        let mut n = 0;
+        loop {
+            let before = b.len();
+            b.push_with(|buf| buf.extend_from_slice(&[n as u8; 100]));
+            if b.len() > MAX_VALUE_BYTES {
+                b.truncate_to(before);
+                break;
+            }
+            n += 1;
+        }
+        let v = b.finish();
+        assert!(v.len() <= MAX_VALUE_BYTES);
+        let entries = chunk_entries(&v).unwrap();
+        assert_eq!(entries.len(), n);
+        assert_eq!(chunk_count(&v).unwrap(), n as u64);
+        assert_eq!(entries[3], &[3u8; 100][..]);
+        assert!(chunk_entries(&v[..v.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn sequence_keys_sort_numerically() {
+        assert!(seq_key(LOG_PREFIX, 255) < seq_key(LOG_PREFIX, 256));
+        assert_eq!(parse_seq_key(&seq_key(IDS_PREFIX, 77)).unwrap(), 77);
+    }
+}

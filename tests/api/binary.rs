@@ -1,0 +1,137 @@
+//! The real `caravan` binary: SIGKILL right after acknowledgements loses
+//! nothing acknowledged; SIGTERM shuts down cleanly with exit status 0.
+
+use crate::helpers::*;
+use caravan::proto::v1 as pb;
+use caravan::proto::v1::ingest_service_client::IngestServiceClient;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Starts `caravan serve` on a free port and returns it with its address.
+async fn start_binary(data_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the server announces its address")
+        .expect("read stdout")
+        .expect("a line");
+    let addr = line
+        .strip_prefix("caravan listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, format!("http://{addr}"))
+}
+
+#[tokio::test]
+async fn sigkill_right_after_acknowledgements_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = store_path(dir.path());
+    let (mut child, url) = start_binary(&data).await;
+
+    // Four feeds append batches as fast as they can; every ack is recorded.
+    let (acks_tx, mut acks_rx) = tokio::sync::mpsc::unbounded_channel::<pb::Ack>();
+    let mut feeds = Vec::new();
+    for feed in 0..4 {
+        let url = url.clone();
+        let acks_tx = acks_tx.clone();
+        feeds.push(tokio::spawn(async move {
+            let mut client = IngestServiceClient::connect(url).await.expect("connect");
+            for batch in 0.. {
+                let events = (0..100)
+                    .map(|i| trade(&format!("k{feed}-{batch}-{i}"), "CN", "KZ", 1900 + i, batch))
+                    .collect();
+                match append(&mut client, events).await {
+                    Ok(acks) => acks.into_iter().for_each(|a| {
+                        let _ = acks_tx.send(a);
+                    }),
+                    Err(_) => return, // the server died
+                }
+            }
+        }));
+    }
+    drop(acks_tx);
+    // Kill as soon as enough acknowledgements have arrived.
+    let mut acked = Vec::new();
+    while acked.len() < 4_000 {
+        acked.push(acks_rx.recv().await.expect("acks flow"));
+    }
+    child.start_kill().expect("SIGKILL");
+    child.wait().await.unwrap();
+    for f in feeds {
+        f.await.unwrap();
+    }
+    while let Some(a) = acks_rx.recv().await {
+        acked.push(a);
+    }
+
+    let (mut child, url) = start_binary(&data).await;
+    let mut client = IngestServiceClient::connect(url).await.unwrap();
+    let last = last_sequence(&mut client).await;
+    assert!(last >= acked.iter().map(|a| a.sequence).max().unwrap());
+    for chunk in acked.chunks(1_000) {
+        let found = client
+            .lookup_events(pb::LookupEventsRequest {
+                event_ids: chunk.iter().map(|a| a.event_id.clone()).collect(),
+                sequences: vec![],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            found.missing_event_ids.is_empty(),
+            "lost: {:?}",
+            found.missing_event_ids
+        );
+        for (ack, stored) in chunk.iter().zip(&found.events) {
+            assert_eq!(ack.sequence, stored.sequence, "{}", ack.event_id);
+        }
+    }
+    // Sequences continue without a gap after the recovered log.
+    let next = append(&mut client, vec![trade("after-kill", "CN", "KZ", 2000, 1)])
+        .await
+        .unwrap();
+    assert_eq!(next[0].sequence, last + 1);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_binary_cleanly_with_status_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = store_path(dir.path());
+    let (mut child, url) = start_binary(&data).await;
+    let mut client = IngestServiceClient::connect(url.clone()).await.unwrap();
+    append(&mut client, vec![trade("t1", "CN", "KZ", 2000, 1)])
+        .await
+        .unwrap();
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("exits within the drain deadline")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // And the store opens again with the event.
+    let (mut child, url) = start_binary(&data).await;
+    let mut client = IngestServiceClient::connect(url).await.unwrap();
+    assert_eq!(last_sequence(&mut client).await, 1);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}

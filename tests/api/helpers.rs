@@ -1,0 +1,198 @@
+//! Shared test helpers: a real server on 127.0.0.1:0 over a temporary store,
+//! generated clients, and event builders.
+
+use caravan::proto::v1 as pb;
+use caravan::proto::v1::ingest_service_client::IngestServiceClient;
+use caravan::server::{self, RunningServer, ServerConfig};
+use std::path::{Path, PathBuf};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub dir: TempDir,
+    server: Option<RunningServer>,
+}
+
+/// Starts the real server on a random port over a new temporary store.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    spawn_app_in(dir, |_| {}).await
+}
+
+/// Starts the real server over `dir`, with settings adjusted by `tune`.
+pub async fn spawn_app_in(dir: TempDir, tune: impl FnOnce(&mut ServerConfig)) -> TestApp {
+    let mut config =
+        ServerConfig::new("127.0.0.1:0".parse().expect("addr"), store_path(dir.path()));
+    tune(&mut config);
+    let server = server::start(config).await.expect("server starts");
+    TestApp {
+        addr: server.addr(),
+        dir,
+        server: Some(server),
+    }
+}
+
+pub fn store_path(dir: &Path) -> PathBuf {
+    dir.join("store")
+}
+
+impl TestApp {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn ingest(&self) -> IngestServiceClient<Channel> {
+        IngestServiceClient::new(self.channel().await)
+    }
+
+    /// Shuts the server down gracefully and returns its store directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+        self.dir
+    }
+
+    /// Stops and starts the server again over the same store.
+    pub async fn restart(self) -> TestApp {
+        let dir = self.stop().await;
+        spawn_app_in(dir, |_| {}).await
+    }
+}
+
+pub fn money(units: i64) -> pb::Money {
+    pb::Money {
+        currency_code: "USD".into(),
+        units,
+        nanos: 0,
+    }
+}
+
+pub fn annual(year: i32) -> pb::Period {
+    pb::Period {
+        year,
+        frequency: pb::Frequency::Annual as i32,
+        number: 0,
+    }
+}
+
+pub fn all_commodities() -> pb::CommodityScope {
+    pb::CommodityScope {
+        scope: Some(pb::commodity_scope::Scope::All(pb::AllCommodities {})),
+    }
+}
+
+pub fn trade(id: &str, reporter: &str, partner: &str, year: i32, units: i64) -> pb::Event {
+    pb::Event {
+        event_id: id.into(),
+        feed: "test-feed".into(),
+        occurred_at: None,
+        payload: Some(pb::event::Payload::TradeRecord(pb::TradeRecord {
+            reporter: reporter.into(),
+            partner: partner.into(),
+            flow: pb::Flow::Export as i32,
+            period: Some(annual(year)),
+            commodity: Some(all_commodities()),
+            value: Some(money(units)),
+            quantity: None,
+            source: "test".into(),
+            note: String::new(),
+        })),
+    }
+}
+
+pub fn agreement(id: &str, agreement_id: &str) -> pb::Event {
+    pb::Event {
+        event_id: id.into(),
+        feed: "test-feed".into(),
+        occurred_at: None,
+        payload: Some(pb::event::Payload::Agreement(pb::Agreement {
+            agreement_id: agreement_id.into(),
+            title: "Xi'an Declaration".into(),
+            parties: vec!["CHN".into(), "KAZ".into(), "UZ".into()],
+            signed_on: Some(pb::Date {
+                year: 2023,
+                month: 5,
+                day: 19,
+            }),
+            venue: "Xi'an".into(),
+            kind: pb::AgreementKind::Declaration as i32,
+            sectors: vec![
+                pb::Sector::Energy as i32,
+                pb::Sector::TransportLogistics as i32,
+            ],
+            value: None,
+            status: pb::AgreementStatus::Signed as i32,
+            source: "A2".into(),
+            note: String::new(),
+        })),
+    }
+}
+
+pub fn status_change(id: &str, agreement_id: &str) -> pb::Event {
+    pb::Event {
+        event_id: id.into(),
+        feed: "test-feed".into(),
+        occurred_at: None,
+        payload: Some(pb::event::Payload::AgreementStatusChanged(
+            pb::AgreementStatusChanged {
+                agreement_id: agreement_id.into(),
+                status: pb::AgreementStatus::InForce as i32,
+                effective_on: Some(pb::Date {
+                    year: 2024,
+                    month: 1,
+                    day: 1,
+                }),
+                note: String::new(),
+            },
+        )),
+    }
+}
+
+/// Mutable access to an event's trade record.
+pub fn record_mut(e: &mut pb::Event) -> &mut pb::TradeRecord {
+    match &mut e.payload {
+        Some(pb::event::Payload::TradeRecord(r)) => r,
+        _ => panic!("not a trade record"),
+    }
+}
+
+pub async fn append(
+    client: &mut IngestServiceClient<Channel>,
+    events: Vec<pb::Event>,
+) -> Result<Vec<pb::Ack>, tonic::Status> {
+    client
+        .append(pb::AppendRequest { events })
+        .await
+        .map(|r| r.into_inner().acks)
+}
+
+pub async fn last_sequence(client: &mut IngestServiceClient<Channel>) -> u64 {
+    client
+        .lookup_events(pb::LookupEventsRequest {
+            event_ids: vec![],
+            sequences: vec![u64::MAX],
+        })
+        .await
+        .expect("lookup")
+        .into_inner()
+        .last_sequence
+}
+
+/// The fields named by a status's google.rpc.BadRequest, in order.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real server on 127.0.0.1:0 with a temporary store,
+//! called through the generated clients; and the real binary.
+
+mod binary;
+mod durability;
+mod helpers;
+mod ingest;
+mod operations;
