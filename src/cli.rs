@@ -25,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the gRPC service.
     Serve(ServeArgs),
+    /// Measure ingest throughput and latency on a temporary store.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -149,6 +151,10 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             tracing::info!("stopped");
             Ok(())
+        }
+        Command::Bench(args) => {
+            init_tracing(LogFormat::Text);
+            crate::bench::run(args).await
         }
     }
 }

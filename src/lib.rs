@@ -6,6 +6,7 @@
 //! with the gRPC services (`ingest`) and `server` on top and `error` as the one
 //! mapping from errors to statuses. See docs/ARCHITECTURE.md.
 
+pub mod bench;
 pub mod cli;
 pub mod convert;
 pub mod domain;

@@ -1,0 +1,249 @@
+//! `caravan bench`: ingest throughput and acknowledgement latency of the real
+//! server over loopback, measured with real gRPC clients on a fresh temporary
+//! store per scenario. Prints a table; figures only, no thresholds.
+//!
+//! Depends on the server, the generated clients and the wire types; never on
+//! sled or the storage internals.
+
+use crate::proto::v1 as pb;
+use crate::proto::v1::ingest_service_client::IngestServiceClient;
+use crate::server::{self, ServerConfig};
+use std::error::Error;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+/// Options of `caravan bench`.
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// A small run that finishes in well under a minute.
+    #[arg(long)]
+    pub quick: bool,
+    /// Events per scenario (batch-of-1 scenarios use a hundredth).
+    #[arg(long, default_value_t = 200_000)]
+    pub events: usize,
+}
+
+/// A small deterministic generator (SplitMix64), so every run sends the same events.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const COUNTRIES: &[&str] = &[
+    "CN", "KZ", "KG", "TJ", "TM", "UZ", "US", "DE", "RU", "IN", "JP", "KR", "FR", "GB", "IT",
+    "BR", "CA", "AU", "TR", "IR", "PK", "AF", "MN", "AZ", "GE", "AM", "UA", "PL", "NL", "ES",
+];
+
+/// `n` distinct, realistic trade-record events with ids `{prefix}-{i}`.
+pub fn synthetic_events(prefix: &str, n: usize, seed: u64) -> Vec<pb::Event> {
+    let mut rng = SplitMix(seed);
+    (0..n)
+        .map(|i| {
+            let r = rng.below(COUNTRIES.len() as u64) as usize;
+            let p = (r + 1 + rng.below(COUNTRIES.len() as u64 - 1) as usize) % COUNTRIES.len();
+            let chapter = 1 + rng.below(97);
+            let monthly = rng.below(2) == 0;
+            pb::Event {
+                event_id: format!("{prefix}-{i}"),
+                feed: "bench".into(),
+                occurred_at: None,
+                payload: Some(pb::event::Payload::TradeRecord(pb::TradeRecord {
+                    reporter: COUNTRIES[r].into(),
+                    partner: COUNTRIES[p].into(),
+                    flow: 1 + rng.below(2) as i32,
+                    period: Some(pb::Period {
+                        year: 2000 + rng.below(25) as i32,
+                        frequency: if monthly {
+                            pb::Frequency::Monthly as i32
+                        } else {
+                            pb::Frequency::Annual as i32
+                        },
+                        number: if monthly { 1 + rng.below(12) as i32 } else { 0 },
+                    }),
+                    commodity: Some(pb::CommodityScope {
+                        scope: Some(pb::commodity_scope::Scope::HsCode(format!(
+                            "{chapter:02}{:02}",
+                            rng.below(100)
+                        ))),
+                    }),
+                    value: Some(pb::Money {
+                        currency_code: "USD".into(),
+                        units: rng.below(10_000_000_000) as i64,
+                        nanos: 0,
+                    }),
+                    quantity: None,
+                    source: "caravan bench (synthetic)".into(),
+                    note: String::new(),
+                })),
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Unary { batch: usize },
+    Stream,
+}
+
+struct Scenario {
+    name: String,
+    mode: Mode,
+    feeds: usize,
+    events: usize,
+    /// Re-send the same events a second time and measure that pass.
+    duplicates: bool,
+}
+
+struct Measured {
+    events: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn feed(
+    url: String,
+    mode: Mode,
+    events: Vec<pb::Event>,
+) -> Result<Vec<Duration>, Box<dyn Error + Send + Sync>> {
+    let mut client = IngestServiceClient::connect(url).await?;
+    let mut latencies = Vec::new();
+    match mode {
+        Mode::Unary { batch } => {
+            let batches: Vec<Vec<pb::Event>> = events.chunks(batch).map(<[_]>::to_vec).collect();
+            for b in batches {
+                let n = b.len();
+                let t = Instant::now();
+                client.append(pb::AppendRequest { events: b }).await?;
+                let d = t.elapsed();
+                latencies.extend(std::iter::repeat_n(d, n));
+            }
+        }
+        Mode::Stream => {
+            let n = events.len();
+            let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+            let requests = tokio_stream::iter(events).map(move |e| {
+                let _ = sent_tx.send(Instant::now());
+                pb::AppendStreamRequest { event: Some(e) }
+            });
+            let mut answers = client.append_stream(requests).await?.into_inner();
+            while let Some(a) = answers.next().await {
+                let a = a?;
+                if let Some(pb::append_stream_response::Result::Rejection(r)) = a.result {
+                    return Err(format!("rejected: {}", r.message).into());
+                }
+                if let Some(sent) = sent_rx.recv().await {
+                    latencies.push(sent.elapsed());
+                }
+            }
+            if latencies.len() != n {
+                return Err(format!("{} of {n} events answered", latencies.len()).into());
+            }
+        }
+    }
+    Ok(latencies)
+}
+
+async fn pass(url: &str, s: &Scenario, events: &[pb::Event]) -> Result<Measured, Box<dyn Error>> {
+    let per_feed = events.len().div_ceil(s.feeds);
+    let start = Instant::now();
+    let tasks: Vec<_> = events
+        .chunks(per_feed)
+        .map(|part| tokio::spawn(feed(url.to_owned(), s.mode, part.to_vec())))
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await?.map_err(|e| e.to_string())?);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Ok(Measured {
+        events: events.len(),
+        elapsed,
+        latencies,
+    })
+}
+
+async fn run_scenario(s: &Scenario) -> Result<Measured, Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let config = ServerConfig::new("127.0.0.1:0".parse()?, dir.path().join("store"));
+    let server = server::start(config).await?;
+    let url = format!("http://{}", server.addr());
+    let events = synthetic_events("bench", s.events, 7);
+    let mut measured = pass(&url, s, &events).await?;
+    if s.duplicates {
+        measured = pass(&url, s, &events).await?;
+    }
+    server.shutdown().await?;
+    Ok(measured)
+}
+
+/// Runs every scenario and prints the table.
+pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
+    let n = if args.quick { 20_000 } else { args.events };
+    let small = (n / 100).max(100);
+    let unary = |batch, feeds, events, duplicates| Scenario {
+        name: format!(
+            "{}Append, batches of {batch}, {feeds} feed{}",
+            if duplicates { "duplicates: " } else { "" },
+            if feeds > 1 { "s" } else { "" }
+        ),
+        mode: Mode::Unary { batch },
+        feeds,
+        events,
+        duplicates,
+    };
+    let stream = |feeds| Scenario {
+        name: format!("AppendStream, {feeds} feed{}", if feeds > 1 { "s" } else { "" }),
+        mode: Mode::Stream,
+        feeds,
+        events: n,
+        duplicates: false,
+    };
+    let scenarios = [
+        unary(1, 1, small, false),
+        unary(1, 4, small, false),
+        unary(100, 1, n, false),
+        unary(100, 4, n, false),
+        unary(1000, 1, n, false),
+        unary(1000, 4, n, false),
+        stream(1),
+        stream(4),
+        unary(1000, 4, n, true),
+    ];
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["scenario", "events", "events/s", "ack p50", "ack p99"]);
+    for s in &scenarios {
+        let m = run_scenario(s).await?;
+        let rate = m.events as f64 / m.elapsed.as_secs_f64();
+        eprintln!("{}: {:.0} events/s", s.name, rate);
+        table.add_row([
+            s.name.clone(),
+            m.events.to_string(),
+            format!("{rate:.0}"),
+            format!("{:.2} ms", percentile(&m.latencies, 0.50).as_secs_f64() * 1e3),
+            format!("{:.2} ms", percentile(&m.latencies, 0.99).as_secs_f64() * 1e3),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
