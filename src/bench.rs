@@ -21,6 +21,10 @@ pub struct BenchArgs {
     /// Events per scenario (batch-of-1 scenarios use a hundredth).
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
+    /// Also build a store of this many events and measure its size on disk,
+    /// the time to reopen it and the process's resident memory after that.
+    #[arg(long, default_value_t = 0)]
+    pub footprint_events: usize,
 }
 
 /// A small deterministic generator (SplitMix64), so every run sends the same events.
@@ -245,5 +249,71 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         ]);
     }
     println!("{table}");
+    if args.footprint_events > 0 {
+        footprint(args.footprint_events).await?;
+    }
+    Ok(())
+}
+
+fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+/// Resident memory of this process now and at its peak, from /proc (Linux).
+fn rss_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+async fn footprint(n: usize) -> Result<(), Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let s = Scenario {
+        name: String::new(),
+        mode: Mode::Unary { batch: 1000 },
+        feeds: 4,
+        events: n,
+        duplicates: false,
+    };
+    let server = server::start(ServerConfig::new("127.0.0.1:0".parse()?, store.clone())).await?;
+    let url = format!("http://{}", server.addr());
+    let chunk = 200_000;
+    for (i, start) in (0..n).step_by(chunk).enumerate() {
+        let events = synthetic_events(&format!("fp{i}"), chunk.min(n - start), i as u64);
+        pass(&url, &s, &events).await?;
+    }
+    server.shutdown().await?;
+    let (rss_before, _) = rss_mib();
+    let bytes = dir_bytes(&store)?;
+    let t = Instant::now();
+    let server = server::start(ServerConfig::new("127.0.0.1:0".parse()?, store.clone())).await?;
+    let reopen = t.elapsed();
+    let (rss_after, peak) = rss_mib();
+    server.shutdown().await?;
+    println!(
+        "footprint: {n} events, {:.1} MB on disk ({:.0} bytes/event), reopened in {:.2} s; \
+         process RSS {rss_before:.0} MiB before reopening, {rss_after:.0} MiB after, peak {peak:.0} MiB",
+        bytes as f64 / 1e6,
+        bytes as f64 / n as f64,
+        reopen.as_secs_f64()
+    );
     Ok(())
 }
