@@ -44,8 +44,8 @@ impl SplitMix {
 }
 
 const COUNTRIES: &[&str] = &[
-    "CN", "KZ", "KG", "TJ", "TM", "UZ", "US", "DE", "RU", "IN", "JP", "KR", "FR", "GB", "IT",
-    "BR", "CA", "AU", "TR", "IR", "PK", "AF", "MN", "AZ", "GE", "AM", "UA", "PL", "NL", "ES",
+    "CN", "KZ", "KG", "TJ", "TM", "UZ", "US", "DE", "RU", "IN", "JP", "KR", "FR", "GB", "IT", "BR",
+    "CA", "AU", "TR", "IR", "PK", "AF", "MN", "AZ", "GE", "AM", "UA", "PL", "NL", "ES",
 ];
 
 /// `n` distinct, realistic trade-record events with ids `{prefix}-{i}`.
@@ -216,7 +216,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         duplicates,
     };
     let stream = |feeds| Scenario {
-        name: format!("AppendStream, {feeds} feed{}", if feeds > 1 { "s" } else { "" }),
+        name: format!(
+            "AppendStream, {feeds} feed{}",
+            if feeds > 1 { "s" } else { "" }
+        ),
         mode: Mode::Stream,
         feeds,
         events: n,
@@ -244,8 +247,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
             s.name.clone(),
             m.events.to_string(),
             format!("{rate:.0}"),
-            format!("{:.2} ms", percentile(&m.latencies, 0.50).as_secs_f64() * 1e3),
-            format!("{:.2} ms", percentile(&m.latencies, 0.99).as_secs_f64() * 1e3),
+            format!(
+                "{:.2} ms",
+                percentile(&m.latencies, 0.50).as_secs_f64() * 1e3
+            ),
+            format!(
+                "{:.2} ms",
+                percentile(&m.latencies, 0.99).as_secs_f64() * 1e3
+            ),
         ]);
     }
     println!("{table}");

@@ -255,7 +255,7 @@ impl Store {
             durable_tx,
             closed: AtomicBool::new(false),
         });
-        let recovered = recover(&shared)?;
+        let recovered = recover(&shared, syncer.as_mut())?;
         shared
             .durable
             .store(recovered.last_sequence, Ordering::Release);
@@ -356,24 +356,55 @@ struct Recovered {
     agreements: HashSet<String>,
 }
 
-/// Rebuilds the in-memory id index and the agreement set, and checks that
-/// the log and its fingerprint chunks cover the same gapless sequence range.
-fn recover(shared: &Shared) -> Result<Recovered, Error> {
-    let last_sequence = match shared
+/// Loads the in-memory id index and the agreement set from the derived keys,
+/// after checking that the fingerprint chunks cover exactly the log's gapless
+/// sequence range. If they do not, rebuilds every derived key from the log.
+fn recover(shared: &Shared, syncer: &mut dyn Syncer) -> Result<Recovered, Error> {
+    let last_sequence = last_log_sequence(shared)?;
+    let ids = match load_ids(shared, last_sequence) {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "derived keys do not match the log; rebuilding them from the log");
+            rebuild_derived(shared, syncer)?;
+            load_ids(shared, last_sequence)?
+        }
+    };
+    *shared
+        .ids
+        .write()
+        .map_err(|_| Error::Internal("id index poisoned".into()))? = ids;
+
+    let mut agreements = HashSet::new();
+    for item in shared.tree.scan_prefix([layout::AGREEMENT_PREFIX]) {
+        let (k, _) = item.map_err(|e| storage_error("scan agreements", e))?;
+        let id =
+            std::str::from_utf8(&k[1..]).map_err(|e| storage_error("corrupt agreement key", e))?;
+        agreements.insert(id.to_owned());
+    }
+    Ok(Recovered {
+        last_sequence,
+        agreements,
+    })
+}
+
+fn last_log_sequence(shared: &Shared) -> Result<u64, Error> {
+    match shared
         .tree
         .scan_prefix([LOG_PREFIX])
         .next_back()
         .transpose()
         .map_err(|e| storage_error("scan log", e))?
     {
-        None => 0,
+        None => Ok(0),
         Some((k, v)) => {
             let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
             let count = layout::chunk_count(&v).map_err(|e| storage_error("corrupt chunk", e))?;
-            first + count - 1
+            Ok(first + count - 1)
         }
-    };
+    }
+}
 
+fn load_ids(shared: &Shared, last_sequence: u64) -> Result<IdIndex, Error> {
     let mut expected = 1u64;
     let mut ids = IdIndex::default();
     ids.by_fingerprint
@@ -392,24 +423,14 @@ fn recover(shared: &Shared) -> Result<Recovered, Error> {
             let seq = first + i as u64;
             if let Some(&other) = ids.by_fingerprint.get(&fp) {
                 // Two ids with one fingerprint: keep the later one in full.
-                let id = shared
-                    .read_event(seq)?
-                    .ok_or_else(|| storage_error("inconsistent store", format!("no event {seq}")))?
-                    .event
-                    .id;
-                let other_id = shared
-                    .read_event(other)?
-                    .map(|e| e.event.id)
-                    .ok_or_else(|| {
-                        storage_error("inconsistent store", format!("no event {other}"))
-                    })?;
-                if id == other_id {
+                let id = event_id_at(shared, seq)?;
+                if id == event_id_at(shared, other)? {
                     return Err(storage_error(
                         "inconsistent store",
                         format!("event id {id} stored twice ({other} and {seq})"),
                     ));
                 }
-                ids.collided.insert(id.as_str().to_owned(), seq);
+                ids.collided.insert(id, seq);
             } else {
                 ids.by_fingerprint.insert(fp, seq);
             }
@@ -425,22 +446,75 @@ fn recover(shared: &Shared) -> Result<Recovered, Error> {
             ),
         ));
     }
-    *shared
-        .ids
-        .write()
-        .map_err(|_| Error::Internal("id index poisoned".into()))? = ids;
+    Ok(ids)
+}
 
-    let mut agreements = HashSet::new();
-    for item in shared.tree.scan_prefix([layout::AGREEMENT_PREFIX]) {
-        let (k, _) = item.map_err(|e| storage_error("scan agreements", e))?;
-        let id =
-            std::str::from_utf8(&k[1..]).map_err(|e| storage_error("corrupt agreement key", e))?;
-        agreements.insert(id.to_owned());
+fn event_id_at(shared: &Shared, seq: u64) -> Result<String, Error> {
+    let bytes = shared
+        .read_event_bytes(seq)?
+        .ok_or_else(|| storage_error("inconsistent store", format!("no event {seq}")))?;
+    convert::stored_event_id(&bytes).map_err(|e| storage_error("corrupt event", e))
+}
+
+/// Rewrites every key derived from the log (fingerprint chunks, agreement
+/// keys) by reading the whole log, then flushes and fsyncs.
+fn rebuild_derived(shared: &Shared, syncer: &mut dyn Syncer) -> Result<(), Error> {
+    const KEYS_PER_BATCH: usize = 1024;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    let flush = |batch: &mut sled::Batch, pending: &mut usize| -> Result<(), Error> {
+        shared
+            .tree
+            .apply_batch(std::mem::take(batch))
+            .map_err(|e| storage_error("rebuild", e))?;
+        *pending = 0;
+        Ok(())
+    };
+    for prefix in [IDS_PREFIX, layout::AGREEMENT_PREFIX] {
+        for item in shared.tree.scan_prefix([prefix]) {
+            let (k, _) = item.map_err(|e| storage_error("rebuild scan", e))?;
+            batch.remove(k);
+            pending += 1;
+            if pending >= KEYS_PER_BATCH {
+                flush(&mut batch, &mut pending)?;
+            }
+        }
     }
-    Ok(Recovered {
-        last_sequence,
-        agreements,
-    })
+    let mut agreements: HashMap<String, u64> = HashMap::new();
+    for item in shared.tree.scan_prefix([LOG_PREFIX]) {
+        let (k, v) = item.map_err(|e| storage_error("rebuild scan", e))?;
+        let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+        let entries = layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        let mut fps = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            let stored =
+                convert::decode_stored(entry).map_err(|e| storage_error("corrupt event", e))?;
+            fps.push(fingerprint(stored.event.id.as_str()));
+            let about = match &stored.event.payload {
+                crate::domain::Payload::Agreement(a) => Some(a.id.as_str()),
+                crate::domain::Payload::AgreementStatusChanged(c) => Some(c.agreement_id.as_str()),
+                _ => None,
+            };
+            if let Some(id) = about {
+                agreements.insert(id.to_owned(), first + i as u64);
+            }
+        }
+        batch.insert(
+            &seq_key(IDS_PREFIX, first),
+            layout::encode_fingerprints(&fps),
+        );
+        pending += 1;
+        if pending >= KEYS_PER_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    for (id, seq) in agreements {
+        batch.insert(layout::agreement_key(&id), &seq.to_be_bytes());
+    }
+    flush(&mut batch, &mut pending)?;
+    shared.db.flush().map_err(|e| storage_error("flush", e))?;
+    syncer.sync().map_err(|e| storage_error("fsync", e))?;
+    Ok(())
 }
 
 impl StoreHandle {

@@ -253,3 +253,53 @@ async fn a_store_of_an_unknown_format_version_is_refused_with_a_clear_message() 
     assert!(err.to_string().contains("format version 99"), "{err}");
     assert!(err.to_string().contains("reads version 1 only"), "{err}");
 }
+
+#[tokio::test]
+async fn lost_derived_keys_are_rebuilt_from_the_log() {
+    let app = spawn_app().await;
+    let mut client = app.ingest().await;
+    let events = (0..3_000)
+        .map(|i| trade(&format!("d{i}"), "CN", "KZ", 1900 + i % 200, i as i64))
+        .collect();
+    append(&mut client, events).await.unwrap();
+    append(&mut client, vec![agreement("ag", "astana-2025")])
+        .await
+        .unwrap();
+    drop(client);
+    let dir = app.stop().await;
+    {
+        // Remove every derived key (fingerprints 'I', agreements 'A').
+        let db = sled::open(store_path(dir.path())).unwrap();
+        let tree = db.open_tree("caravan").unwrap();
+        let derived: Vec<_> = tree
+            .iter()
+            .keys()
+            .map(|k| k.unwrap())
+            .filter(|k| k[0] == b'I' || k[0] == b'A')
+            .collect();
+        assert!(
+            derived.len() > 1,
+            "the layout changed: {} derived keys",
+            derived.len()
+        );
+        for k in derived {
+            tree.remove(k).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let app = spawn_app_in(dir, |_| {}).await;
+    let mut client = app.ingest().await;
+    assert_eq!(last_sequence(&mut client).await, 3_001);
+    let again = append(
+        &mut client,
+        vec![
+            trade("d5", "CN", "KZ", 1905, 5),
+            status_change("st", "astana-2025"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((again[0].sequence, again[0].duplicate), (6, true));
+    assert_eq!((again[1].sequence, again[1].duplicate), (3_002, false));
+    app.stop().await;
+}
