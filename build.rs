@@ -5,7 +5,11 @@
 use std::{env, error::Error, fs, path::PathBuf};
 
 const PROTO_ROOT: &str = "proto";
-const PROTO_FILES: &[&str] = &["caravan/v1/types.proto", "caravan/v1/ingest.proto"];
+const PROTO_FILES: &[&str] = &[
+    "caravan/v1/types.proto",
+    "caravan/v1/ingest.proto",
+    "caravan/v1/query.proto",
+];
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

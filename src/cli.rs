@@ -23,6 +23,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the China–Central Asia demo: a temporary store, the seed data
+    /// loaded through gRPC, and the founding questions answered as tables.
+    Demo,
     /// Run the gRPC service.
     Serve(ServeArgs),
     /// Measure ingest throughput and latency on a temporary store.
@@ -152,6 +155,10 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             tracing::info!("stopped");
             Ok(())
+        }
+        Command::Demo => {
+            init_tracing(LogFormat::Text);
+            crate::demo::run().await
         }
         Command::Bench(args) => {
             init_tracing(LogFormat::Text);

@@ -63,7 +63,7 @@ fn enum_value<E: TryFrom<i32>>(raw: i32, what: &str) -> Result<E, String> {
     E::try_from(raw).map_err(|_| format!("{raw} is not a known {what}"))
 }
 
-fn flow(raw: i32) -> Result<Flow, String> {
+pub fn flow(raw: i32) -> Result<Flow, String> {
     Ok(match enum_value::<pb::Flow>(raw, "flow")? {
         pb::Flow::Export => Flow::Export,
         pb::Flow::Import => Flow::Import,
@@ -74,7 +74,7 @@ fn flow(raw: i32) -> Result<Flow, String> {
     })
 }
 
-fn frequency(raw: i32) -> Result<Frequency, String> {
+pub fn frequency(raw: i32) -> Result<Frequency, String> {
     Ok(match enum_value::<pb::Frequency>(raw, "frequency")? {
         pb::Frequency::Annual => Frequency::Annual,
         pb::Frequency::Quarterly => Frequency::Quarterly,
@@ -105,7 +105,7 @@ pub fn sector(raw: i32) -> Result<Sector, String> {
     })
 }
 
-fn kind(raw: i32) -> Result<AgreementKind, String> {
+pub fn kind(raw: i32) -> Result<AgreementKind, String> {
     use pb::AgreementKind as K;
     Ok(match enum_value::<K>(raw, "agreement kind")? {
         K::Declaration => AgreementKind::Declaration,
@@ -119,7 +119,7 @@ fn kind(raw: i32) -> Result<AgreementKind, String> {
     })
 }
 
-fn status(raw: i32) -> Result<AgreementStatus, String> {
+pub fn status(raw: i32) -> Result<AgreementStatus, String> {
     use pb::AgreementStatus as S;
     Ok(match enum_value::<S>(raw, "agreement status")? {
         S::Signed => AgreementStatus::Signed,
@@ -130,7 +130,8 @@ fn status(raw: i32) -> Result<AgreementStatus, String> {
     })
 }
 
-fn period(p: &pb::Period) -> Result<Period, FieldViolation> {
+/// Parses a wire period; violations name `frequency`, `year` or `number`.
+pub fn period(p: &pb::Period) -> Result<Period, FieldViolation> {
     let f = frequency(p.frequency).map_err(|d| FieldViolation::new("frequency", d))?;
     Period::new(p.year, f, p.number)
 }
@@ -156,7 +157,7 @@ fn money(m: &pb::Money) -> Result<UsdAmount, FieldViolation> {
     UsdAmount::new(&m.currency_code, m.units, m.nanos)
 }
 
-fn date(d: &pb::Date) -> Result<Date, String> {
+pub fn date(d: &pb::Date) -> Result<Date, String> {
     Date::new(d.year, d.month, d.day)
 }
 
@@ -366,7 +367,7 @@ pub fn parse_event(e: &pb::Event) -> Result<Event, Vec<FieldViolation>> {
 
 // ---- domain → wire ----------------------------------------------------------
 
-fn pb_flow(f: Flow) -> pb::Flow {
+pub fn pb_flow(f: Flow) -> pb::Flow {
     match f {
         Flow::Export => pb::Flow::Export,
         Flow::Import => pb::Flow::Import,
@@ -396,7 +397,7 @@ pub fn pb_sector(s: Sector) -> pb::Sector {
     }
 }
 
-fn pb_period(p: &Period) -> pb::Period {
+pub fn pb_period(p: &Period) -> pb::Period {
     let frequency = match p.frequency() {
         Frequency::Annual => pb::Frequency::Annual,
         Frequency::Quarterly => pb::Frequency::Quarterly,
@@ -410,7 +411,7 @@ fn pb_period(p: &Period) -> pb::Period {
     }
 }
 
-fn pb_commodity(c: &CommodityScope) -> pb::CommodityScope {
+pub fn pb_commodity(c: &CommodityScope) -> pb::CommodityScope {
     use pb::commodity_scope::Scope;
     let scope = match c {
         CommodityScope::All => Scope::All(pb::AllCommodities {}),
@@ -430,7 +431,7 @@ pub fn pb_money(m: &UsdAmount) -> pb::Money {
     }
 }
 
-fn pb_date(d: &Date) -> pb::Date {
+pub fn pb_date(d: &Date) -> pb::Date {
     pb::Date {
         year: d.year(),
         month: d.month() as i32,
@@ -438,14 +439,14 @@ fn pb_date(d: &Date) -> pb::Date {
     }
 }
 
-fn pb_timestamp(t: &Timestamp) -> prost_types::Timestamp {
+pub fn pb_timestamp(t: &Timestamp) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: t.seconds(),
         nanos: t.nanos() as i32,
     }
 }
 
-fn pb_status(s: AgreementStatus) -> pb::AgreementStatus {
+pub fn pb_status(s: AgreementStatus) -> pb::AgreementStatus {
     match s {
         AgreementStatus::Signed => pb::AgreementStatus::Signed,
         AgreementStatus::InForce => pb::AgreementStatus::InForce,
@@ -454,7 +455,7 @@ fn pb_status(s: AgreementStatus) -> pb::AgreementStatus {
     }
 }
 
-fn pb_kind(k: AgreementKind) -> pb::AgreementKind {
+pub fn pb_kind(k: AgreementKind) -> pb::AgreementKind {
     use pb::AgreementKind as K;
     match k {
         AgreementKind::Declaration => K::Declaration,
@@ -481,38 +482,12 @@ fn pb_key(k: &TradeFigureKey) -> pb::TradeFigureKey {
 pub fn pb_event(e: &Event) -> pb::Event {
     use pb::event::Payload as P;
     let payload = match &e.payload {
-        Payload::TradeRecord(r) => P::TradeRecord(pb::TradeRecord {
-            reporter: r.key.reporter().alpha2().to_owned(),
-            partner: r.key.partner().alpha2().to_owned(),
-            flow: pb_flow(r.key.flow) as i32,
-            period: Some(pb_period(&r.key.period)),
-            commodity: Some(pb_commodity(&r.key.commodity)),
-            value: Some(pb_money(&r.value)),
-            quantity: r.quantity.as_ref().map(|q| pb::Quantity {
-                whole: i64::try_from(q.whole()).unwrap_or(i64::MAX),
-                nanos: q.sub_nanos() as i32,
-                unit: q.unit().to_owned(),
-            }),
-            source: r.source.as_str().to_owned(),
-            note: r.note.as_str().to_owned(),
-        }),
+        Payload::TradeRecord(r) => P::TradeRecord(pb_trade_record(r)),
         Payload::TradeRecordRetracted(r) => P::TradeRecordRetracted(pb::TradeRecordRetracted {
             key: Some(pb_key(&r.key)),
             reason: r.reason.as_str().to_owned(),
         }),
-        Payload::Agreement(a) => P::Agreement(pb::Agreement {
-            agreement_id: a.id.as_str().to_owned(),
-            title: a.title.as_str().to_owned(),
-            parties: a.parties().iter().map(|c| c.alpha2().to_owned()).collect(),
-            signed_on: Some(pb_date(&a.signed_on)),
-            venue: a.venue.as_str().to_owned(),
-            kind: pb_kind(a.kind) as i32,
-            sectors: a.sectors().iter().map(|s| pb_sector(*s) as i32).collect(),
-            value: a.value.as_ref().map(pb_money),
-            status: pb_status(a.status) as i32,
-            source: a.source.as_str().to_owned(),
-            note: a.note.as_str().to_owned(),
-        }),
+        Payload::Agreement(a) => P::Agreement(pb_agreement(a)),
         Payload::AgreementStatusChanged(s) => {
             P::AgreementStatusChanged(pb::AgreementStatusChanged {
                 agreement_id: s.agreement_id.as_str().to_owned(),
@@ -527,6 +502,42 @@ pub fn pb_event(e: &Event) -> pb::Event {
         feed: e.feed.as_str().to_owned(),
         occurred_at: e.occurred_at.as_ref().map(pb_timestamp),
         payload: Some(payload),
+    }
+}
+
+/// The wire form of a trade record.
+pub fn pb_trade_record(r: &TradeRecord) -> pb::TradeRecord {
+    pb::TradeRecord {
+        reporter: r.key.reporter().alpha2().to_owned(),
+        partner: r.key.partner().alpha2().to_owned(),
+        flow: pb_flow(r.key.flow) as i32,
+        period: Some(pb_period(&r.key.period)),
+        commodity: Some(pb_commodity(&r.key.commodity)),
+        value: Some(pb_money(&r.value)),
+        quantity: r.quantity.as_ref().map(|q| pb::Quantity {
+            whole: i64::try_from(q.whole()).unwrap_or(i64::MAX),
+            nanos: q.sub_nanos() as i32,
+            unit: q.unit().to_owned(),
+        }),
+        source: r.source.as_str().to_owned(),
+        note: r.note.as_str().to_owned(),
+    }
+}
+
+/// The wire form of an agreement.
+pub fn pb_agreement(a: &Agreement) -> pb::Agreement {
+    pb::Agreement {
+        agreement_id: a.id.as_str().to_owned(),
+        title: a.title.as_str().to_owned(),
+        parties: a.parties().iter().map(|c| c.alpha2().to_owned()).collect(),
+        signed_on: Some(pb_date(&a.signed_on)),
+        venue: a.venue.as_str().to_owned(),
+        kind: pb_kind(a.kind) as i32,
+        sectors: a.sectors().iter().map(|s| pb_sector(*s) as i32).collect(),
+        value: a.value.as_ref().map(pb_money),
+        status: pb_status(a.status) as i32,
+        source: a.source.as_str().to_owned(),
+        note: a.note.as_str().to_owned(),
     }
 }
 

@@ -31,6 +31,10 @@ pub enum Error {
     #[error("agreement {agreement_id:?} is not known; send the Agreement event first")]
     UnknownAgreement { index: usize, agreement_id: String },
 
+    /// A value is valid but outside what exists (e.g. a future sequence).
+    #[error("{0}")]
+    OutOfRange(String),
+
     /// A limit was reached; the request may succeed later or smaller.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -60,6 +64,7 @@ impl Error {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::EventIdConflict { .. } => Code::AlreadyExists,
             Error::UnknownAgreement { .. } => Code::FailedPrecondition,
+            Error::OutOfRange(_) => Code::OutOfRange,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,

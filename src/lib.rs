@@ -9,10 +9,15 @@
 pub mod bench;
 pub mod cli;
 pub mod convert;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod jsonl;
 pub mod proto;
+pub mod query;
+pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod storage;
+pub mod views;

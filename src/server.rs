@@ -8,14 +8,19 @@
 //! the drain deadline; then the store commits and fsyncs what is queued and
 //! closes. Depends on the services, the store facade and tonic; never on sled.
 
+use crate::domain::StoredEvent;
 use crate::error::Error;
 use crate::ingest::{IngestApi, IngestLimits};
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
+use crate::proto::v1::query_service_server::QueryServiceServer;
+use crate::query::{QueryApi, QueryLimits};
 use crate::shutdown::{self, ShutdownTrigger};
-use crate::storage::{Store, StoreConfig, StoreHandle};
+use crate::storage::{Projection, Store, StoreConfig, StoreHandle};
+use crate::views::Views;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -29,6 +34,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub store: StoreConfig,
     pub ingest: IngestLimits,
+    pub query: QueryLimits,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
@@ -54,11 +60,19 @@ impl ServerConfig {
             data_dir,
             store: StoreConfig::default(),
             ingest: IngestLimits::default(),
+            query: QueryLimits::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(20),
         }
+    }
+}
+
+/// The query views follow the store's durable events.
+impl Projection for Views {
+    fn apply(&self, events: &[StoredEvent]) {
+        Views::apply(self, events);
     }
 }
 
@@ -104,11 +118,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         .map_err(|e| Error::Internal(format!("local address: {e}")))?;
     let dir = config.data_dir.clone();
     let store_config = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_config))
+    let views = Views::new();
+    let projection: Arc<dyn Projection> = Arc::clone(&views) as Arc<dyn Projection>;
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_config, projection))
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
     let (trigger, shutdown) = shutdown::channel();
-    let task = tokio::spawn(serve(config, listener, store, shutdown));
+    let task = tokio::spawn(serve(config, listener, store, views, shutdown));
     tracing::info!(%addr, "caravan listening");
     Ok(RunningServer {
         addr,
@@ -121,9 +137,10 @@ async fn serve(
     config: ServerConfig,
     listener: TcpListener,
     store: Store,
+    views: Arc<Views>,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Error> {
-    let result = serve_until_shutdown(&config, listener, store.handle(), shutdown).await;
+    let result = serve_until_shutdown(&config, listener, store.handle(), views, shutdown).await;
     // Every service (and its store handle) is gone; commit what is queued.
     let closed = store.close().await;
     tracing::info!("store closed");
@@ -134,10 +151,12 @@ async fn serve_until_shutdown(
     config: &ServerConfig,
     listener: TcpListener,
     store: StoreHandle,
+    views: Arc<Views>,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServiceServer<IngestApi>>().await;
+    health.set_serving::<QueryServiceServer<QueryApi>>().await;
     health.set_service_status("", ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -151,6 +170,14 @@ async fn serve_until_shutdown(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
+    let query = QueryServiceServer::new(QueryApi::new(
+        views,
+        store.clone(),
+        shutdown.clone(),
+        config.query.clone(),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
     let ingest = IngestServiceServer::new(IngestApi::new(
         store,
         shutdown.clone(),
@@ -166,7 +193,8 @@ async fn serve_until_shutdown(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ingest);
+        .add_service(ingest)
+        .add_service(query);
 
     let mut on_signal = shutdown.clone();
     let reporter = health.clone();
@@ -178,6 +206,9 @@ async fn serve_until_shutdown(
             .await;
         reporter
             .set_not_serving::<IngestServiceServer<IngestApi>>()
+            .await;
+        reporter
+            .set_not_serving::<QueryServiceServer<QueryApi>>()
             .await;
     };
     // With our own listener, connection options must be set here: no Nagle

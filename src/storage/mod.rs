@@ -70,6 +70,20 @@ impl Syncer for FsyncDataFile {
     }
 }
 
+/// Receives every durable event, in sequence order: the whole log when the
+/// store opens, then each group right after its fsync and before any of it is
+/// acknowledged. Query views are built this way.
+pub trait Projection: Send + Sync + 'static {
+    fn apply(&self, events: &[StoredEvent]);
+}
+
+/// A projection that keeps nothing.
+pub struct NoProjection;
+
+impl Projection for NoProjection {
+    fn apply(&self, _: &[StoredEvent]) {}
+}
+
 /// An event ready for the writer: parsed, and encoded once by the caller's
 /// thread so the single writer thread does as little as possible.
 pub struct Prepared {
@@ -215,9 +229,14 @@ pub struct StoreHandle {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, fsyncing with the real data file.
-    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, Error> {
-        Self::open_with(dir, config, |data_file| {
+    /// Opens (or creates) the store in `dir`, fsyncing with the real data file,
+    /// and replays the log into `projection`.
+    pub fn open(
+        dir: &Path,
+        config: StoreConfig,
+        projection: Arc<dyn Projection>,
+    ) -> Result<Store, Error> {
+        Self::open_with(dir, config, projection, |data_file| {
             let file = std::fs::File::open(data_file)
                 .map_err(|e| storage_error(&format!("open {}", data_file.display()), e))?;
             Ok(Box::new(FsyncDataFile(file)) as Box<dyn Syncer>)
@@ -230,6 +249,7 @@ impl Store {
     pub fn open_with(
         dir: &Path,
         config: StoreConfig,
+        projection: Arc<dyn Projection>,
         make_syncer: impl FnOnce(&Path) -> Result<Box<dyn Syncer>, Error>,
     ) -> Result<Store, Error> {
         let db = sled::Config::new()
@@ -256,6 +276,7 @@ impl Store {
             closed: AtomicBool::new(false),
         });
         let recovered = recover(&shared, syncer.as_mut())?;
+        replay(&shared, projection.as_ref())?;
         shared
             .durable
             .store(recovered.last_sequence, Ordering::Release);
@@ -271,6 +292,7 @@ impl Store {
         let w = writer::Writer::new(
             Arc::clone(&shared),
             syncer,
+            projection,
             recovered.agreements,
             recovered.last_sequence + 1,
             config.max_group_events.max(1),
@@ -385,6 +407,26 @@ fn recover(shared: &Shared, syncer: &mut dyn Syncer) -> Result<Recovered, Error>
         last_sequence,
         agreements,
     })
+}
+
+/// Feeds the whole log to `projection`, in order, in bounded batches.
+fn replay(shared: &Shared, projection: &dyn Projection) -> Result<(), Error> {
+    const EVENTS_PER_BATCH: usize = 4096;
+    let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
+    for item in shared.tree.scan_prefix([LOG_PREFIX]) {
+        let (_, v) = item.map_err(|e| storage_error("replay", e))?;
+        for entry in layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))? {
+            batch.push(
+                convert::decode_stored(entry).map_err(|e| storage_error("corrupt event", e))?,
+            );
+        }
+        if batch.len() >= EVENTS_PER_BATCH {
+            projection.apply(&batch);
+            batch.clear();
+        }
+    }
+    projection.apply(&batch);
+    Ok(())
 }
 
 fn last_log_sequence(shared: &Shared) -> Result<u64, Error> {

@@ -14,9 +14,9 @@
 //! recovers from the log.
 
 use super::layout::{self, ChunkBuilder, FINGERPRINTS_PER_CHUNK};
-use super::{storage_error, Prepared, Shared, Syncer};
+use super::{storage_error, Prepared, Projection, Shared, Syncer};
 use crate::convert;
-use crate::domain::{EventId, Payload, Timestamp};
+use crate::domain::{EventId, Payload, StoredEvent, Timestamp};
 use crate::error::Error;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -55,6 +55,8 @@ struct Staged {
 pub(super) struct Writer {
     shared: Arc<Shared>,
     syncer: Box<dyn Syncer>,
+    /// Gets each group after its fsync, before the acknowledgements.
+    projection: Arc<dyn Projection>,
     /// Ids of every stored agreement.
     agreements: HashSet<String>,
     next_sequence: u64,
@@ -67,6 +69,7 @@ impl Writer {
     pub fn new(
         shared: Arc<Shared>,
         syncer: Box<dyn Syncer>,
+        projection: Arc<dyn Projection>,
         agreements: HashSet<String>,
         next_sequence: u64,
         max_group_events: usize,
@@ -74,6 +77,7 @@ impl Writer {
         Writer {
             shared,
             syncer,
+            projection,
             agreements,
             next_sequence,
             max_group_events,
@@ -162,17 +166,19 @@ impl Writer {
         }
 
         if !staged.is_empty() {
-            if let Err(e) = self.write(&staged, &staged_agreements) {
-                tracing::error!(error = %e, "group commit failed; refusing further writes");
-                self.failed = Some(e.to_string());
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(Error::Unavailable(format!(
-                        "the store failed to write ({e}); nothing of this request was acknowledged"
-                    ))));
+            match self.write(&staged, &staged_agreements) {
+                Ok(now) => self.publish(staged, staged_agreements, now),
+                Err(e) => {
+                    tracing::error!(error = %e, "group commit failed; refusing further writes");
+                    self.failed = Some(e.to_string());
+                    for (reply, _) in answers {
+                        let _ = reply.send(Err(Error::Unavailable(format!(
+                            "the store failed to write ({e}); nothing of this request was acknowledged"
+                        ))));
+                    }
+                    return;
                 }
-                return;
             }
-            self.publish(&staged, staged_agreements);
         }
         for (reply, result) in answers {
             let _ = reply.send(result);
@@ -262,7 +268,7 @@ impl Writer {
         &mut self,
         staged: &[Staged],
         agreements: &HashMap<String, usize>,
-    ) -> Result<(), Error> {
+    ) -> Result<Timestamp, Error> {
         let now = Timestamp::now();
         let mut batch = sled::Batch::default();
 
@@ -319,11 +325,12 @@ impl Writer {
             .flush()
             .map_err(|e| storage_error("flush", e))?;
         self.syncer.sync().map_err(|e| storage_error("fsync", e))?;
-        Ok(())
+        Ok(now)
     }
 
-    /// After the fsync: index the new events and make them visible.
-    fn publish(&mut self, staged: &[Staged], agreements: HashMap<String, usize>) {
+    /// After the fsync: index the new events, hand them to the projection and
+    /// make them visible.
+    fn publish(&mut self, staged: Vec<Staged>, agreements: HashMap<String, usize>, now: Timestamp) {
         {
             // A poisoned lock only means a reader panicked; the map is intact.
             let mut ids = self
@@ -331,7 +338,7 @@ impl Writer {
                 .ids
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            for s in staged {
+            for s in &staged {
                 if let std::collections::hash_map::Entry::Vacant(e) =
                     ids.by_fingerprint.entry(s.fingerprint)
                 {
@@ -343,6 +350,15 @@ impl Writer {
         }
         self.agreements.extend(agreements.into_keys());
         let last = staged[staged.len() - 1].sequence;
+        let stored: Vec<StoredEvent> = staged
+            .into_iter()
+            .map(|s| StoredEvent {
+                sequence: s.sequence,
+                ingested_at: now,
+                event: s.prepared.event,
+            })
+            .collect();
+        self.projection.apply(&stored);
         self.next_sequence = last + 1;
         self.shared.durable.store(last, Ordering::Release);
         self.shared.durable_tx.send_replace(last);

@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use caravan::convert::parse_event;
 use caravan::error::Error;
-use caravan::storage::{Prepared, Store, StoreConfig, Syncer};
+use caravan::storage::{NoProjection, Prepared, Store, StoreConfig, Syncer};
 use std::io;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +37,7 @@ fn gated_store(dir: &std::path::Path) -> (Store, Gate) {
     let permits_rx = Arc::new(Mutex::new(permits_rx));
     let store = std::thread::scope(|s| {
         let opened = s.spawn(|| {
-            Store::open_with(dir, StoreConfig::default(), |_| {
+            Store::open_with(dir, StoreConfig::default(), Arc::new(NoProjection), |_| {
                 Ok(Box::new(GatedSyncer {
                     calls: calls_tx,
                     permits: permits_rx,
@@ -246,7 +246,7 @@ async fn a_store_of_an_unknown_format_version_is_refused_with_a_clear_message() 
         db.insert(b"\x00format", &99u32.to_be_bytes()).unwrap();
         db.flush().unwrap();
     }
-    let err = match Store::open(dir.path(), StoreConfig::default()) {
+    let err = match Store::open(dir.path(), StoreConfig::default(), Arc::new(NoProjection)) {
         Ok(_) => panic!("opened a store of format 99"),
         Err(e) => e,
     };
