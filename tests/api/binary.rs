@@ -135,3 +135,34 @@ async fn sigterm_stops_the_binary_cleanly_with_status_zero() {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_demo_prints_the_founding_figures() {
+    let out = Command::new(env!("CARGO_BIN_EXE_caravan"))
+        .arg("demo")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("demo runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "70.07 bn", // the computed sum of the five
+        "70.20 bn", // the published total beside it
+        "+23.6 %",  // Kazakhstan 2021 → 2022
+        "24.10 bn", // Kazakhstan's own 2022 turnover
+        "19.72 bn", // China's 2023 exports to Kyrgyzstan …
+        "5.40 bn",  // … against Kyrgyzstan's imports from China
+        "0.84 bn",  // Tajikistan's imports from China, 2022
+        "13.70 bn", // Uzbekistan's own 2023 turnover
+        "1.07 bn",  // Uzbekistan's gas exports (energy)
+        "MoU on investment cooperation in green minerals",
+        "MoU on cooperation in digital trade",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}

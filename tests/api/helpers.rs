@@ -196,3 +196,47 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+pub async fn query(
+    app: &TestApp,
+) -> caravan::proto::v1::query_service_client::QueryServiceClient<Channel> {
+    caravan::proto::v1::query_service_client::QueryServiceClient::new(app.channel().await)
+}
+
+/// Loads the curated seed data (agreements, then trade records).
+pub async fn load_seed(app: &TestApp) -> u64 {
+    let mut client = app.ingest().await;
+    for text in [
+        include_str!("../../data/seed/agreements.jsonl"),
+        include_str!("../../data/seed/trade.jsonl"),
+    ] {
+        let events = caravan::jsonl::parse_events(text).expect("seed parses");
+        append(&mut client, events).await.expect("seed loads");
+    }
+    last_sequence(&mut client).await
+}
+
+pub fn annual_range(from: i32, to: i32) -> pb::PeriodRange {
+    pb::PeriodRange {
+        frequency: pb::Frequency::Annual as i32,
+        from: Some(annual(from)),
+        to: Some(annual(to)),
+    }
+}
+
+/// Reads a server stream to its end.
+pub async fn drain<T>(s: tonic::Streaming<T>) -> Result<Vec<T>, tonic::Status> {
+    let mut s = s;
+    let mut out = Vec::new();
+    while let Some(m) = s.message().await? {
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// Whole US dollars of a money value (asserting there are no cents).
+pub fn usd(m: Option<&pb::Money>) -> i64 {
+    let m = m.expect("money present");
+    assert_eq!(m.nanos, 0);
+    m.units
+}
