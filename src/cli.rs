@@ -3,6 +3,7 @@
 //! logic of its own beyond turning flags into a `ServerConfig`.
 
 use crate::ingest::{self, IngestLimits};
+use crate::query::{self, QueryLimits};
 use crate::server::{self, ServerConfig};
 use crate::storage::{self, StoreConfig};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -76,6 +77,15 @@ pub struct ServeArgs {
     /// Concurrent calls per connection.
     #[arg(long, env = "CARAVAN_MAX_CONCURRENT_STREAMS", default_value_t = server::DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
+    /// Query streams running at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CARAVAN_MAX_QUERY_STREAMS", default_value_t = query::DEFAULT_MAX_QUERY_STREAMS)]
+    pub max_query_streams: usize,
+    /// Most groups one Aggregate call may build.
+    #[arg(long, env = "CARAVAN_MAX_GROUPS", default_value_t = query::DEFAULT_MAX_GROUPS)]
+    pub max_groups: usize,
+    /// Messages buffered per query stream before its producer waits for the client.
+    #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER", default_value_t = query::DEFAULT_STREAM_BUFFER)]
+    pub query_stream_buffer: usize,
     /// Seconds between HTTP/2 keepalive pings; a peer silent for this long
     /// again is disconnected.
     #[arg(long, env = "CARAVAN_KEEPALIVE_SECS", default_value_t = 20)]
@@ -95,6 +105,11 @@ impl ServeArgs {
             stream_window: self.stream_window,
             max_lookup: self.max_lookup,
             drain_deadline: Duration::from_secs(self.drain_deadline_secs),
+        };
+        c.query = QueryLimits {
+            max_streams: self.max_query_streams,
+            max_groups: self.max_groups,
+            stream_buffer: self.query_stream_buffer,
         };
         c.max_message_bytes = self.max_message_bytes;
         c.max_concurrent_streams = self.max_concurrent_streams;

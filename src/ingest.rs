@@ -12,9 +12,9 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_server::IngestService;
 use crate::shutdown::Shutdown;
 use crate::storage::{Outcome, Prepared, StoreHandle};
+use crate::stream::{self, Answer};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Limits of the ingest API (all documented settings of `caravan serve`).
@@ -158,7 +158,7 @@ impl IngestService for IngestApi {
         Ok(Response::new(pb::AppendResponse { acks }))
     }
 
-    type AppendStreamStream = ReceiverStream<Result<pb::AppendStreamResponse, Status>>;
+    type AppendStreamStream = Answer<pb::AppendStreamResponse>;
 
     async fn append_stream(
         &self,
@@ -169,7 +169,7 @@ impl IngestService for IngestApi {
         let window = self.limits.stream_window.max(1);
         // Both channels are bounded by the window: when the client stops
         // reading answers, the responder stops, then the reader stops reading.
-        let (out_tx, out_rx) = mpsc::channel(window);
+        let (out, answer) = stream::channel(window);
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(window);
         let store = self.store.clone();
         let mut shutdown = self.shutdown.clone();
@@ -236,11 +236,12 @@ impl IngestService for IngestApi {
                 let pending = tokio::select! {
                     p = pending_rx.recv() => match p { Some(p) => p, None => return },
                     _ = &mut deadline => {
-                        let _ = out_tx.try_send(Err(Status::unavailable("the server is shutting down")));
-                        return;
+                        return out.fail(Status::unavailable(
+                            "the server is shutting down; re-send the events that were not acknowledged",
+                        ));
                     }
                 };
-                let answer = match pending {
+                let reply = match pending {
                     Pending::Answered(r) => Ok(r),
                     Pending::End(status) => Err(status),
                     Pending::Waiting {
@@ -262,13 +263,17 @@ impl IngestService for IngestApi {
                         Err(_) => Err(Status::unavailable("the store closed")),
                     },
                 };
-                let end = answer.is_err();
-                if out_tx.send(answer).await.is_err() || end {
-                    return;
+                match reply {
+                    Ok(response) => {
+                        if out.items.send(Ok(response)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(status) => return out.fail(status),
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        Ok(Response::new(answer))
     }
 
     async fn lookup_events(

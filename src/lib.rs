@@ -20,4 +20,5 @@ pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod storage;
+pub mod stream;
 pub mod views;

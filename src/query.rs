@@ -20,6 +20,7 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::query_service_server::QueryService;
 use crate::shutdown::Shutdown;
 use crate::storage::StoreHandle;
+use crate::stream::{self, Answer};
 use crate::views::{
     self, AgreementState, CommodityLevel, FigureFilter, FlowTotals, GroupDim, GroupKey,
     PeriodRange, RecordPosition, SliceData, SliceSpec, Views,
@@ -27,9 +28,8 @@ use crate::views::{
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 /// Limits of the query API (settings of `caravan serve`).
@@ -678,8 +678,8 @@ impl QueryApi {
         permit: OwnedSemaphorePermit,
         deadline: Option<Instant>,
         mut next_chunk: impl FnMut(&Views) -> Chunk<T> + Send + 'static,
-    ) -> Response<ReceiverStream<Result<T, Status>>> {
-        let (tx, rx) = mpsc::channel(self.limits.stream_buffer.max(1));
+    ) -> Response<Answer<T>> {
+        let (producer, answer) = stream::channel(self.limits.stream_buffer);
         let views = Arc::clone(&self.views);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -695,32 +695,29 @@ impl QueryApi {
                 let items = match next_chunk(&views) {
                     Ok(Some(items)) => items,
                     Ok(None) => return,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into_status())).await;
-                        return;
-                    }
+                    Err(e) => return producer.fail(e.into_status()),
                 };
                 for item in items {
                     tokio::select! {
-                        sent = tx.send(Ok(item)) => if sent.is_err() { return },
+                        sent = producer.items.send(Ok(item)) => if sent.is_err() { return },
                         _ = &mut expired => {
-                            let _ = tx.try_send(Err(Status::deadline_exceeded("the deadline expired")));
-                            return;
+                            return producer.fail(Status::deadline_exceeded("the deadline expired"));
                         }
                         _ = shutdown.wait() => {
-                            let _ = tx.try_send(Err(Status::unavailable("the server is shutting down; resume with the last cursor")));
-                            return;
+                            return producer.fail(Status::unavailable(
+                                "the server is shutting down; resume with the last cursor",
+                            ));
                         }
                     }
                 }
                 tokio::task::yield_now().await;
             }
         });
-        Response::new(ReceiverStream::new(rx))
+        Response::new(answer)
     }
 }
 
-type QStream<T> = ReceiverStream<Result<T, Status>>;
+type QStream<T> = Answer<T>;
 
 #[tonic::async_trait]
 impl QueryService for QueryApi {

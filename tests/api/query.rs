@@ -745,3 +745,40 @@ async fn query_requests_are_validated() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_expired_deadline_ends_a_stalled_stream() {
+    let app = spawn_app().await;
+    many_records(&app, "a", 20_000, 2022).await;
+    let small_windows = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut q = pb::query_service_client::QueryServiceClient::new(small_windows);
+    let mut request = tonic::Request::new(pb::StreamTradeRecordsRequest {
+        filter: Some(pb::FigureFilter {
+            level: pb::CommodityLevel::Hs6 as i32,
+            periods: Some(annual_range(2000, 2030)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let stream = q.stream_trade_records(request).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let end = tokio::time::timeout(Duration::from_secs(10), drain(stream))
+        .await
+        .expect("the stream ends");
+    let err = match end {
+        Ok(messages) => panic!(
+            "the stream completed ({} messages) despite the deadline",
+            messages.len()
+        ),
+        Err(e) => e,
+    };
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    app.stop().await;
+}
