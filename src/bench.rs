@@ -21,6 +21,10 @@ pub struct BenchArgs {
     /// Events per scenario (batch-of-1 scenarios use a hundredth).
     #[arg(long, default_value_t = 200_000)]
     pub events: usize,
+    /// Build a store of this many trade records and time the query RPCs on it
+    /// (0 skips; `--quick` uses 100,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub query_records: usize,
     /// Also build a store of this many events and measure its size on disk,
     /// the time to reopen it and the process's resident memory after that.
     #[arg(long, default_value_t = 0)]
@@ -258,6 +262,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         ]);
     }
     println!("{table}");
+    let query_records = if args.quick {
+        args.query_records.min(100_000)
+    } else {
+        args.query_records
+    };
+    if query_records > 0 {
+        queries(query_records).await?;
+    }
     if args.footprint_events > 0 {
         footprint(args.footprint_events).await?;
     }
@@ -324,5 +336,176 @@ async fn footprint(n: usize) -> Result<(), Box<dyn Error>> {
         bytes as f64 / n as f64,
         reopen.as_secs_f64()
     );
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+macro_rules! timed_stream {
+    ($runs:expr, $make:expr, $count:expr) => {{
+        let mut first = Vec::new();
+        let mut whole = Vec::new();
+        let mut items = 0usize;
+        for _ in 0..$runs {
+            let t = Instant::now();
+            let mut s = $make.await?.into_inner();
+            let mut n = 0usize;
+            let mut got_first = false;
+            while let Some(m) = s.message().await? {
+                if !got_first {
+                    first.push(t.elapsed());
+                    got_first = true;
+                }
+                n += $count(&m);
+            }
+            whole.push(t.elapsed());
+            items = n;
+        }
+        first.sort_unstable();
+        whole.sort_unstable();
+        (first, whole, items)
+    }};
+}
+
+async fn queries(n: usize) -> Result<(), Box<dyn Error>> {
+    use crate::proto::v1::query_service_client::QueryServiceClient;
+    let dir = tempfile::tempdir()?;
+    let server = server::start(ServerConfig::new(
+        "127.0.0.1:0".parse()?,
+        dir.path().join("store"),
+    ))
+    .await?;
+    let url = format!("http://{}", server.addr());
+    let load = Scenario {
+        name: String::new(),
+        mode: Mode::Unary { batch: 1000 },
+        feeds: 4,
+        events: n,
+        duplicates: false,
+    };
+    let chunk = 200_000;
+    for (i, start) in (0..n).step_by(chunk).enumerate() {
+        let events = synthetic_events(&format!("q{i}"), chunk.min(n - start), 100 + i as u64);
+        pass(&url, &load, &events).await?;
+    }
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    let mut q = QueryServiceClient::new(channel);
+    let year = |y| pb::Period {
+        year: y,
+        frequency: pb::Frequency::Annual as i32,
+        number: 0,
+    };
+    let one_year = pb::PeriodRange {
+        frequency: pb::Frequency::Annual as i32,
+        from: Some(year(2022)),
+        to: Some(year(2022)),
+    };
+    let all_years = pb::PeriodRange {
+        frequency: pb::Frequency::Annual as i32,
+        from: None,
+        to: None,
+    };
+    let runs = 21;
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header([
+        "query (HS4 figures)",
+        "items",
+        "first p50",
+        "first p99",
+        "whole p50",
+        "whole p99",
+    ]);
+    let mut row = |name: &str, (first, whole, items): (Vec<Duration>, Vec<Duration>, usize)| {
+        table.add_row([
+            name.to_owned(),
+            items.to_string(),
+            ms(percentile(&first, 0.5)),
+            ms(percentile(&first, 0.99)),
+            ms(percentile(&whole, 0.5)),
+            ms(percentile(&whole, 0.99)),
+        ]);
+    };
+    let country = |as_of| pb::StreamCountryCooperationRequest {
+        country: "CN".into(),
+        periods: Some(one_year),
+        level: pb::CommodityLevel::Hs4 as i32,
+        as_of_sequence: as_of,
+        ..Default::default()
+    };
+    row(
+        "country view, CN, one year",
+        timed_stream!(
+            runs,
+            q.stream_country_cooperation(country(0)),
+            |_: &pb::StreamCountryCooperationResponse| 1
+        ),
+    );
+    row(
+        &format!("same, as of sequence {}", n / 2),
+        timed_stream!(
+            runs,
+            q.stream_country_cooperation(country(n as u64 / 2)),
+            |_: &pb::StreamCountryCooperationResponse| 1
+        ),
+    );
+    let sector = pb::StreamSectorCooperationRequest {
+        sector: pb::Sector::Energy as i32,
+        periods: Some(one_year),
+        level: pb::CommodityLevel::Hs4 as i32,
+        ..Default::default()
+    };
+    row(
+        "sector view, energy, one year",
+        timed_stream!(
+            runs,
+            q.stream_sector_cooperation(sector.clone()),
+            |_: &pb::StreamSectorCooperationResponse| 1
+        ),
+    );
+    let aggregate = pb::AggregateRequest {
+        filter: Some(pb::FigureFilter {
+            reporters: vec!["CN".into()],
+            level: pb::CommodityLevel::Hs4 as i32,
+            periods: Some(one_year),
+            ..Default::default()
+        }),
+        group_by: vec![pb::GroupBy::Partner as i32],
+        ..Default::default()
+    };
+    row(
+        "Aggregate, CN by partner, one year",
+        timed_stream!(
+            runs,
+            q.aggregate(aggregate.clone()),
+            |_: &pb::AggregateResponse| 1
+        ),
+    );
+    let records = pb::StreamTradeRecordsRequest {
+        filter: Some(pb::FigureFilter {
+            level: pb::CommodityLevel::Hs4 as i32,
+            periods: Some(all_years),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (first, whole, items) = timed_stream!(
+        3,
+        q.stream_trade_records(records.clone()),
+        |m: &pb::StreamTradeRecordsResponse| m.records.len()
+    );
+    let rate = items as f64 / percentile(&whole, 0.5).as_secs_f64();
+    row(
+        "StreamTradeRecords, all annual figures",
+        (first, whole, items),
+    );
+    println!("queries on a store of {n} synthetic trade records (30 countries, annual and monthly, HS4):");
+    println!("{table}");
+    println!("StreamTradeRecords: {rate:.0} records/s to one client");
+    server.shutdown().await?;
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::shutdown::Shutdown;
 use crate::storage::StoreHandle;
 use crate::stream::{self, Answer};
 use crate::views::{
-    self, AgreementState, CommodityLevel, FigureFilter, FlowTotals, GroupDim, GroupKey,
+    self, AgreementState, CommodityLevel, FigureFilter, FigureKey, FlowTotals, GroupDim, GroupKey,
     PeriodRange, RecordPosition, SliceData, SliceSpec, Views,
 };
 use prost::Message;
@@ -50,7 +50,9 @@ pub const DEFAULT_MAX_GROUPS: usize = 100_000;
 /// Default: 8 messages buffered per query stream.
 pub const DEFAULT_STREAM_BUFFER: usize = 8;
 /// Records per StreamTradeRecords message.
-pub const RECORDS_PER_MESSAGE: usize = 512;
+pub const RECORDS_PER_MESSAGE: usize = 1024;
+/// Slices computed per chunk (under one read lock).
+const SLICES_PER_CHUNK: usize = 64;
 /// Agreements or groups computed per chunk.
 const ITEMS_PER_CHUNK: usize = 256;
 
@@ -435,7 +437,15 @@ fn bad_cursor() -> Error {
 }
 
 fn encode_record_position(p: &RecordPosition) -> Vec<u8> {
-    let (r, q, (flow, period, scope)) = p;
+    let (
+        r,
+        q,
+        FigureKey {
+            period,
+            flow,
+            scope,
+        },
+    ) = p;
     let mut out = Vec::with_capacity(20);
     put_country(&mut out, *r);
     put_country(&mut out, *q);
@@ -459,11 +469,14 @@ fn encode_record_position(p: &RecordPosition) -> Vec<u8> {
 fn decode_record_position(b: &[u8]) -> Result<RecordPosition, Error> {
     let mut r = Reader(b);
     (|| {
-        let p = (
-            r.country()?,
-            r.country()?,
-            (byte_flow(r.byte()?)?, r.period()?, r.scope()?),
-        );
+        let (reporter, partner) = (r.country()?, r.country()?);
+        let flow = byte_flow(r.byte()?)?;
+        let key = FigureKey {
+            period: r.period()?,
+            flow,
+            scope: r.scope()?,
+        };
+        let p = (reporter, partner, key);
         r.end()?;
         Some(p)
     })()
@@ -856,31 +869,27 @@ impl QueryService for QueryApi {
                 agreement_sector: None,
                 mirror_only: true,
             };
+            let mut out = Vec::new();
             while let Some(partner) = pending.pop_front() {
                 let resume = after.filter(|(a, _)| *a == partner).map(|(_, p)| p);
                 let slices =
                     views::pair_slices(&index, start.snapshot, country, partner, &spec, resume);
-                if slices.is_empty() {
-                    continue;
+                out.extend(slices.iter().map(|s| {
+                    let mut pos = Vec::with_capacity(6);
+                    put_country(&mut pos, s.partner);
+                    put_period(&mut pos, &s.period);
+                    pb::StreamCountryCooperationResponse {
+                        slice: Some(pb_slice(s)),
+                        cursor: start.cursor(pos),
+                        as_of_sequence: start.snapshot,
+                    }
+                }));
+                if out.len() >= SLICES_PER_CHUNK {
+                    break;
                 }
-                return Ok(Some(
-                    slices
-                        .iter()
-                        .map(|s| {
-                            let mut pos = Vec::with_capacity(6);
-                            put_country(&mut pos, s.partner);
-                            put_period(&mut pos, &s.period);
-                            after = Some((s.partner, s.period));
-                            pb::StreamCountryCooperationResponse {
-                                slice: Some(pb_slice(s)),
-                                cursor: start.cursor(pos),
-                                as_of_sequence: start.snapshot,
-                            }
-                        })
-                        .collect(),
-                ));
             }
-            Ok(None)
+            after = None;
+            Ok((!out.is_empty()).then_some(out))
         }))
     }
 
@@ -937,7 +946,7 @@ impl QueryService for QueryApi {
         Ok(self.stream(permit, deadline, move |views| {
             use std::ops::Bound;
             let index = views.read();
-            let Some(pairs) = index.pairs_by_sector.get(&sector) else {
+            let Some(pairs) = index.by_sector.get(&sector) else {
                 return Ok(None);
             };
             let lower = match (done, resume) {
@@ -953,9 +962,13 @@ impl QueryService for QueryApi {
                 agreement_sector: Some(sector),
                 mirror_only: false,
             };
-            let candidates = pairs.range((lower, Bound::Unbounded)).filter(|(r, p)| {
-                countries.is_empty() || countries.contains(r) || countries.contains(p)
-            });
+            let candidates = pairs
+                .range((lower, Bound::Unbounded))
+                .map(|(pair, _)| pair)
+                .filter(|(r, p)| {
+                    countries.is_empty() || countries.contains(r) || countries.contains(p)
+                });
+            let mut out = Vec::new();
             for &(reporter, partner) in candidates {
                 let after_period = resume
                     .filter(|(r, p, _)| (*r, *p) == (reporter, partner))
@@ -969,27 +982,22 @@ impl QueryService for QueryApi {
                     &spec,
                     after_period,
                 );
-                if slices.is_empty() {
-                    continue;
+                out.extend(slices.iter().map(|s| {
+                    let mut pos = Vec::with_capacity(8);
+                    put_country(&mut pos, s.reporter);
+                    put_country(&mut pos, s.partner);
+                    put_period(&mut pos, &s.period);
+                    pb::StreamSectorCooperationResponse {
+                        slice: Some(pb_slice(s)),
+                        cursor: start.cursor(pos),
+                        as_of_sequence: start.snapshot,
+                    }
+                }));
+                if out.len() >= SLICES_PER_CHUNK {
+                    break;
                 }
-                return Ok(Some(
-                    slices
-                        .iter()
-                        .map(|s| {
-                            let mut pos = Vec::with_capacity(8);
-                            put_country(&mut pos, s.reporter);
-                            put_country(&mut pos, s.partner);
-                            put_period(&mut pos, &s.period);
-                            pb::StreamSectorCooperationResponse {
-                                slice: Some(pb_slice(s)),
-                                cursor: start.cursor(pos),
-                                as_of_sequence: start.snapshot,
-                            }
-                        })
-                        .collect(),
-                ));
             }
-            Ok(None)
+            Ok((!out.is_empty()).then_some(out))
         }))
     }
 

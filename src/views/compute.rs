@@ -89,7 +89,11 @@ pub struct FigureFilter {
 impl FigureFilter {
     /// Whether a figure key (below its pair) passes the filter.
     pub fn matches(&self, key: &FigureKey) -> bool {
-        let (flow, period, scope) = key;
+        let FigureKey {
+            period,
+            flow,
+            scope,
+        } = key;
         (self.flows.is_empty() || self.flows.contains(flow))
             && self.periods.contains(period)
             && self.level.matches(scope)
@@ -303,23 +307,62 @@ pub fn agreement_state(entries: &[(u64, AgreementEntry)], snapshot: u64) -> Opti
     })
 }
 
-/// Per-period totals of one pair's figures that pass `keep`.
-pub fn period_totals(
-    pair: Option<&PairFigures>,
+/// The figures of one pair whose period may lie in `range` (one range scan;
+/// other frequencies inside the bounds are filtered by the caller).
+pub fn pair_in_range<'a>(
+    pair: Option<&'a PairFigures>,
+    range: &PeriodRange,
+) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)> + 'a {
+    let lower = range.from.map_or(Bound::Unbounded, |p| {
+        Bound::Included(FigureKey::first_of(p))
+    });
+    let upper = range
+        .to
+        .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p)));
+    pair.into_iter().flat_map(move |m| m.range((lower, upper)))
+}
+
+/// The figures of one pair in `sector` whose period may lie in `range`.
+fn sector_in_range<'a>(
+    index: &'a Index,
+    sector: Sector,
+    reporter: Country,
+    partner: Country,
+    range: &PeriodRange,
+) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)> + 'a {
+    let lower = range.from.map_or(Bound::Unbounded, |p| {
+        Bound::Included(FigureKey::first_of(p))
+    });
+    let upper = range
+        .to
+        .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p)));
+    let pair = index.pair(reporter, partner);
+    index
+        .by_sector
+        .get(&sector)
+        .and_then(|m| m.get(&(reporter, partner)))
+        .into_iter()
+        .flat_map(move |keys| keys.range((lower, upper)))
+        .filter_map(move |k| pair.and_then(|p| p.get_key_value(k)))
+}
+
+/// Per-period totals of the figures that pass `keep`.
+fn period_totals<'a>(
+    figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)>,
     snapshot: u64,
     range: &PeriodRange,
     keep: impl Fn(&FigureKey) -> bool,
 ) -> BTreeMap<Period, FlowTotals> {
     let mut cells: BTreeMap<(Period, CommodityScope), Cell> = BTreeMap::new();
-    for (key, revisions) in pair.into_iter().flatten() {
-        if !range.contains(&key.1) || !keep(key) {
+    for (key, revisions) in figures {
+        if !range.contains(&key.period) || !keep(key) {
             continue;
         }
         if let Some(f) = figure_at(revisions, snapshot) {
             cells
-                .entry((key.1, key.2))
+                .entry((key.period, key.scope))
                 .or_default()
-                .add(key.0, f.record.value.total_nanos());
+                .add(key.flow, f.record.value.total_nanos());
         }
     }
     let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
@@ -338,21 +381,21 @@ fn sector_totals(
     sectors: &[Sector],
 ) -> BTreeMap<(Period, Sector), FlowTotals> {
     let mut cells: BTreeMap<(Period, Sector, CommodityScope), Cell> = BTreeMap::new();
-    for (key, revisions) in pair.into_iter().flatten() {
-        let Some(sector) = scope_sector(&key.2) else {
+    for (key, revisions) in pair_in_range(pair, range) {
+        let Some(sector) = scope_sector(&key.scope) else {
             continue;
         };
-        if !range.contains(&key.1)
-            || !level.matches(&key.2)
+        if !range.contains(&key.period)
+            || !level.matches(&key.scope)
             || !(sectors.is_empty() || sectors.contains(&sector))
         {
             continue;
         }
         if let Some(f) = figure_at(revisions, snapshot) {
             cells
-                .entry((key.1, sector, key.2))
+                .entry((key.period, sector, key.scope))
                 .or_default()
-                .add(key.0, f.record.value.total_nanos());
+                .add(key.flow, f.record.value.total_nanos());
         }
     }
     let mut out: BTreeMap<(Period, Sector), FlowTotals> = BTreeMap::new();
@@ -400,12 +443,37 @@ pub fn pair_slices(
 ) -> Vec<SliceData> {
     let wide = spec.range.with_previous_year();
     let keep = |k: &FigureKey| {
-        spec.level.matches(&k.2)
+        spec.level.matches(&k.scope)
             && (spec.sectors.is_empty()
-                || scope_sector(&k.2).is_some_and(|s| spec.sectors.contains(&s)))
+                || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(&s)))
     };
-    let own = period_totals(index.pair(reporter, partner), snapshot, &wide, keep);
-    let mirror = period_totals(index.pair(partner, reporter), snapshot, &wide, keep);
+    // One sector: walk that sector's keys only; otherwise the pair's range.
+    let totals = |r: Country, p: Country| match spec.sectors {
+        [sector] => period_totals(
+            sector_in_range(index, *sector, r, p, &wide),
+            snapshot,
+            &wide,
+            keep,
+        ),
+        _ => period_totals(
+            pair_in_range(index.pair(r, p), &wide),
+            snapshot,
+            &wide,
+            keep,
+        ),
+    };
+    let own = totals(reporter, partner);
+    let in_range = |m: &BTreeMap<Period, FlowTotals>| {
+        m.keys()
+            .any(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
+    };
+    if !spec.mirror_only && !in_range(&own) {
+        return Vec::new();
+    }
+    let mirror = totals(partner, reporter);
+    if !in_range(&own) && !in_range(&mirror) {
+        return Vec::new();
+    }
     let breakdown = spec.breakdown.map(|level| {
         sector_totals(
             index.pair(reporter, partner),
@@ -525,9 +593,15 @@ pub fn next_records(
             }
             let fstart = match after {
                 Some((r, p, k)) if r == *reporter && p == *partner => Bound::Excluded(k),
-                _ => Bound::Unbounded,
+                _ => filter.periods.from.map_or(Bound::Unbounded, |p| {
+                    Bound::Included(FigureKey::first_of(p))
+                }),
             };
-            for (key, revisions) in figures.range((fstart, Bound::Unbounded)) {
+            let fend = filter
+                .periods
+                .to
+                .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p)));
+            for (key, revisions) in figures.range((fstart, fend)) {
                 if !filter.matches(key) {
                     continue;
                 }
@@ -583,15 +657,15 @@ pub fn aggregate(
                 continue;
             }
             let mut cells: BTreeMap<(Period, CommodityScope), Cell> = BTreeMap::new();
-            for (key, revisions) in figures {
+            for (key, revisions) in pair_in_range(Some(figures), &filter.periods) {
                 if !filter.matches(key) {
                     continue;
                 }
                 if let Some(f) = figure_at(revisions, snapshot) {
                     cells
-                        .entry((key.1, key.2))
+                        .entry((key.period, key.scope))
                         .or_default()
-                        .add(key.0, f.record.value.total_nanos());
+                        .add(key.flow, f.record.value.total_nanos());
                 }
             }
             for ((period, scope), cell) in &cells {

@@ -26,8 +26,34 @@ use crate::domain::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-/// The figure part of a natural key below the (reporter, partner) pair.
-pub type FigureKey = (Flow, Period, CommodityScope);
+/// The figure part of a natural key below the (reporter, partner) pair,
+/// ordered period first so that a period range is one range scan.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct FigureKey {
+    pub period: Period,
+    pub flow: Flow,
+    pub scope: CommodityScope,
+}
+
+impl FigureKey {
+    /// The smallest key of a period.
+    pub fn first_of(period: Period) -> Self {
+        FigureKey {
+            period,
+            flow: Flow::Export,
+            scope: CommodityScope::All,
+        }
+    }
+
+    /// The largest key of a period.
+    pub fn last_of(period: Period) -> Self {
+        FigureKey {
+            period,
+            flow: Flow::Turnover,
+            scope: CommodityScope::Sector(Sector::Other),
+        }
+    }
+}
 
 /// One revision of a figure: the record, or `None` for a retraction.
 #[derive(Clone, Debug)]
@@ -80,8 +106,8 @@ pub enum AgreementEntry {
 pub struct Index {
     /// reporter → partner → figure key → revisions (ascending sequence).
     pub figures: BTreeMap<Country, BTreeMap<Country, PairFigures>>,
-    /// sector → the (reporter, partner) pairs with figures in it.
-    pub pairs_by_sector: BTreeMap<Sector, BTreeSet<(Country, Country)>>,
+    /// sector → (reporter, partner) → the keys of the pair's figures in it.
+    pub by_sector: BTreeMap<Sector, BTreeMap<(Country, Country), BTreeSet<FigureKey>>>,
     /// agreement id → its entries (ascending sequence).
     pub agreements: BTreeMap<AgreementId, Vec<(u64, AgreementEntry)>>,
     /// party → agreements that named it in any version.
@@ -111,7 +137,11 @@ impl Index {
                 self.push_revision(
                     k.reporter(),
                     k.partner(),
-                    (k.flow, k.period, k.commodity),
+                    FigureKey {
+                        period: k.period,
+                        flow: k.flow,
+                        scope: k.commodity,
+                    },
                     Revision {
                         sequence: e.sequence,
                         record: Some(Arc::new(r.clone())),
@@ -123,7 +153,11 @@ impl Index {
                 self.push_revision(
                     k.reporter(),
                     k.partner(),
-                    (k.flow, k.period, k.commodity),
+                    FigureKey {
+                        period: k.period,
+                        flow: k.flow,
+                        scope: k.commodity,
+                    },
                     Revision {
                         sequence: e.sequence,
                         record: None,
@@ -159,11 +193,13 @@ impl Index {
     }
 
     fn push_revision(&mut self, reporter: Country, partner: Country, key: FigureKey, r: Revision) {
-        if let Some(sector) = scope_sector(&key.2) {
-            self.pairs_by_sector
+        if let Some(sector) = scope_sector(&key.scope) {
+            self.by_sector
                 .entry(sector)
                 .or_default()
-                .insert((reporter, partner));
+                .entry((reporter, partner))
+                .or_default()
+                .insert(key);
         }
         self.figures
             .entry(reporter)

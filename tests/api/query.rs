@@ -535,7 +535,7 @@ async fn a_resumed_stream_continues_its_snapshot_with_no_gap_and_no_repeat() {
         .into_inner();
     let m1 = first.message().await.unwrap().unwrap();
     let snapshot = m1.as_of_sequence;
-    assert_eq!(m1.records.len(), 512);
+    assert_eq!(m1.records.len(), 1_024);
     drop(first); // the client goes away mid-stream
 
     // New figures land before and after the cursor's position, and a revision.
