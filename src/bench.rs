@@ -290,9 +290,9 @@ fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     Ok(total)
 }
 
-/// Resident memory of this process now and at its peak, from /proc (Linux).
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident memory of a process now and at its peak, in MiB, from /proc.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -304,6 +304,42 @@ fn rss_mib() -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Starts `caravan serve` as a separate process; returns it and its URL.
+async fn spawn_server(
+    store: &std::path::Path,
+) -> Result<(std::process::Child, String), Box<dyn Error>> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(store)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await??;
+    let addr = line
+        .trim()
+        .strip_prefix("caravan listening on ")
+        .ok_or_else(|| format!("unexpected server output {line:?}"))?
+        .to_owned();
+    Ok((child, format!("http://{addr}")))
+}
+
+fn stop_server(mut child: std::process::Child) -> Result<(), Box<dyn Error>> {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// Disk, memory and restart time of a separate server process holding `n` events.
 async fn footprint(n: usize) -> Result<(), Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("store");
@@ -314,27 +350,45 @@ async fn footprint(n: usize) -> Result<(), Box<dyn Error>> {
         events: n,
         duplicates: false,
     };
-    let server = server::start(ServerConfig::new("127.0.0.1:0".parse()?, store.clone())).await?;
-    let url = format!("http://{}", server.addr());
+    let (child, url) = spawn_server(&store).await?;
     let chunk = 200_000;
     for (i, start) in (0..n).step_by(chunk).enumerate() {
         let events = synthetic_events(&format!("fp{i}"), chunk.min(n - start), i as u64);
         pass(&url, &s, &events).await?;
     }
-    server.shutdown().await?;
-    let (rss_before, _) = rss_mib();
+    let (_, peak_loading) = rss_mib(child.id());
+    stop_server(child)?;
     let bytes = dir_bytes(&store)?;
+
     let t = Instant::now();
-    let server = server::start(ServerConfig::new("127.0.0.1:0".parse()?, store.clone())).await?;
-    let reopen = t.elapsed();
-    let (rss_after, peak) = rss_mib();
-    server.shutdown().await?;
+    let (child, url) = spawn_server(&store).await?;
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    loop {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.is_ok_and(|s| s == serving) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let restart = t.elapsed();
+    let (rss_restarted, _) = rss_mib(child.id());
+    stop_server(child)?;
     println!(
-        "footprint: {n} events, {:.1} MB on disk ({:.0} bytes/event), reopened in {:.2} s; \
-         process RSS {rss_before:.0} MiB before reopening, {rss_after:.0} MiB after, peak {peak:.0} MiB",
+        "footprint of the server process with {n} events: {:.1} MB on disk ({:.0} bytes/event); \
+         peak RSS while loading {peak_loading:.0} MiB; restart to health SERVING {:.2} s, \
+         RSS after restart {rss_restarted:.0} MiB",
         bytes as f64 / 1e6,
         bytes as f64 / n as f64,
-        reopen.as_secs_f64()
+        restart.as_secs_f64()
     );
     Ok(())
 }

@@ -47,8 +47,9 @@ impl Default for StoreConfig {
     }
 }
 
-/// Default sled cache: 256 MiB.
-pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default sled cache: 64 MiB. Queries read the in-memory views, not sled;
+/// sled serves appends, duplicate checks and lookups.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default writer queue: 1,024 requests.
 pub const DEFAULT_WRITER_QUEUE: usize = 1024;
 /// Default group-commit size: 16,384 events.

@@ -207,7 +207,8 @@ impl Index {
             .entry(partner)
             .or_default()
             .entry(key)
-            .or_default()
+            // Most figures are never revised: no spare capacity.
+            .or_insert_with(|| Vec::with_capacity(1))
             .push(r);
     }
 
