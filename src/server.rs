@@ -71,7 +71,7 @@ impl ServerConfig {
 
 /// The query views follow the store's durable events.
 impl Projection for Views {
-    fn apply(&self, events: &[StoredEvent]) {
+    fn apply(&self, events: Vec<StoredEvent>) {
         Views::apply(self, events);
     }
 }

@@ -75,14 +75,14 @@ impl Syncer for FsyncDataFile {
 /// store opens, then each group right after its fsync and before any of it is
 /// acknowledged. Query views are built this way.
 pub trait Projection: Send + Sync + 'static {
-    fn apply(&self, events: &[StoredEvent]);
+    fn apply(&self, events: Vec<StoredEvent>);
 }
 
 /// A projection that keeps nothing.
 pub struct NoProjection;
 
 impl Projection for NoProjection {
-    fn apply(&self, _: &[StoredEvent]) {}
+    fn apply(&self, _: Vec<StoredEvent>) {}
 }
 
 /// An event ready for the writer: parsed, and encoded once by the caller's
@@ -422,11 +422,13 @@ fn replay(shared: &Shared, projection: &dyn Projection) -> Result<(), Error> {
             );
         }
         if batch.len() >= EVENTS_PER_BATCH {
-            projection.apply(&batch);
-            batch.clear();
+            projection.apply(std::mem::replace(
+                &mut batch,
+                Vec::with_capacity(EVENTS_PER_BATCH),
+            ));
         }
     }
-    projection.apply(&batch);
+    projection.apply(batch);
     Ok(())
 }
 

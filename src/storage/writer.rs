@@ -358,7 +358,7 @@ impl Writer {
                 event: s.prepared.event,
             })
             .collect();
-        self.projection.apply(&stored);
+        self.projection.apply(stored);
         self.next_sequence = last + 1;
         self.shared.durable.store(last, Ordering::Release);
         self.shared.durable_tx.send_replace(last);

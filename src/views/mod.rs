@@ -126,14 +126,14 @@ pub fn scope_sector(scope: &CommodityScope) -> Option<Sector> {
 }
 
 impl Index {
-    fn apply(&mut self, e: &StoredEvent) {
+    fn apply(&mut self, e: StoredEvent) {
         if e.sequence <= self.applied {
             return; // replayed twice: already applied
         }
         self.applied = e.sequence;
-        match &e.event.payload {
+        match e.event.payload {
             Payload::TradeRecord(r) => {
-                let k = &r.key;
+                let k = r.key;
                 self.push_revision(
                     k.reporter(),
                     k.partner(),
@@ -144,7 +144,7 @@ impl Index {
                     },
                     Revision {
                         sequence: e.sequence,
-                        record: Some(Arc::new(r.clone())),
+                        record: Some(Arc::new(r)),
                     },
                 );
             }
@@ -174,7 +174,7 @@ impl Index {
                 self.agreements
                     .entry(a.id.clone())
                     .or_default()
-                    .push((e.sequence, AgreementEntry::Version(Arc::new(a.clone()))));
+                    .push((e.sequence, AgreementEntry::Version(Arc::new(a))));
             }
             Payload::AgreementStatusChanged(c) => {
                 self.agreements
@@ -185,7 +185,7 @@ impl Index {
                         AgreementEntry::Status {
                             status: c.status,
                             effective_on: c.effective_on,
-                            note: c.note.clone(),
+                            note: c.note,
                         },
                     ));
             }
@@ -230,7 +230,7 @@ impl Views {
     }
 
     /// Applies durable events in sequence order.
-    pub fn apply(&self, events: &[StoredEvent]) {
+    pub fn apply(&self, events: Vec<StoredEvent>) {
         // A poisoned lock means a reader panicked; the index itself is intact.
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for e in events {
