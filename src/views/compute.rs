@@ -313,13 +313,20 @@ pub fn pair_in_range<'a>(
     pair: Option<&'a PairFigures>,
     range: &PeriodRange,
 ) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)> + 'a {
-    let lower = range.from.map_or(Bound::Unbounded, |p| {
-        Bound::Included(FigureKey::first_of(p))
-    });
-    let upper = range
-        .to
-        .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p)));
-    pair.into_iter().flat_map(move |m| m.range((lower, upper)))
+    let bounds = key_bounds(range);
+    pair.into_iter().flat_map(move |m| m.range(bounds))
+}
+
+/// The figure keys that can hold a period of `range`.
+fn key_bounds(range: &PeriodRange) -> (Bound<FigureKey>, Bound<FigureKey>) {
+    (
+        range.from.map_or(Bound::Unbounded, |p| {
+            Bound::Included(FigureKey::first_of(p))
+        }),
+        range
+            .to
+            .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p))),
+    )
 }
 
 /// The figures of one pair in `sector` whose period may lie in `range`.
@@ -330,19 +337,14 @@ fn sector_in_range<'a>(
     partner: Country,
     range: &PeriodRange,
 ) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)> + 'a {
-    let lower = range.from.map_or(Bound::Unbounded, |p| {
-        Bound::Included(FigureKey::first_of(p))
-    });
-    let upper = range
-        .to
-        .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p)));
+    let bounds = key_bounds(range);
     let pair = index.pair(reporter, partner);
     index
         .by_sector
         .get(&sector)
         .and_then(|m| m.get(&(reporter, partner)))
         .into_iter()
-        .flat_map(move |keys| keys.range((lower, upper)))
+        .flat_map(move |keys| keys.range(bounds))
         .filter_map(move |k| pair.and_then(|p| p.get_key_value(k)))
 }
 
@@ -591,16 +593,12 @@ pub fn next_records(
             if !FigureFilter::country_ok(&filter.partners, partner) {
                 continue;
             }
-            let fstart = match after {
-                Some((r, p, k)) if r == *reporter && p == *partner => Bound::Excluded(k),
-                _ => filter.periods.from.map_or(Bound::Unbounded, |p| {
-                    Bound::Included(FigureKey::first_of(p))
-                }),
-            };
-            let fend = filter
-                .periods
-                .to
-                .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p)));
+            let (mut fstart, fend) = key_bounds(&filter.periods);
+            if let Some((r, p, k)) = after {
+                if r == *reporter && p == *partner {
+                    fstart = Bound::Excluded(k);
+                }
+            }
             for (key, revisions) in figures.range((fstart, fend)) {
                 if !filter.matches(key) {
                     continue;

@@ -21,7 +21,7 @@ pub use compute::{
 
 use crate::domain::{
     Agreement, AgreementId, AgreementStatus, CommodityScope, Country, Date, Flow, Payload, Period,
-    Sector, StoredEvent, Text, TradeRecord,
+    Sector, StoredEvent, Text, TradeFigureKey, TradeRecord,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -133,37 +133,10 @@ impl Index {
         self.applied = e.sequence;
         match e.event.payload {
             Payload::TradeRecord(r) => {
-                let k = r.key;
-                self.push_revision(
-                    k.reporter(),
-                    k.partner(),
-                    FigureKey {
-                        period: k.period,
-                        flow: k.flow,
-                        scope: k.commodity,
-                    },
-                    Revision {
-                        sequence: e.sequence,
-                        record: Some(Arc::new(r)),
-                    },
-                );
+                let key = r.key;
+                self.push_revision(&key, e.sequence, Some(Arc::new(r)));
             }
-            Payload::TradeRecordRetracted(r) => {
-                let k = &r.key;
-                self.push_revision(
-                    k.reporter(),
-                    k.partner(),
-                    FigureKey {
-                        period: k.period,
-                        flow: k.flow,
-                        scope: k.commodity,
-                    },
-                    Revision {
-                        sequence: e.sequence,
-                        record: None,
-                    },
-                );
-            }
+            Payload::TradeRecordRetracted(r) => self.push_revision(&r.key, e.sequence, None),
             Payload::Agreement(a) => {
                 for p in a.parties() {
                     self.agreements_by_party
@@ -192,7 +165,19 @@ impl Index {
         }
     }
 
-    fn push_revision(&mut self, reporter: Country, partner: Country, key: FigureKey, r: Revision) {
+    fn push_revision(
+        &mut self,
+        natural: &TradeFigureKey,
+        sequence: u64,
+        record: Option<Arc<TradeRecord>>,
+    ) {
+        let (reporter, partner) = (natural.reporter(), natural.partner());
+        let key = FigureKey {
+            period: natural.period,
+            flow: natural.flow,
+            scope: natural.commodity,
+        };
+        let r = Revision { sequence, record };
         if let Some(sector) = scope_sector(&key.scope) {
             self.by_sector
                 .entry(sector)

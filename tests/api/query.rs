@@ -9,6 +9,21 @@ use tonic::Code;
 
 const C5: [&str; 5] = ["KZ", "KG", "TJ", "TM", "UZ"];
 
+/// A query client with small HTTP/2 windows: the server cannot push it a
+/// large answer, so a stream it does not read stays in progress.
+async fn small_window_query(
+    app: &TestApp,
+) -> pb::query_service_client::QueryServiceClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    pb::query_service_client::QueryServiceClient::new(channel)
+}
+
 fn china_2022_filter() -> pb::FigureFilter {
     pb::FigureFilter {
         reporters: vec!["CHN".into()],
@@ -637,15 +652,7 @@ async fn a_client_that_never_reads_holds_up_nobody() {
         }),
         ..Default::default()
     };
-    // A client with small HTTP/2 windows: the server cannot push it the whole answer.
-    let small_windows = tonic::transport::Endpoint::from_shared(app.url())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    let mut stalled_client = pb::query_service_client::QueryServiceClient::new(small_windows);
+    let mut stalled_client = small_window_query(&app).await;
     let stalled = stalled_client
         .stream_trade_records(all.clone())
         .await
@@ -750,14 +757,7 @@ async fn query_requests_are_validated() {
 async fn an_expired_deadline_ends_a_stalled_stream() {
     let app = spawn_app().await;
     many_records(&app, "a", 20_000, 2022).await;
-    let small_windows = tonic::transport::Endpoint::from_shared(app.url())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    let mut q = pb::query_service_client::QueryServiceClient::new(small_windows);
+    let mut q = small_window_query(&app).await;
     let mut request = tonic::Request::new(pb::StreamTradeRecordsRequest {
         filter: Some(pb::FigureFilter {
             level: pb::CommodityLevel::Hs6 as i32,
