@@ -9,6 +9,7 @@ const PROTO_FILES: &[&str] = &[
     "caravan/v1/types.proto",
     "caravan/v1/ingest.proto",
     "caravan/v1/query.proto",
+    "caravan/v1/subscribe.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -6,6 +6,7 @@ use crate::ingest::{self, IngestLimits};
 use crate::query::{self, QueryLimits};
 use crate::server::{self, ServerConfig};
 use crate::storage::{self, StoreConfig};
+use crate::subscribe::{self, SubscribeLimits};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +87,15 @@ pub struct ServeArgs {
     /// Messages buffered per query stream before its producer waits for the client.
     #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER", default_value_t = query::DEFAULT_STREAM_BUFFER)]
     pub query_stream_buffer: usize,
+    /// Subscriptions running at once; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CARAVAN_MAX_SUBSCRIPTIONS", default_value_t = subscribe::DEFAULT_MAX_SUBSCRIPTIONS)]
+    pub max_subscriptions: usize,
+    /// Messages buffered per subscription before it waits for its client.
+    #[arg(long, env = "CARAVAN_SUBSCRIPTION_BUFFER", default_value_t = subscribe::DEFAULT_SUBSCRIPTION_BUFFER)]
+    pub subscription_buffer: usize,
+    /// Recent events kept in memory for live subscribers.
+    #[arg(long, env = "CARAVAN_RECENT_EVENTS", default_value_t = subscribe::DEFAULT_RECENT_EVENTS)]
+    pub recent_events: usize,
     /// Seconds between HTTP/2 keepalive pings; a peer silent for this long
     /// again is disconnected.
     #[arg(long, env = "CARAVAN_KEEPALIVE_SECS", default_value_t = 20)]
@@ -110,6 +120,12 @@ impl ServeArgs {
             max_streams: self.max_query_streams,
             max_groups: self.max_groups,
             stream_buffer: self.query_stream_buffer,
+        };
+        c.subscribe = SubscribeLimits {
+            max_subscriptions: self.max_subscriptions,
+            buffer: self.subscription_buffer,
+            recent_events: self.recent_events,
+            ..SubscribeLimits::default()
         };
         c.max_message_bytes = self.max_message_bytes;
         c.max_concurrent_streams = self.max_concurrent_streams;

@@ -21,4 +21,5 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod stream;
+pub mod subscribe;
 pub mod views;

@@ -49,6 +49,9 @@ pub const DEFAULT_MAX_QUERY_STREAMS: usize = 64;
 pub const DEFAULT_MAX_GROUPS: usize = 100_000;
 /// Default: 8 messages buffered per query stream.
 pub const DEFAULT_STREAM_BUFFER: usize = 8;
+/// A message is closed once its records reach this many encoded bytes (well
+/// under the 4 MiB default message limit, whatever the records' sizes).
+pub const MESSAGE_BYTES: usize = 1024 * 1024;
 /// Records per StreamTradeRecords message.
 pub const RECORDS_PER_MESSAGE: usize = 1024;
 /// Slices computed per chunk (under one read lock).
@@ -771,21 +774,30 @@ impl QueryService for QueryApi {
                 after,
                 RECORDS_PER_MESSAGE,
             );
-            let Some((last, _)) = found.last() else {
+            if found.is_empty() {
                 return Ok(None);
-            };
-            after = Some(*last);
-            let records = found
-                .iter()
-                .map(|(_, f)| pb::TradeRecordView {
+            }
+            // Up to RECORDS_PER_MESSAGE records and about MESSAGE_BYTES bytes.
+            let mut records = Vec::with_capacity(found.len());
+            let mut bytes = 0;
+            let mut last = found[0].0;
+            for (position, f) in &found {
+                let view = pb::TradeRecordView {
                     record: Some(convert::pb_trade_record(&f.record)),
                     revision: f.revision,
                     sequence: f.sequence,
-                })
-                .collect();
+                };
+                bytes += view.encoded_len();
+                records.push(view);
+                last = *position;
+                if bytes >= MESSAGE_BYTES {
+                    break;
+                }
+            }
+            after = Some(last);
             Ok(Some(vec![pb::StreamTradeRecordsResponse {
                 records,
-                cursor: start.cursor(encode_record_position(last)),
+                cursor: start.cursor(encode_record_position(&last)),
                 as_of_sequence: start.snapshot,
             }]))
         }))

@@ -14,9 +14,11 @@ use crate::ingest::{IngestApi, IngestLimits};
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
+use crate::proto::v1::subscription_service_server::SubscriptionServiceServer;
 use crate::query::{QueryApi, QueryLimits};
 use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Projection, Store, StoreConfig, StoreHandle};
+use crate::subscribe::{Recent, SubscribeApi, SubscribeLimits};
 use crate::views::Views;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +37,7 @@ pub struct ServerConfig {
     pub store: StoreConfig,
     pub ingest: IngestLimits,
     pub query: QueryLimits,
+    pub subscribe: SubscribeLimits,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
@@ -61,6 +64,7 @@ impl ServerConfig {
             store: StoreConfig::default(),
             ingest: IngestLimits::default(),
             query: QueryLimits::default(),
+            subscribe: SubscribeLimits::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             keepalive_interval: Duration::from_secs(20),
@@ -69,10 +73,17 @@ impl ServerConfig {
     }
 }
 
-/// The query views follow the store's durable events.
-impl Projection for Views {
+/// What follows the store's durable events: the ring of recent events for
+/// subscribers, then the query views.
+struct Followers {
+    recent: Arc<Recent>,
+    views: Arc<Views>,
+}
+
+impl Projection for Followers {
     fn apply(&self, events: Vec<StoredEvent>) {
-        Views::apply(self, events);
+        self.recent.push(&events);
+        self.views.apply(events);
     }
 }
 
@@ -119,12 +130,16 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let dir = config.data_dir.clone();
     let store_config = config.store.clone();
     let views = Views::new();
-    let projection: Arc<dyn Projection> = Arc::clone(&views) as Arc<dyn Projection>;
+    let recent = Recent::new(config.subscribe.recent_events);
+    let projection: Arc<dyn Projection> = Arc::new(Followers {
+        recent: Arc::clone(&recent),
+        views: Arc::clone(&views),
+    });
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_config, projection))
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
     let (trigger, shutdown) = shutdown::channel();
-    let task = tokio::spawn(serve(config, listener, store, views, shutdown));
+    let task = tokio::spawn(serve(config, listener, store, views, recent, shutdown));
     tracing::info!(%addr, "caravan listening");
     Ok(RunningServer {
         addr,
@@ -138,9 +153,11 @@ async fn serve(
     listener: TcpListener,
     store: Store,
     views: Arc<Views>,
+    recent: Arc<Recent>,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Error> {
-    let result = serve_until_shutdown(&config, listener, store.handle(), views, shutdown).await;
+    let result =
+        serve_until_shutdown(&config, listener, store.handle(), views, recent, shutdown).await;
     // Every service (and its store handle) is gone; commit what is queued.
     let closed = store.close().await;
     tracing::info!("store closed");
@@ -152,6 +169,7 @@ async fn serve_until_shutdown(
     listener: TcpListener,
     store: StoreHandle,
     views: Arc<Views>,
+    recent: Arc<Recent>,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -170,6 +188,14 @@ async fn serve_until_shutdown(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
+    let subscriptions = SubscriptionServiceServer::new(SubscribeApi::new(
+        store.clone(),
+        Arc::clone(&views),
+        recent,
+        shutdown.clone(),
+        config.subscribe.clone(),
+    ))
+    .max_encoding_message_size(config.max_message_bytes);
     let query = QueryServiceServer::new(QueryApi::new(
         views,
         store.clone(),
@@ -194,7 +220,8 @@ async fn serve_until_shutdown(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ingest)
-        .add_service(query);
+        .add_service(query)
+        .add_service(subscriptions);
 
     let mut on_signal = shutdown.clone();
     let reporter = health.clone();
@@ -209,6 +236,9 @@ async fn serve_until_shutdown(
             .await;
         reporter
             .set_not_serving::<QueryServiceServer<QueryApi>>()
+            .await;
+        reporter
+            .set_not_serving::<SubscriptionServiceServer<SubscribeApi>>()
             .await;
     };
     // With our own listener, connection options must be set here: no Nagle

@@ -603,6 +603,49 @@ impl StoreHandle {
         self.shared.read_event(seq)
     }
 
+    /// Up to `max` durable events after sequence `after`, in order, read from
+    /// the log (one range scan over its chunks).
+    pub fn events_after(&self, after: u64, max: usize) -> Result<Vec<StoredEvent>, Error> {
+        let last = self.last_sequence();
+        let mut out = Vec::new();
+        if after >= last || max == 0 {
+            return Ok(out);
+        }
+        let first = after + 1;
+        let first_key = seq_key(LOG_PREFIX, first);
+        // The chunk that holds `first` starts at or before it.
+        let start = self
+            .shared
+            .tree
+            .range([LOG_PREFIX].as_slice()..=first_key.as_slice())
+            .next_back()
+            .transpose()
+            .map_err(|e| storage_error("read", e))?
+            .map_or_else(|| first_key.to_vec(), |(k, _)| k.to_vec());
+        for item in self.shared.tree.range(start..) {
+            let (k, v) = item.map_err(|e| storage_error("read", e))?;
+            if k.first() != Some(&LOG_PREFIX) {
+                break;
+            }
+            let chunk_first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+            let entries =
+                layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+            for (i, entry) in entries.iter().enumerate() {
+                let seq = chunk_first + i as u64;
+                if seq < first {
+                    continue;
+                }
+                if seq > last || out.len() >= max {
+                    return Ok(out);
+                }
+                out.push(
+                    convert::decode_stored(entry).map_err(|e| storage_error("corrupt event", e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// The durable event with this id.
     pub fn event_by_id(&self, id: &EventId) -> Result<Option<StoredEvent>, Error> {
         match self.shared.find_id(id.as_str())? {

@@ -197,6 +197,19 @@ impl Index {
             .push(r);
     }
 
+    /// The latest version of an agreement at or before `sequence`.
+    pub fn agreement_at(&self, id: &AgreementId, sequence: u64) -> Option<Arc<Agreement>> {
+        self.agreements
+            .get(id)?
+            .iter()
+            .take_while(|(s, _)| *s <= sequence)
+            .filter_map(|(_, e)| match e {
+                AgreementEntry::Version(a) => Some(Arc::clone(a)),
+                AgreementEntry::Status { .. } => None,
+            })
+            .last()
+    }
+
     /// The figures of one (reporter, partner) pair.
     pub fn pair(&self, reporter: Country, partner: Country) -> Option<&PairFigures> {
         self.figures.get(&reporter).and_then(|m| m.get(&partner))

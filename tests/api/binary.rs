@@ -12,9 +12,15 @@ use tokio::process::{Child, Command};
 
 /// Starts `caravan serve` on a free port and returns it with its address.
 async fn start_binary(data_dir: &Path) -> (Child, String) {
+    start_binary_with(data_dir, &[]).await
+}
+
+/// Starts `caravan serve` with extra flags.
+async fn start_binary_with(data_dir: &Path, flags: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -165,4 +171,88 @@ async fn the_demo_prints_the_founding_figures() {
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }
+}
+
+/// Peak resident memory of a process, in MiB (Linux).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Ingests 100,000 events of about 2.2 KB into a fresh server, with or without
+/// a subscriber that never reads, and returns the server's peak RSS.
+async fn peak_rss_ingesting(with_stalled_subscriber: bool) -> f64 {
+    use caravan::proto::v1::subscription_service_client::SubscriptionServiceClient;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start_binary_with(
+        &store_path(dir.path()),
+        &["--subscription-buffer", "2", "--recent-events", "1024"],
+    )
+    .await;
+    let pid = child.id().expect("pid");
+    let mut stalled = None;
+    if with_stalled_subscriber {
+        // Small HTTP/2 windows: the server cannot push it much.
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .initial_stream_window_size(65_535)
+            .initial_connection_window_size(65_535)
+            .connect()
+            .await
+            .unwrap();
+        let stream = SubscriptionServiceClient::new(channel)
+            .subscribe(pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::FromBeginning(
+                    pb::FromBeginning {},
+                )),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        stalled = Some(stream);
+    }
+    let mut client = IngestServiceClient::connect(url).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        for b in 0..100 {
+            let events = (0..1_000)
+                .map(|i| {
+                    let mut e = trade(&format!("m{b}-{i}"), "CN", "KZ", 1900 + (i % 200), i as i64);
+                    record_mut(&mut e).note = "n".repeat(2_000);
+                    e
+                })
+                .collect();
+            append(&mut client, events).await.unwrap();
+        }
+    })
+    .await
+    .expect("ingestion completes");
+    // Give a subscriber that would buffer without limit time to do so.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = peak_rss_mib(pid);
+    drop(stalled);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    peak
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_keeps_the_servers_memory_bounded() {
+    let baseline = peak_rss_ingesting(false).await;
+    let stalled = peak_rss_ingesting(true).await;
+    eprintln!("server peak RSS: {baseline:.0} MiB without a subscriber, {stalled:.0} MiB with a stalled one");
+    // The stalled subscription may hold 2 messages of about 1 MiB, one read
+    // batch of 1,024 events (~2.3 MB) and HTTP/2 buffers; the rest is noise of
+    // the allocator between two processes. Buffering the 100,000 events
+    // (~220 MB on the wire) for it would exceed the bound several times over.
+    assert!(
+        stalled - baseline < 64.0,
+        "a stalled subscriber cost {:.0} MiB",
+        stalled - baseline
+    );
 }
