@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// (0 skips; `--quick` uses 100,000).
     #[arg(long, default_value_t = 1_000_000)]
     pub query_records: usize,
+    /// Seconds of the subscription latency run (0 skips it).
+    #[arg(long, default_value_t = 10)]
+    pub subscription_seconds: u64,
     /// Also build a store of this many events and measure its size on disk,
     /// the time to reopen it and the process's resident memory after that.
     #[arg(long, default_value_t = 0)]
@@ -269,6 +272,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     };
     if query_records > 0 {
         queries(query_records).await?;
+    }
+    if args.subscription_seconds > 0 {
+        let (seconds, subscribers) = if args.quick {
+            (args.subscription_seconds.min(3), 20)
+        } else {
+            (args.subscription_seconds, 100)
+        };
+        subscriptions(10_000, seconds, subscribers).await?;
     }
     if args.footprint_events > 0 {
         footprint(args.footprint_events).await?;
@@ -560,6 +571,114 @@ async fn queries(n: usize) -> Result<(), Box<dyn Error>> {
     println!("queries on a store of {n} synthetic trade records (30 countries, annual and monthly, HS4):");
     println!("{table}");
     println!("StreamTradeRecords: {rate:.0} records/s to one client");
+    server.shutdown().await?;
+    Ok(())
+}
+
+/// Acknowledgement-to-delivery latency at a fixed event rate, with
+/// `followers` subscribers each following one of ten countries and two
+/// following everything.
+async fn subscriptions(rate: u64, seconds: u64, followers: usize) -> Result<(), Box<dyn Error>> {
+    use crate::proto::v1::subscription_service_client::SubscriptionServiceClient;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    const FOLLOWED: [&str; 10] = ["KZ", "KG", "TJ", "TM", "UZ", "DE", "US", "RU", "IN", "JP"];
+    let dir = tempfile::tempdir()?;
+    let server = server::start(ServerConfig::new(
+        "127.0.0.1:0".parse()?,
+        dir.path().join("store"),
+    ))
+    .await?;
+    let url = format!("http://{}", server.addr());
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        .connect()
+        .await?;
+    let total = (rate * seconds) as usize;
+    let mut readers = Vec::new();
+    for i in 0..followers + 2 {
+        let countries = if i < followers {
+            vec![FOLLOWED[i % FOLLOWED.len()].to_owned()]
+        } else {
+            Vec::new()
+        };
+        let expected = if countries.is_empty() {
+            total
+        } else {
+            total / FOLLOWED.len()
+        };
+        let mut stream = SubscriptionServiceClient::new(channel.clone())
+            .subscribe(pb::SubscribeRequest {
+                start: Some(pb::subscribe_request::Start::FromNow(pb::FromNow {})),
+                countries,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        readers.push(tokio::spawn(async move {
+            let mut seen = Vec::with_capacity(expected);
+            while seen.len() < expected {
+                match stream.message().await {
+                    Ok(Some(m)) => {
+                        let now = Instant::now();
+                        seen.extend(m.events.iter().map(|e| (e.sequence, now)));
+                    }
+                    _ => break,
+                }
+            }
+            seen
+        }));
+    }
+    // One feed at a fixed rate: a batch of 100 every 10 ms.
+    let acked: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let mut client = IngestServiceClient::new(channel);
+    let batch = (rate / 100).max(1) as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0;
+    while sent < total {
+        tick.tick().await;
+        let events: Vec<pb::Event> = (sent..(sent + batch).min(total))
+            .map(|i| {
+                let mut e = synthetic_events(&format!("s{i}"), 1, i as u64).remove(0);
+                if let Some(pb::event::Payload::TradeRecord(r)) = &mut e.payload {
+                    r.reporter = "CN".into();
+                    r.partner = FOLLOWED[i % FOLLOWED.len()].into();
+                }
+                e
+            })
+            .collect();
+        sent += events.len();
+        let acks = client
+            .append(pb::AppendRequest { events })
+            .await?
+            .into_inner()
+            .acks;
+        let now = Instant::now();
+        let mut acked = acked.lock().map_err(|_| "poisoned")?;
+        for a in acks {
+            acked.insert(a.sequence, now);
+        }
+    }
+    let mut latencies = Vec::new();
+    let mut delivered = 0;
+    for r in readers {
+        let seen = tokio::time::timeout(Duration::from_secs(30), r).await??;
+        delivered += seen.len();
+        let acked = acked.lock().map_err(|_| "poisoned")?;
+        for (seq, at) in seen {
+            if let Some(ack) = acked.get(&seq) {
+                // Delivery can beat the acknowledgement to the client: count 0.
+                latencies.push(at.saturating_duration_since(*ack));
+            }
+        }
+    }
+    latencies.sort_unstable();
+    println!(
+        "subscriptions: {rate} events/s for {seconds} s, {followers} subscribers following one country each and 2 following everything: \
+         {delivered} deliveries, acknowledgement to delivery p50 {}, p99 {}, max {}",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
     server.shutdown().await?;
     Ok(())
 }
