@@ -491,3 +491,86 @@ async fn from_now_skips_history_and_shutdown_ends_subscriptions_with_unavailable
     assert_eq!(end.unwrap_err().code(), Code::Unavailable);
     stopping.await.unwrap();
 }
+
+/// A TCP proxy that can freeze: it stops moving bytes either way without
+/// closing anything, like a client whose host vanished.
+async fn freezable_proxy(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<tokio::sync::Notify>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let freeze = Arc::new(tokio::sync::Notify::new());
+    let f = Arc::clone(&freeze);
+    tokio::spawn(async move {
+        let (inbound, _) = listener.accept().await.unwrap();
+        let outbound = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut ri, mut wi) = inbound.into_split();
+        let (mut ro, mut wo) = outbound.into_split();
+        let pipe = async {
+            tokio::try_join!(
+                tokio::io::copy(&mut ri, &mut wo),
+                tokio::io::copy(&mut ro, &mut wi)
+            )
+        };
+        tokio::select! {
+            _ = pipe => {}
+            _ = f.notified() => {
+                // Frozen: keep both sockets open, move nothing, for a minute.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+        drop((ri, wi, ro, wo));
+    });
+    (addr, freeze)
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_without_closing_is_released_by_keepalive() {
+    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| {
+        c.subscribe.max_subscriptions = 1;
+        c.keepalive_interval = Duration::from_secs(1);
+        c.keepalive_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let (proxy, freeze) = freezable_proxy(app.addr).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{proxy}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let vanishing = SubscriptionServiceClient::new(channel)
+        .subscribe(pb::SubscribeRequest {
+            start: from_beginning(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = subscriber(&app).await;
+    let all = pb::SubscribeRequest {
+        start: from_beginning(),
+        ..Default::default()
+    };
+    assert_eq!(
+        client.subscribe(all.clone()).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    freeze.notify_one();
+    // The server's pings go unanswered: within interval + timeout (2 s here,
+    // 40 s by default) it drops the connection and frees the slot.
+    let freed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match client.subscribe(all.clone()).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        freed.is_ok(),
+        "the vanished client's subscription was not released"
+    );
+    drop(vanishing);
+    app.stop().await;
+}
