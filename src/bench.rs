@@ -34,21 +34,7 @@ pub struct BenchArgs {
     pub footprint_events: usize,
 }
 
-/// A small deterministic generator (SplitMix64), so every run sends the same events.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::client::gen::Rng as SplitMix;
 
 const COUNTRIES: &[&str] = &[
     "CN", "KZ", "KG", "TJ", "TM", "UZ", "US", "DE", "RU", "IN", "JP", "KR", "FR", "GB", "IT", "BR",
@@ -57,7 +43,7 @@ const COUNTRIES: &[&str] = &[
 
 /// `n` distinct, realistic trade-record events with ids `{prefix}-{i}`.
 pub fn synthetic_events(prefix: &str, n: usize, seed: u64) -> Vec<pb::Event> {
-    let mut rng = SplitMix(seed);
+    let mut rng = SplitMix::new(seed);
     (0..n)
         .map(|i| {
             let r = rng.below(COUNTRIES.len() as u64) as usize;

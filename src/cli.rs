@@ -32,6 +32,18 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure ingest throughput and latency on a temporary store.
     Bench(crate::bench::BenchArgs),
+    /// Load Comtrade CSV or JSON Lines files into a running service.
+    Ingest(crate::client::ingest::IngestArgs),
+    /// Ask a running service: country, sector, records, agreements,
+    /// aggregate, mirror.
+    Query {
+        #[command(subcommand)]
+        what: crate::client::query::QueryCommand,
+    },
+    /// Print events from a running service as they arrive.
+    Subscribe(crate::client::query::SubscribeArgs),
+    /// Write a synthetic dataset (JSON Lines or Comtrade CSV).
+    Gen(crate::client::gen::GenArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -170,8 +182,8 @@ async fn wait_for_signal() {
     }
 }
 
-/// Runs the parsed command; the process exit code follows the result.
-pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the parsed command and returns the process exit code.
+pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format);
@@ -185,15 +197,21 @@ pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             tracing::info!("stopped");
-            Ok(())
+            Ok(0)
         }
         Command::Demo => {
             init_tracing(LogFormat::Text);
-            crate::demo::run().await
+            crate::demo::run().await.map_err(|e| e.to_string())?;
+            Ok(0)
         }
         Command::Bench(args) => {
             init_tracing(LogFormat::Text);
-            crate::bench::run(args).await
+            crate::bench::run(args).await.map_err(|e| e.to_string())?;
+            Ok(0)
         }
+        Command::Ingest(args) => crate::client::ingest::run(args).await,
+        Command::Query { what } => crate::client::query::run(what).await,
+        Command::Subscribe(args) => crate::client::query::subscribe(args).await,
+        Command::Gen(args) => crate::client::gen::run(args),
     }
 }

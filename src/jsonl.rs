@@ -6,22 +6,37 @@ use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 use std::sync::OnceLock;
 
-fn event_descriptor() -> Result<&'static MessageDescriptor, String> {
-    static DESCRIPTOR: OnceLock<Result<MessageDescriptor, String>> = OnceLock::new();
-    DESCRIPTOR
-        .get_or_init(|| {
-            let pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET)
-                .map_err(|e| format!("descriptor set: {e}"))?;
-            pool.get_message_by_name("caravan.v1.Event")
-                .ok_or_else(|| "caravan.v1.Event is not in the descriptor set".to_owned())
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+fn pool() -> Result<&'static DescriptorPool, String> {
+    static POOL: OnceLock<Result<DescriptorPool, String>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET)
+            .map_err(|e| format!("descriptor set: {e}"))
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+fn descriptor(full_name: &str) -> Result<MessageDescriptor, String> {
+    pool()?
+        .get_message_by_name(full_name)
+        .ok_or_else(|| format!("{full_name} is not in the descriptor set"))
+}
+
+fn event_descriptor() -> Result<MessageDescriptor, String> {
+    descriptor("caravan.v1.Event")
+}
+
+/// Any of our messages in the proto3 JSON mapping, on one line.
+pub fn message_to_json<M: Message>(message: &M, full_name: &str) -> Result<String, String> {
+    let dynamic =
+        DynamicMessage::decode(descriptor(full_name)?, message.encode_to_vec().as_slice())
+            .map_err(|e| e.to_string())?;
+    serde_json::to_string(&dynamic).map_err(|e| e.to_string())
 }
 
 /// Parses one line of proto3 JSON into an event.
 pub fn parse_event_line(line: &str) -> Result<pb::Event, String> {
-    let descriptor = event_descriptor()?.clone();
+    let descriptor = event_descriptor()?;
     let mut de = serde_json::Deserializer::from_str(line);
     let dynamic = DynamicMessage::deserialize(descriptor, &mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;

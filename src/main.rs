@@ -6,10 +6,10 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = caravan::cli::Cli::parse();
     match caravan::cli::run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("caravan: {e}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,364 @@
+//! `caravan gen`: a realistic synthetic dataset for benchmarks and load tests,
+//! deterministic for a given seed — about 200 countries skewed toward large
+//! traders, HS chapters, annual and monthly periods, some revisions and exact
+//! duplicates, and agreements — as JSON Lines (events in proto3 JSON) or as a
+//! UN Comtrade-layout CSV (trade records only).
+
+use super::comtrade::GEN_HEADER;
+use super::CliError;
+use crate::proto::v1 as pb;
+use std::io::Write;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenFormat {
+    Jsonl,
+    Comtrade,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenArgs {
+    /// Trade records to write (revisions and duplicates included).
+    #[arg(long)]
+    pub records: usize,
+    /// Seed: the same seed writes the same data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Agreements to write as well (JSON Lines only), each tenth with a later
+    /// status change.
+    #[arg(long, default_value_t = 0)]
+    pub agreements: usize,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    pub format: GenFormat,
+    /// Output file; standard output when absent.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// SplitMix64: small, fast, deterministic.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Large traders first, then the rest of ISO 3166-1, 200 in all.
+fn countries() -> Vec<&'static str> {
+    const LARGE: [&str; 30] = [
+        "CN", "US", "DE", "NL", "JP", "KR", "IT", "FR", "GB", "HK", "IN", "CA", "MX", "RU", "SG",
+        "ES", "CH", "BE", "TW", "AU", "PL", "VN", "BR", "AE", "SA", "MY", "TH", "TR", "ID", "KZ",
+    ];
+    let mut all: Vec<&str> = LARGE.to_vec();
+    for c in rust_iso3166::ALL_ALPHA2 {
+        if all.len() >= 200 {
+            break;
+        }
+        if !all.contains(c) {
+            all.push(c);
+        }
+    }
+    all
+}
+
+/// Picks index i with weight 1/(i+1) (Zipf-like), from cumulative weights.
+fn pick(rng: &mut Rng, cumulative: &[f64]) -> usize {
+    let total = cumulative.last().copied().unwrap_or(1.0);
+    let x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+    cumulative
+        .partition_point(|c| *c < x)
+        .min(cumulative.len() - 1)
+}
+
+struct Row {
+    reporter: &'static str,
+    partner: &'static str,
+    flow: pb::Flow,
+    year: i32,
+    month: i32,
+    hs: String,
+    units: i64,
+    cents: i32,
+}
+
+fn row(rng: &mut Rng, countries: &[&'static str], cumulative: &[f64]) -> Row {
+    let r = pick(rng, cumulative);
+    let mut p = pick(rng, cumulative);
+    if p == r {
+        p = (p + 1 + rng.below(countries.len() as u64 - 1) as usize) % countries.len();
+    }
+    let flow = match rng.below(20) {
+        0 => pb::Flow::ReExport,
+        1 => pb::Flow::ReImport,
+        2..=10 => pb::Flow::Export,
+        _ => pb::Flow::Import,
+    };
+    let chapter = [1 + rng.below(76), 78 + rng.below(20)][rng.below(2) as usize];
+    Row {
+        reporter: countries[r],
+        partner: countries[p],
+        flow,
+        year: 2015 + rng.below(10) as i32,
+        month: if rng.below(10) < 3 {
+            1 + rng.below(12) as i32
+        } else {
+            0
+        },
+        hs: format!("{chapter:02}{:02}", rng.below(100)),
+        units: 10i64.pow(3 + rng.below(7) as u32) + rng.below(1_000_000) as i64,
+        cents: rng.below(100) as i32,
+    }
+}
+
+fn trade_event(id: String, r: &Row) -> pb::Event {
+    pb::Event {
+        event_id: id,
+        feed: "gen".into(),
+        occurred_at: None,
+        payload: Some(pb::event::Payload::TradeRecord(pb::TradeRecord {
+            reporter: r.reporter.into(),
+            partner: r.partner.into(),
+            flow: r.flow as i32,
+            period: Some(pb::Period {
+                year: r.year,
+                frequency: if r.month == 0 {
+                    pb::Frequency::Annual
+                } else {
+                    pb::Frequency::Monthly
+                } as i32,
+                number: r.month,
+            }),
+            commodity: Some(pb::CommodityScope {
+                scope: Some(pb::commodity_scope::Scope::HsCode(r.hs.clone())),
+            }),
+            value: Some(pb::Money {
+                currency_code: "USD".into(),
+                units: r.units,
+                nanos: r.cents * 10_000_000,
+            }),
+            quantity: None,
+            source: "caravan gen (synthetic)".into(),
+            note: String::new(),
+        })),
+    }
+}
+
+/// Runs the command.
+pub fn run(args: GenArgs) -> Result<u8, CliError> {
+    let countries = countries();
+    let mut cumulative = Vec::with_capacity(countries.len());
+    let mut sum = 0.0;
+    for i in 0..countries.len() {
+        sum += 1.0 / (i as f64 + 1.0);
+        cumulative.push(sum);
+    }
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut rng = Rng::new(args.seed);
+    // Recent rows, for revisions (same key, new value) and exact duplicates.
+    let mut recent: Vec<(String, Row)> = Vec::new();
+    let mut csv = None;
+    if args.format == GenFormat::Comtrade {
+        let mut w = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(out);
+        w.write_record(GEN_HEADER.split(','))?;
+        if args.agreements > 0 {
+            eprintln!("caravan gen: agreements are written only as JSON Lines; none written");
+        }
+        csv = Some(w);
+        out = Box::new(std::io::sink());
+    }
+    for i in 0..args.records {
+        let dice = rng.below(100);
+        let (id, r) = match (dice, recent.is_empty()) {
+            (0, false) => {
+                // An exact duplicate of a recent event.
+                let (id, r) = &recent[rng.below(recent.len() as u64) as usize];
+                (
+                    id.clone(),
+                    Row {
+                        hs: r.hs.clone(),
+                        ..*r
+                    },
+                )
+            }
+            (1..=2, false) => {
+                // A revision: same key, another value, a new event.
+                let (_, r) = &recent[rng.below(recent.len() as u64) as usize];
+                let revised = Row {
+                    hs: r.hs.clone(),
+                    units: r.units + 1 + rng.below(1_000) as i64,
+                    ..*r
+                };
+                (format!("gen-{}-{i}", args.seed), revised)
+            }
+            _ => (
+                format!("gen-{}-{i}", args.seed),
+                row(&mut rng, &countries, &cumulative),
+            ),
+        };
+        match &mut csv {
+            None => {
+                let json = crate::jsonl::message_to_json(
+                    &trade_event(id.clone(), &r),
+                    "caravan.v1.Event",
+                )?;
+                writeln!(out, "{json}")?;
+            }
+            Some(w) => {
+                let alpha3 = |c: &str| rust_iso3166::from_alpha2(c).map_or("", |x| x.alpha3);
+                let name = |c: &str| rust_iso3166::from_alpha2(c).map_or("", |x| x.name);
+                let numeric = |c: &str| rust_iso3166::from_alpha2(c).map_or(0, |x| x.numeric);
+                let (freq, period, ref_month) = if r.month == 0 {
+                    ("A", r.year.to_string(), "52".to_owned())
+                } else {
+                    (
+                        "M",
+                        format!("{}{:02}", r.year, r.month),
+                        r.month.to_string(),
+                    )
+                };
+                let (flow_code, flow_desc) = match r.flow {
+                    pb::Flow::Export => ("X", "Export"),
+                    pb::Flow::Import => ("M", "Import"),
+                    pb::Flow::ReExport => ("RX", "Re-export"),
+                    _ => ("RM", "Re-import"),
+                };
+                let value = format!("{}.{:02}", r.units, r.cents);
+                w.write_record([
+                    "C",
+                    freq,
+                    &format!("{period}01"),
+                    &r.year.to_string(),
+                    &ref_month,
+                    &period,
+                    &numeric(r.reporter).to_string(),
+                    alpha3(r.reporter),
+                    name(r.reporter),
+                    flow_code,
+                    flow_desc,
+                    &numeric(r.partner).to_string(),
+                    alpha3(r.partner),
+                    name(r.partner),
+                    &r.hs,
+                    "",
+                    "",
+                    "",
+                    "",
+                    &value,
+                    &value,
+                    &value,
+                ])?;
+            }
+        }
+        if recent.len() < 1024 {
+            recent.push((id, r));
+        } else {
+            let slot = rng.below(1024) as usize;
+            recent[slot] = (id, r);
+        }
+    }
+    match csv {
+        Some(mut w) => w.flush()?,
+        None => {
+            write_agreements(&mut out, &mut rng, &countries, &cumulative, &args)?;
+            out.flush()?;
+        }
+    }
+    Ok(0)
+}
+
+fn write_agreements(
+    out: &mut dyn Write,
+    rng: &mut Rng,
+    countries: &[&'static str],
+    cumulative: &[f64],
+    args: &GenArgs,
+) -> Result<(), CliError> {
+    const KINDS: [pb::AgreementKind; 7] = [
+        pb::AgreementKind::Declaration,
+        pb::AgreementKind::MemorandumOfUnderstanding,
+        pb::AgreementKind::IntergovernmentalAgreement,
+        pb::AgreementKind::Treaty,
+        pb::AgreementKind::CommercialContract,
+        pb::AgreementKind::InvestmentAgreement,
+        pb::AgreementKind::Other,
+    ];
+    for i in 0..args.agreements {
+        let mut parties: Vec<String> = Vec::new();
+        while parties.len() < 2 + rng.below(3) as usize {
+            let c = countries[pick(rng, cumulative)].to_owned();
+            if !parties.contains(&c) {
+                parties.push(c);
+            }
+        }
+        let sector = 1 + rng.below(14) as i32;
+        let id = format!("gen-{}-agreement-{i}", args.seed);
+        let year = 2015 + rng.below(10) as i32;
+        let event = pb::Event {
+            event_id: format!("gen-{}-a{i}", args.seed),
+            feed: "gen".into(),
+            occurred_at: None,
+            payload: Some(pb::event::Payload::Agreement(pb::Agreement {
+                agreement_id: id.clone(),
+                title: format!("Synthetic cooperation agreement {i}"),
+                parties,
+                signed_on: Some(pb::Date {
+                    year,
+                    month: 1 + rng.below(12) as i32,
+                    day: 1 + rng.below(28) as i32,
+                }),
+                venue: String::new(),
+                kind: KINDS[rng.below(7) as usize] as i32,
+                sectors: vec![sector],
+                value: None,
+                status: pb::AgreementStatus::Signed as i32,
+                source: "caravan gen (synthetic)".into(),
+                note: String::new(),
+            })),
+        };
+        writeln!(
+            out,
+            "{}",
+            crate::jsonl::message_to_json(&event, "caravan.v1.Event")?
+        )?;
+        if i % 10 == 0 {
+            let change = pb::Event {
+                event_id: format!("gen-{}-s{i}", args.seed),
+                feed: "gen".into(),
+                occurred_at: None,
+                payload: Some(pb::event::Payload::AgreementStatusChanged(
+                    pb::AgreementStatusChanged {
+                        agreement_id: id,
+                        status: pb::AgreementStatus::InForce as i32,
+                        effective_on: Some(pb::Date {
+                            year: year + 1,
+                            month: 1,
+                            day: 1,
+                        }),
+                        note: String::new(),
+                    },
+                )),
+            };
+            writeln!(
+                out,
+                "{}",
+                crate::jsonl::message_to_json(&change, "caravan.v1.Event")?
+            )?;
+        }
+    }
+    Ok(())
+}
