@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// (0 skips; `--quick` uses 100,000).
     #[arg(long, default_value_t = 1_000_000)]
     pub query_records: usize,
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
     /// Seconds of the subscription latency run (0 skips it).
     #[arg(long, default_value_t = 10)]
     pub subscription_seconds: u64,
@@ -195,6 +198,9 @@ async fn run_scenario(s: &Scenario) -> Result<Measured, Box<dyn Error>> {
 
 /// Runs every scenario and prints the table.
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
+    use serde_json::json;
+    let mut report = serde_json::Map::new();
+    let mut ingest = Vec::new();
     let n = if args.quick { 20_000 } else { args.events };
     let small = (n / 100).max(100);
     let unary = |batch, feeds, events, duplicates| Scenario {
@@ -232,10 +238,21 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(["scenario", "events", "events/s", "ack p50", "ack p99"]);
+    let mut four_feeds_1000 = 0.0;
     for s in &scenarios {
         let m = run_scenario(s).await?;
         let rate = m.events as f64 / m.elapsed.as_secs_f64();
         eprintln!("{}: {:.0} events/s", s.name, rate);
+        if s.feeds == 4 && matches!(s.mode, Mode::Unary { batch: 1000 }) && !s.duplicates {
+            four_feeds_1000 = rate;
+        }
+        ingest.push(json!({
+            "scenario": s.name,
+            "events": m.events,
+            "events_per_s": rate.round(),
+            "ack_p50_ms": percentile(&m.latencies, 0.50).as_secs_f64() * 1e3,
+            "ack_p99_ms": percentile(&m.latencies, 0.99).as_secs_f64() * 1e3,
+        }));
         table.add_row([
             s.name.clone(),
             m.events.to_string(),
@@ -251,13 +268,37 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         ]);
     }
     println!("{table}");
+    report.insert("ingest".into(), json!(ingest));
+
+    // The storage engine's ceiling: the same events, keyed and encoded as
+    // caravan stores them, straight into sled, batches of 1,000 with fsync.
+    let events: Vec<crate::domain::Event> = synthetic_events("bench", n, 7)
+        .iter()
+        .map(crate::convert::parse_event)
+        .collect::<Result<_, _>>()
+        .map_err(|v| format!("synthetic event does not parse: {v:?}"))?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("ceiling");
+    let ceiling =
+        tokio::task::spawn_blocking(move || crate::storage::ceiling_write(&path, &events, 1000))
+            .await??;
+    println!(
+        "ceiling: sled alone, same keys, values and fsync, batches of 1,000: {ceiling:.0} events/s; \
+         caravan (Append, batches of 1,000, 4 feeds): {four_feeds_1000:.0} events/s = {:.0} % of the ceiling",
+        100.0 * four_feeds_1000 / ceiling
+    );
+    report.insert(
+        "ceiling".into(),
+        json!({"events_per_s": ceiling.round(), "caravan_4_feeds_1000_events_per_s": four_feeds_1000.round(), "ratio": four_feeds_1000 / ceiling}),
+    );
+
     let query_records = if args.quick {
         args.query_records.min(100_000)
     } else {
         args.query_records
     };
     if query_records > 0 {
-        queries(query_records).await?;
+        report.insert("queries".into(), queries(query_records).await?);
     }
     if args.subscription_seconds > 0 {
         let (seconds, subscribers) = if args.quick {
@@ -265,10 +306,16 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         } else {
             (args.subscription_seconds, 100)
         };
-        subscriptions(10_000, seconds, subscribers).await?;
+        report.insert(
+            "subscriptions".into(),
+            subscriptions(10_000, seconds, subscribers).await?,
+        );
     }
     if args.footprint_events > 0 {
-        footprint(args.footprint_events).await?;
+        report.insert("footprint".into(), footprint(args.footprint_events).await?);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
 }
@@ -337,7 +384,7 @@ fn stop_server(mut child: std::process::Child) -> Result<(), Box<dyn Error>> {
 }
 
 /// Disk, memory and restart time of a separate server process holding `n` events.
-async fn footprint(n: usize) -> Result<(), Box<dyn Error>> {
+async fn footprint(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("store");
     let s = Scenario {
@@ -387,7 +434,22 @@ async fn footprint(n: usize) -> Result<(), Box<dyn Error>> {
         bytes as f64 / n as f64,
         restart.as_secs_f64()
     );
-    Ok(())
+    let per_event_mib = rss_restarted / n as f64;
+    let scale = 50_000_000.0 / n as f64;
+    println!(
+        "extrapolated linearly to 50 million events: {:.1} GB on disk, about {:.1} GiB of memory, \
+         about {:.0} s to restart",
+        bytes as f64 * scale / 1e9,
+        per_event_mib * 50_000_000.0 / 1024.0,
+        restart.as_secs_f64() * scale
+    );
+    Ok(serde_json::json!({
+        "events": n,
+        "disk_bytes": bytes,
+        "peak_rss_loading_mib": peak_loading,
+        "rss_after_restart_mib": rss_restarted,
+        "restart_to_serving_s": restart.as_secs_f64(),
+    }))
 }
 
 fn ms(d: Duration) -> String {
@@ -420,7 +482,7 @@ macro_rules! timed_stream {
     }};
 }
 
-async fn queries(n: usize) -> Result<(), Box<dyn Error>> {
+async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     use crate::proto::v1::query_service_client::QueryServiceClient;
     let dir = tempfile::tempdir()?;
     let server = server::start(ServerConfig::new(
@@ -436,9 +498,14 @@ async fn queries(n: usize) -> Result<(), Box<dyn Error>> {
         events: n,
         duplicates: false,
     };
+    // The `caravan gen` dataset (seed 1): ~200 countries skewed toward large
+    // traders, HS4 codes, annual and monthly 2015-2024, revisions, duplicates.
+    let mut gen = crate::client::gen::TradeGen::new(1);
     let chunk = 200_000;
-    for (i, start) in (0..n).step_by(chunk).enumerate() {
-        let events = synthetic_events(&format!("q{i}"), chunk.min(n - start), 100 + i as u64);
+    for start in (0..n).step_by(chunk) {
+        let events: Vec<pb::Event> = (0..chunk.min(n - start))
+            .map(|_| gen.next_event())
+            .collect();
         pass(&url, &load, &events).await?;
     }
     let channel = tonic::transport::Endpoint::from_shared(url)?
@@ -471,7 +538,16 @@ async fn queries(n: usize) -> Result<(), Box<dyn Error>> {
         "whole p50",
         "whole p99",
     ]);
+    let mut figures = Vec::new();
     let mut row = |name: &str, (first, whole, items): (Vec<Duration>, Vec<Duration>, usize)| {
+        figures.push(serde_json::json!({
+            "query": name,
+            "items": items,
+            "first_p50_ms": percentile(&first, 0.5).as_secs_f64() * 1e3,
+            "first_p99_ms": percentile(&first, 0.99).as_secs_f64() * 1e3,
+            "whole_p50_ms": percentile(&whole, 0.5).as_secs_f64() * 1e3,
+            "whole_p99_ms": percentile(&whole, 0.99).as_secs_f64() * 1e3,
+        }));
         table.add_row([
             name.to_owned(),
             items.to_string(),
@@ -554,17 +630,23 @@ async fn queries(n: usize) -> Result<(), Box<dyn Error>> {
         "StreamTradeRecords, all annual figures",
         (first, whole, items),
     );
-    println!("queries on a store of {n} synthetic trade records (30 countries, annual and monthly, HS4):");
+    println!("queries on a store of {n} trade records from `caravan gen --seed 1` (HS4, annual and monthly):");
     println!("{table}");
     println!("StreamTradeRecords: {rate:.0} records/s to one client");
     server.shutdown().await?;
-    Ok(())
+    Ok(
+        serde_json::json!({"records": n, "queries": figures, "stream_trade_records_per_s": rate.round()}),
+    )
 }
 
 /// Acknowledgement-to-delivery latency at a fixed event rate, with
 /// `followers` subscribers each following one of ten countries and two
 /// following everything.
-async fn subscriptions(rate: u64, seconds: u64, followers: usize) -> Result<(), Box<dyn Error>> {
+async fn subscriptions(
+    rate: u64,
+    seconds: u64,
+    followers: usize,
+) -> Result<serde_json::Value, Box<dyn Error>> {
     use crate::proto::v1::subscription_service_client::SubscriptionServiceClient;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
@@ -666,5 +748,13 @@ async fn subscriptions(rate: u64, seconds: u64, followers: usize) -> Result<(), 
         ms(latencies.last().copied().unwrap_or_default()),
     );
     server.shutdown().await?;
-    Ok(())
+    Ok(serde_json::json!({
+        "events_per_s": rate,
+        "seconds": seconds,
+        "country_subscribers": followers,
+        "all_subscribers": 2,
+        "deliveries": delivered,
+        "p50_ms": percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        "p99_ms": percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    }))
 }

@@ -153,22 +153,98 @@ fn trade_event(id: String, r: &Row) -> pb::Event {
     }
 }
 
+/// The trade-record stream of `caravan gen`: rows with their event ids, about
+/// 1 % exact duplicates and 2 % revisions of recent rows.
+pub struct TradeGen {
+    rng: Rng,
+    countries: Vec<&'static str>,
+    cumulative: Vec<f64>,
+    recent: Vec<(String, Row)>,
+    seed: u64,
+    i: usize,
+}
+
+impl TradeGen {
+    pub fn new(seed: u64) -> Self {
+        let countries = countries();
+        let mut cumulative = Vec::with_capacity(countries.len());
+        let mut sum = 0.0;
+        for i in 0..countries.len() {
+            sum += 1.0 / (i as f64 + 1.0);
+            cumulative.push(sum);
+        }
+        TradeGen {
+            rng: Rng::new(seed),
+            countries,
+            cumulative,
+            recent: Vec::new(),
+            seed,
+            i: 0,
+        }
+    }
+
+    fn next_row(&mut self) -> (String, Row) {
+        let i = self.i;
+        self.i += 1;
+        let rng = &mut self.rng;
+        let dice = rng.below(100);
+        let (id, r) = match (dice, self.recent.is_empty()) {
+            (0, false) => {
+                // An exact duplicate of a recent event.
+                let (id, r) = &self.recent[rng.below(self.recent.len() as u64) as usize];
+                (
+                    id.clone(),
+                    Row {
+                        hs: r.hs.clone(),
+                        ..*r
+                    },
+                )
+            }
+            (1..=2, false) => {
+                // A revision: same key, another value, a new event.
+                let (_, r) = &self.recent[rng.below(self.recent.len() as u64) as usize];
+                let revised = Row {
+                    hs: r.hs.clone(),
+                    units: r.units + 1 + rng.below(1_000) as i64,
+                    ..*r
+                };
+                (format!("gen-{}-{i}", self.seed), revised)
+            }
+            _ => (
+                format!("gen-{}-{i}", self.seed),
+                row(rng, &self.countries, &self.cumulative),
+            ),
+        };
+        let kept = (
+            id.clone(),
+            Row {
+                hs: r.hs.clone(),
+                ..r
+            },
+        );
+        if self.recent.len() < 1024 {
+            self.recent.push(kept);
+        } else {
+            let slot = self.rng.below(1024) as usize;
+            self.recent[slot] = kept;
+        }
+        (id, r)
+    }
+
+    /// The next trade-record event.
+    pub fn next_event(&mut self) -> pb::Event {
+        let (id, r) = self.next_row();
+        trade_event(id, &r)
+    }
+}
+
 /// Runs the command.
 pub fn run(args: GenArgs) -> Result<u8, CliError> {
-    let countries = countries();
-    let mut cumulative = Vec::with_capacity(countries.len());
-    let mut sum = 0.0;
-    for i in 0..countries.len() {
-        sum += 1.0 / (i as f64 + 1.0);
-        cumulative.push(sum);
-    }
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut rng = Rng::new(args.seed);
-    // Recent rows, for revisions (same key, new value) and exact duplicates.
-    let mut recent: Vec<(String, Row)> = Vec::new();
+    let mut gen = TradeGen::new(args.seed);
     let mut csv = None;
     if args.format == GenFormat::Comtrade {
         let mut w = csv::WriterBuilder::new()
@@ -181,41 +257,11 @@ pub fn run(args: GenArgs) -> Result<u8, CliError> {
         csv = Some(w);
         out = Box::new(std::io::sink());
     }
-    for i in 0..args.records {
-        let dice = rng.below(100);
-        let (id, r) = match (dice, recent.is_empty()) {
-            (0, false) => {
-                // An exact duplicate of a recent event.
-                let (id, r) = &recent[rng.below(recent.len() as u64) as usize];
-                (
-                    id.clone(),
-                    Row {
-                        hs: r.hs.clone(),
-                        ..*r
-                    },
-                )
-            }
-            (1..=2, false) => {
-                // A revision: same key, another value, a new event.
-                let (_, r) = &recent[rng.below(recent.len() as u64) as usize];
-                let revised = Row {
-                    hs: r.hs.clone(),
-                    units: r.units + 1 + rng.below(1_000) as i64,
-                    ..*r
-                };
-                (format!("gen-{}-{i}", args.seed), revised)
-            }
-            _ => (
-                format!("gen-{}-{i}", args.seed),
-                row(&mut rng, &countries, &cumulative),
-            ),
-        };
+    for _ in 0..args.records {
+        let (id, r) = gen.next_row();
         match &mut csv {
             None => {
-                let json = crate::jsonl::message_to_json(
-                    &trade_event(id.clone(), &r),
-                    "caravan.v1.Event",
-                )?;
+                let json = crate::jsonl::message_to_json(&trade_event(id, &r), "caravan.v1.Event")?;
                 writeln!(out, "{json}")?;
             }
             Some(w) => {
@@ -264,17 +310,12 @@ pub fn run(args: GenArgs) -> Result<u8, CliError> {
                 ])?;
             }
         }
-        if recent.len() < 1024 {
-            recent.push((id, r));
-        } else {
-            let slot = rng.below(1024) as usize;
-            recent[slot] = (id, r);
-        }
     }
     match csv {
         Some(mut w) => w.flush()?,
         None => {
-            write_agreements(&mut out, &mut rng, &countries, &cumulative, &args)?;
+            let (countries, cumulative) = (gen.countries.clone(), gen.cumulative.clone());
+            write_agreements(&mut out, &mut gen.rng, &countries, &cumulative, &args)?;
             out.flush()?;
         }
     }

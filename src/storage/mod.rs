@@ -671,3 +671,89 @@ impl StoreHandle {
 fn closed() -> Error {
     Error::Unavailable("the store is closed: the server is shutting down".into())
 }
+
+/// Adds log chunks holding `events` (encoded events, sequences `first`…) to a
+/// batch: as many consecutive stored events per chunk as fit its value limit.
+fn add_log_entries(
+    batch: &mut sled::Batch,
+    first: u64,
+    events: &[&[u8]],
+    ingested_at: &crate::domain::Timestamp,
+) -> Result<(), Error> {
+    let mut chunk = layout::ChunkBuilder::new();
+    let mut chunk_first = first;
+    for (i, bytes) in events.iter().enumerate() {
+        let seq = first + i as u64;
+        let before = chunk.len();
+        let len = chunk.push_with(|buf| convert::encode_stored_parts(seq, ingested_at, bytes, buf));
+        if len > layout::ChunkBuilder::MAX_ENTRY {
+            return Err(storage_error(
+                "event too large",
+                format!("event {seq} encodes to {len} bytes"),
+            ));
+        }
+        if chunk.len() > layout::MAX_VALUE_BYTES {
+            chunk.truncate_to(before);
+            let full = std::mem::replace(&mut chunk, layout::ChunkBuilder::new());
+            batch.insert(&seq_key(LOG_PREFIX, chunk_first), full.finish());
+            chunk_first = seq;
+            chunk.push_with(|buf| convert::encode_stored_parts(seq, ingested_at, bytes, buf));
+        }
+    }
+    if !chunk.is_empty() {
+        batch.insert(&seq_key(LOG_PREFIX, chunk_first), chunk.finish());
+    }
+    Ok(())
+}
+
+/// Adds the fingerprint chunks of events `first`… to a batch.
+fn add_fingerprints(batch: &mut sled::Batch, first: u64, fingerprints: &[u64]) {
+    for (k, part) in fingerprints
+        .chunks(layout::FINGERPRINTS_PER_CHUNK)
+        .enumerate()
+    {
+        let seq = first + (k * layout::FINGERPRINTS_PER_CHUNK) as u64;
+        batch.insert(&seq_key(IDS_PREFIX, seq), layout::encode_fingerprints(part));
+    }
+}
+
+/// The storage engine's own ceiling for `caravan bench`: writes `events` into
+/// a new sled database in `dir` exactly as the writer stores them (same log
+/// chunks, fingerprint chunks and keys, same flush + fsync per batch of
+/// `batch` events), without gRPC, validation, idempotency checks or views.
+/// Returns the events written per second.
+pub fn ceiling_write(dir: &Path, events: &[Event], batch: usize) -> Result<f64, Error> {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(DEFAULT_CACHE_BYTES)
+        .open()
+        .map_err(|e| storage_error("open", e))?;
+    let tree = db
+        .open_tree(layout::TREE)
+        .map_err(|e| storage_error("open tree", e))?;
+    let mut data_file = FsyncDataFile(
+        std::fs::File::open(dir.join("db")).map_err(|e| storage_error("open data file", e))?,
+    );
+    // Encoding the event itself happens off the writer thread in the server
+    // too (`Prepared`); do it before the clock starts.
+    let prepared: Vec<Vec<u8>> = events.iter().map(convert::encode_event).collect();
+    let started = std::time::Instant::now();
+    let now = crate::domain::Timestamp::now();
+    let mut next = 1u64;
+    for (group, bytes) in events
+        .chunks(batch.max(1))
+        .zip(prepared.chunks(batch.max(1)))
+    {
+        let mut sled_batch = sled::Batch::default();
+        let entries: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+        let fingerprints: Vec<u64> = group.iter().map(|e| fingerprint(e.id.as_str())).collect();
+        add_log_entries(&mut sled_batch, next, &entries, &now)?;
+        add_fingerprints(&mut sled_batch, next, &fingerprints);
+        tree.apply_batch(sled_batch)
+            .map_err(|e| storage_error("write", e))?;
+        db.flush().map_err(|e| storage_error("flush", e))?;
+        data_file.sync().map_err(|e| storage_error("fsync", e))?;
+        next += group.len() as u64;
+    }
+    Ok(events.len() as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}

@@ -13,9 +13,8 @@
 //! unknown, so it refuses every later job until the server restarts and
 //! recovers from the log.
 
-use super::layout::{self, ChunkBuilder, FINGERPRINTS_PER_CHUNK};
+use super::layout;
 use super::{storage_error, Prepared, Projection, Shared, Syncer};
-use crate::convert;
 use crate::domain::{EventId, Payload, StoredEvent, Timestamp};
 use crate::error::Error;
 use std::collections::{HashMap, HashSet};
@@ -272,46 +271,11 @@ impl Writer {
         let now = Timestamp::now();
         let mut batch = sled::Batch::default();
 
-        let mut chunk = ChunkBuilder::new();
-        let mut chunk_first = staged[0].sequence;
-        for s in staged {
-            let before = chunk.len();
-            let len = chunk.push_with(|buf| {
-                convert::encode_stored_parts(s.sequence, &now, &s.prepared.bytes, buf)
-            });
-            if len > ChunkBuilder::MAX_ENTRY {
-                return Err(storage_error(
-                    "event too large",
-                    format!("event {} encodes to {len} bytes", s.sequence),
-                ));
-            }
-            if chunk.len() > layout::MAX_VALUE_BYTES {
-                chunk.truncate_to(before);
-                let full = std::mem::replace(&mut chunk, ChunkBuilder::new());
-                batch.insert(
-                    &layout::seq_key(layout::LOG_PREFIX, chunk_first),
-                    full.finish(),
-                );
-                chunk_first = s.sequence;
-                chunk.push_with(|buf| {
-                    convert::encode_stored_parts(s.sequence, &now, &s.prepared.bytes, buf)
-                });
-            }
-        }
-        if !chunk.is_empty() {
-            batch.insert(
-                &layout::seq_key(layout::LOG_PREFIX, chunk_first),
-                chunk.finish(),
-            );
-        }
-
-        for part in staged.chunks(FINGERPRINTS_PER_CHUNK) {
-            let fps: Vec<u64> = part.iter().map(|s| s.fingerprint).collect();
-            batch.insert(
-                &layout::seq_key(layout::IDS_PREFIX, part[0].sequence),
-                layout::encode_fingerprints(&fps),
-            );
-        }
+        let first = staged[0].sequence;
+        let events: Vec<&[u8]> = staged.iter().map(|s| s.prepared.bytes.as_slice()).collect();
+        let fingerprints: Vec<u64> = staged.iter().map(|s| s.fingerprint).collect();
+        super::add_log_entries(&mut batch, first, &events, &now)?;
+        super::add_fingerprints(&mut batch, first, &fingerprints);
         for (id, &i) in agreements {
             batch.insert(layout::agreement_key(id), &staged[i].sequence.to_be_bytes());
         }
