@@ -17,11 +17,14 @@ pub enum Frequency {
 
 /// A year plus its frequency; the sub-period number is consistent with the
 /// frequency (0 for annual, 1–4 for a quarter, 1–12 for a month or the last
-/// month of a year-to-date figure).
+/// month of a year-to-date figure). Periods order by frequency, then year,
+/// then number.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Period {
-    year: u16,
+    // Field order is the sort order: all periods of one frequency sort
+    // together, so a range of annual periods is contiguous in an index.
     frequency: Frequency,
+    year: u16,
     number: u8,
 }
 
@@ -61,8 +64,8 @@ impl Period {
         }
         // Both fit: the ranges were checked above.
         Ok(Period {
-            year: year as u16,
             frequency,
+            year: year as u16,
             number: number as u8,
         })
     }

@@ -348,6 +348,42 @@ fn sector_in_range<'a>(
         .filter_map(move |k| pair.and_then(|p| p.get_key_value(k)))
 }
 
+/// Calls `each` once per summing cell (period, commodity) of the figures
+/// that pass `keep`, as of `snapshot`. Figures arrive in `FigureKey` order, so
+/// a cell's flows are adjacent and no map is needed.
+fn for_each_cell<'a>(
+    figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)>,
+    snapshot: u64,
+    keep: impl Fn(&FigureKey) -> bool,
+    mut each: impl FnMut(Period, CommodityScope, &Cell),
+) {
+    let mut current: Option<(Period, CommodityScope, Cell)> = None;
+    for (key, revisions) in figures {
+        if !keep(key) {
+            continue;
+        }
+        let Some(f) = figure_at(revisions, snapshot) else {
+            continue;
+        };
+        match &mut current {
+            Some((p, s, cell)) if *p == key.period && *s == key.scope => {
+                cell.add(key.flow, f.record.value.total_nanos())
+            }
+            _ => {
+                if let Some((p, s, cell)) = current.take() {
+                    each(p, s, &cell);
+                }
+                let mut cell = Cell::default();
+                cell.add(key.flow, f.record.value.total_nanos());
+                current = Some((key.period, key.scope, cell));
+            }
+        }
+    }
+    if let Some((p, s, cell)) = current {
+        each(p, s, &cell);
+    }
+}
+
 /// Per-period totals of the figures that pass `keep`.
 fn period_totals<'a>(
     figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)>,
@@ -355,22 +391,13 @@ fn period_totals<'a>(
     range: &PeriodRange,
     keep: impl Fn(&FigureKey) -> bool,
 ) -> BTreeMap<Period, FlowTotals> {
-    let mut cells: BTreeMap<(Period, CommodityScope), Cell> = BTreeMap::new();
-    for (key, revisions) in figures {
-        if !range.contains(&key.period) || !keep(key) {
-            continue;
-        }
-        if let Some(f) = figure_at(revisions, snapshot) {
-            cells
-                .entry((key.period, key.scope))
-                .or_default()
-                .add(key.flow, f.record.value.total_nanos());
-        }
-    }
     let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
-    for ((period, _), cell) in &cells {
-        out.entry(*period).or_default().add_cell(cell);
-    }
+    for_each_cell(
+        figures,
+        snapshot,
+        |k| range.contains(&k.period) && keep(k),
+        |period, _, cell| out.entry(period).or_default().add_cell(cell),
+    );
     out
 }
 
@@ -382,28 +409,22 @@ fn sector_totals(
     level: CommodityLevel,
     sectors: &[Sector],
 ) -> BTreeMap<(Period, Sector), FlowTotals> {
-    let mut cells: BTreeMap<(Period, Sector, CommodityScope), Cell> = BTreeMap::new();
-    for (key, revisions) in pair_in_range(pair, range) {
-        let Some(sector) = scope_sector(&key.scope) else {
-            continue;
-        };
-        if !range.contains(&key.period)
-            || !level.matches(&key.scope)
-            || !(sectors.is_empty() || sectors.contains(&sector))
-        {
-            continue;
-        }
-        if let Some(f) = figure_at(revisions, snapshot) {
-            cells
-                .entry((key.period, sector, key.scope))
-                .or_default()
-                .add(key.flow, f.record.value.total_nanos());
-        }
-    }
     let mut out: BTreeMap<(Period, Sector), FlowTotals> = BTreeMap::new();
-    for ((period, sector, _), cell) in &cells {
-        out.entry((*period, *sector)).or_default().add_cell(cell);
-    }
+    let keep = |k: &FigureKey| {
+        range.contains(&k.period)
+            && level.matches(&k.scope)
+            && scope_sector(&k.scope).is_some_and(|s| sectors.is_empty() || sectors.contains(&s))
+    };
+    for_each_cell(
+        pair_in_range(pair, range),
+        snapshot,
+        keep,
+        |period, scope, cell| {
+            if let Some(sector) = scope_sector(&scope) {
+                out.entry((period, sector)).or_default().add_cell(cell);
+            }
+        },
+    );
     out
 }
 
@@ -654,52 +675,50 @@ pub fn aggregate(
             if !FigureFilter::country_ok(&filter.partners, partner) {
                 continue;
             }
-            let mut cells: BTreeMap<(Period, CommodityScope), Cell> = BTreeMap::new();
-            for (key, revisions) in pair_in_range(Some(figures), &filter.periods) {
-                if !filter.matches(key) {
-                    continue;
-                }
-                if let Some(f) = figure_at(revisions, snapshot) {
-                    cells
-                        .entry((key.period, key.scope))
-                        .or_default()
-                        .add(key.flow, f.record.value.total_nanos());
-                }
-            }
-            for ((period, scope), cell) in &cells {
-                let base = GroupKey {
-                    reporter: has(GroupDim::Reporter).then_some(*reporter),
-                    partner: has(GroupDim::Partner).then_some(*partner),
-                    flow: None,
-                    sector: if has(GroupDim::Sector) {
-                        scope_sector(scope)
-                    } else {
-                        None
-                    },
-                    period: has(GroupDim::Period).then_some(*period),
-                };
-                if has(GroupDim::Flow) {
-                    for (flow, v) in [
-                        (Flow::Export, cell.exports),
-                        (Flow::Import, cell.imports),
-                        (Flow::ReExport, cell.re_exports),
-                        (Flow::ReImport, cell.re_imports),
-                        (Flow::Turnover, cell.turnover),
-                    ] {
-                        if v.is_some() {
-                            let key = GroupKey {
-                                flow: Some(flow),
-                                ..base
-                            };
-                            groups.entry(key).or_default().add_flow_only(flow, cell);
+            let mut too_many = false;
+            for_each_cell(
+                pair_in_range(Some(figures), &filter.periods),
+                snapshot,
+                |k| filter.matches(k),
+                |period, scope, cell| {
+                    let (period, scope) = (&period, &scope);
+                    let base = GroupKey {
+                        reporter: has(GroupDim::Reporter).then_some(*reporter),
+                        partner: has(GroupDim::Partner).then_some(*partner),
+                        flow: None,
+                        sector: if has(GroupDim::Sector) {
+                            scope_sector(scope)
+                        } else {
+                            None
+                        },
+                        period: has(GroupDim::Period).then_some(*period),
+                    };
+                    if has(GroupDim::Flow) {
+                        for (flow, v) in [
+                            (Flow::Export, cell.exports),
+                            (Flow::Import, cell.imports),
+                            (Flow::ReExport, cell.re_exports),
+                            (Flow::ReImport, cell.re_imports),
+                            (Flow::Turnover, cell.turnover),
+                        ] {
+                            if v.is_some() {
+                                let key = GroupKey {
+                                    flow: Some(flow),
+                                    ..base
+                                };
+                                groups.entry(key).or_default().add_flow_only(flow, cell);
+                            }
                         }
+                    } else {
+                        groups.entry(base).or_default().add_cell(cell);
                     }
-                } else {
-                    groups.entry(base).or_default().add_cell(cell);
-                }
-                if groups.len() > max_groups {
-                    return Err(max_groups);
-                }
+                    if groups.len() > max_groups {
+                        too_many = true;
+                    }
+                },
+            );
+            if too_many {
+                return Err(max_groups);
             }
         }
     }

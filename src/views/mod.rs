@@ -27,12 +27,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// The figure part of a natural key below the (reporter, partner) pair,
-/// ordered period first so that a period range is one range scan.
+/// ordered period first so that a period range is one range scan, then by
+/// commodity, then flow.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct FigureKey {
+    // Field order is the sort order: a period's figures are contiguous, and
+    // within it the flows of one commodity (one summing cell) are adjacent.
     pub period: Period,
-    pub flow: Flow,
     pub scope: CommodityScope,
+    pub flow: Flow,
 }
 
 impl FigureKey {
@@ -40,8 +43,8 @@ impl FigureKey {
     pub fn first_of(period: Period) -> Self {
         FigureKey {
             period,
-            flow: Flow::Export,
             scope: CommodityScope::All,
+            flow: Flow::Export,
         }
     }
 
@@ -49,8 +52,8 @@ impl FigureKey {
     pub fn last_of(period: Period) -> Self {
         FigureKey {
             period,
-            flow: Flow::Turnover,
             scope: CommodityScope::Sector(Sector::Other),
+            flow: Flow::Turnover,
         }
     }
 }
