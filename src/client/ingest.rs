@@ -316,6 +316,10 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
                         inflight.push_back(item);
                         if let Some(t) = &tx {
                             if t.send(request).await.is_err() {
+                                eprintln!(
+                                    "caravan ingest: connection lost; reconnecting, {} events to re-send",
+                                    inflight.len()
+                                );
                                 continue 'connect;
                             }
                         }
@@ -354,6 +358,12 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
                         if source_done && inflight.is_empty() {
                             break 'connect;
                         }
+                        eprintln!(
+                            "caravan ingest: the server ended the stream early; reconnecting, {} events to re-send",
+                            inflight.len()
+                        );
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue 'connect;
                     }
                     Err(status) => {

@@ -300,6 +300,15 @@ fn country_request(a: &CountryArgs) -> Result<pb::StreamCountryCooperationReques
     })
 }
 
+/// "export", "re_import", …; empty for none.
+fn flow_name(raw: i32) -> String {
+    pb::Flow::try_from(raw)
+        .ok()
+        .filter(|f| *f != pb::Flow::Unspecified)
+        .map(|f| f.as_str_name().trim_start_matches("FLOW_").to_lowercase())
+        .unwrap_or_default()
+}
+
 fn total_of(t: &Option<pb::FlowTotals>) -> Option<pb::Money> {
     t.as_ref().and_then(|t| t.total.clone())
 }
@@ -459,9 +468,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                         Some(pb::commodity_scope::Scope::Sector(s)) => report::sector(s),
                         _ => "all".into(),
                     };
-                    let flow = pb::Flow::try_from(r.flow)
-                        .map(|f| f.as_str_name().trim_start_matches("FLOW_").to_lowercase())
-                        .unwrap_or_default();
+                    let flow = flow_name(r.flow);
                     let value = r
                         .value
                         .map(|m| format!("{}.{:02}", m.units, m.nanos / 10_000_000))
@@ -514,11 +521,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 }
                 let Some(g) = m.group else { return Ok(()) };
                 let totals = g.totals.clone().unwrap_or_default();
-                let flow = pb::Flow::try_from(g.flow)
-                    .ok()
-                    .filter(|f| *f != pb::Flow::Unspecified)
-                    .map(|f| f.as_str_name().trim_start_matches("FLOW_").to_lowercase())
-                    .unwrap_or_default();
+                let flow = flow_name(g.flow);
                 t.add_row([
                     g.reporter.clone(),
                     g.partner.clone(),

@@ -198,14 +198,7 @@ async fn peak_rss_ingesting(with_stalled_subscriber: bool) -> f64 {
     let mut stalled = None;
     if with_stalled_subscriber {
         // Small HTTP/2 windows: the server cannot push it much.
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .unwrap()
-            .initial_stream_window_size(65_535)
-            .initial_connection_window_size(65_535)
-            .connect()
-            .await
-            .unwrap();
-        let stream = SubscriptionServiceClient::new(channel)
+        let stream = SubscriptionServiceClient::new(small_window_channel(&url).await)
             .subscribe(pb::SubscribeRequest {
                 start: Some(pb::subscribe_request::Start::FromBeginning(
                     pb::FromBeginning {},

@@ -347,52 +347,12 @@ async fn gen_is_deterministic_and_ingest_survives_a_dropped_connection() {
         })
         .collect();
 
-    // A server on a fixed port, killed mid-ingest and started again.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let url = format!("http://{listen}");
-    let store = store_path(dir.path());
-    let serve = |store: std::path::PathBuf, listen: String| {
-        Command::new(env!("CARGO_BIN_EXE_caravan"))
-            .args(["serve", "--listen", &listen, "--data-dir"])
-            .arg(store)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut server = serve(store.clone(), listen.clone());
-    let ingest = tokio::spawn({
-        let url = url.clone();
-        let file = file.to_owned();
-        async move { caravan(&["ingest", &file, "--window", "256"], &url).await }
-    });
-    // Wait until some events are stored, then pull the plug.
-    let mut client = loop {
-        if let Ok(c) =
-            caravan::proto::v1::ingest_service_client::IngestServiceClient::connect(url.clone())
-                .await
-        {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    while last_sequence(&mut client).await < 2_000 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut server = serve(store.clone(), listen.clone());
-    let out = tokio::time::timeout(Duration::from_secs(120), ingest)
-        .await
-        .expect("ingest finishes")
-        .unwrap();
+    // The first connection through this proxy is cut after 300 KB from the
+    // client: mid-ingest, whatever the machine's speed. Later ones pass.
+    let app = spawn_app().await;
+    let proxy = cutting_proxy(app.addr, 300_000).await;
+    let url = format!("http://{proxy}");
+    let out = caravan(&["ingest", file, "--window", "256"], &url).await;
     assert!(
         out.status.success(),
         "{}{}",
@@ -422,5 +382,48 @@ async fn gen_is_deterministic_and_ingest_survives_a_dropped_connection() {
             .into_inner();
         assert!(found.missing_event_ids.is_empty());
     }
-    server.start_kill().unwrap();
+    app.stop().await;
+}
+
+/// A TCP proxy to `target` that closes its first connection once `limit`
+/// bytes have gone from the client to the server; later connections pass.
+async fn cutting_proxy(target: std::net::SocketAddr, limit: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((inbound, _)) = listener.accept().await {
+            let cut_after = first.then_some(limit);
+            first = false;
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let upstream = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut sent = 0;
+                    loop {
+                        let n = ri.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 || wo.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        sent += n;
+                        if cut_after.is_some_and(|l| sent >= l) {
+                            return;
+                        }
+                    }
+                };
+                let downstream = tokio::io::copy(&mut ro, &mut wi);
+                tokio::select! {
+                    _ = upstream => {}
+                    _ = downstream => {}
+                }
+                // Dropping both halves of both sockets closes the connection.
+            });
+        }
+    });
+    addr
 }

@@ -240,3 +240,15 @@ pub fn usd(m: Option<&pb::Money>) -> i64 {
     assert_eq!(m.nanos, 0);
     m.units
 }
+
+/// A channel with small HTTP/2 windows: the server cannot push a client on it
+/// a large answer, so a stream the client does not read stays in progress.
+pub async fn small_window_channel(url: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap()
+}

@@ -9,19 +9,11 @@ use tonic::Code;
 
 const C5: [&str; 5] = ["KZ", "KG", "TJ", "TM", "UZ"];
 
-/// A query client with small HTTP/2 windows: the server cannot push it a
-/// large answer, so a stream it does not read stays in progress.
+/// A query client that cannot be pushed a large answer.
 async fn small_window_query(
     app: &TestApp,
 ) -> pb::query_service_client::QueryServiceClient<tonic::transport::Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(app.url())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    pb::query_service_client::QueryServiceClient::new(channel)
+    pb::query_service_client::QueryServiceClient::new(small_window_channel(&app.url()).await)
 }
 
 fn china_2022_filter() -> pb::FigureFilter {

@@ -351,14 +351,7 @@ async fn a_subscriber_resumes_from_its_checkpoint_with_no_gap_or_repeat() {
 #[tokio::test]
 async fn a_subscriber_that_never_reads_holds_up_nobody() {
     let app = spawn_app().await;
-    let stalled_channel = tonic::transport::Endpoint::from_shared(app.url())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    let mut stalled_client = SubscriptionServiceClient::new(stalled_channel);
+    let mut stalled_client = SubscriptionServiceClient::new(small_window_channel(&app.url()).await);
     let _stalled = stalled_client
         .subscribe(
             Want {
