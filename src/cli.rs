@@ -147,9 +147,10 @@ impl ServeArgs {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Logs to stderr; `RUST_LOG` overrides `default_level`.
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -186,7 +187,7 @@ async fn wait_for_signal() {
 pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Serve(args) => {
-            init_tracing(args.log_format);
+            init_tracing(args.log_format, "info");
             let running = server::start(args.config()).await?;
             // The bound address on stdout, for scripts and tests using port 0.
             println!("caravan listening on {}", running.addr());
@@ -200,12 +201,13 @@ pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync
             Ok(0)
         }
         Command::Demo => {
-            init_tracing(LogFormat::Text);
+            // The demo's output is its tables: only warnings are logged.
+            init_tracing(LogFormat::Text, "warn");
             crate::demo::run().await.map_err(|e| e.to_string())?;
             Ok(0)
         }
         Command::Bench(args) => {
-            init_tracing(LogFormat::Text);
+            init_tracing(LogFormat::Text, "warn");
             crate::bench::run(args).await.map_err(|e| e.to_string())?;
             Ok(0)
         }
