@@ -55,7 +55,24 @@ pub enum SectorArg {
 
 impl SectorArg {
     fn wire(self) -> i32 {
-        (self as i32) + 1
+        use crate::domain::Sector as S;
+        let sector = match self {
+            SectorArg::AgricultureFood => S::AgricultureFood,
+            SectorArg::Energy => S::Energy,
+            SectorArg::MiningMetals => S::MiningMetals,
+            SectorArg::Chemicals => S::Chemicals,
+            SectorArg::MachineryElectronics => S::MachineryElectronics,
+            SectorArg::Textiles => S::Textiles,
+            SectorArg::ConstructionInfrastructure => S::ConstructionInfrastructure,
+            SectorArg::TransportLogistics => S::TransportLogistics,
+            SectorArg::DigitalEconomy => S::DigitalEconomy,
+            SectorArg::FinanceInvestment => S::FinanceInvestment,
+            SectorArg::Tourism => S::Tourism,
+            SectorArg::Healthcare => S::Healthcare,
+            SectorArg::GreenDevelopment => S::GreenDevelopment,
+            SectorArg::Other => S::Other,
+        };
+        crate::convert::pb_sector(sector) as i32
     }
 }
 
@@ -282,6 +299,29 @@ async fn drain<T>(
     Ok(())
 }
 
+/// Prints a query's answer: one proto3 JSON object per message, or `table`
+/// with a row (or rows) added by `rows` for each message.
+async fn show<T: Message>(
+    s: Streaming<T>,
+    output: Output,
+    name: &str,
+    mut table: comfy_table::Table,
+    mut rows: impl FnMut(&mut comfy_table::Table, T),
+) -> Result<(), CliError> {
+    drain(s, |m| match output {
+        Output::Json => json(&m, name),
+        Output::Table => {
+            rows(&mut table, m);
+            Ok(())
+        }
+    })
+    .await?;
+    if output == Output::Table {
+        println!("{table}");
+    }
+    Ok(())
+}
+
 fn json<M: Message>(m: &M, name: &str) -> Result<(), CliError> {
     println!("{}", message_to_json(m, name)?);
     Ok(())
@@ -322,7 +362,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 .stream_country_cooperation(country_request(&a)?)
                 .await?
                 .into_inner();
-            let mut t = report::table(&[
+            let t = report::table(&[
                 "partner",
                 "period",
                 "exports",
@@ -333,30 +373,29 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 "gap",
                 "agreements",
             ]);
-            drain(s, |m| {
-                if a.common.output == Output::Json {
-                    return json(&m, "caravan.v1.StreamCountryCooperationResponse");
-                }
-                let Some(s) = m.slice else { return Ok(()) };
-                let totals = s.totals.clone().unwrap_or_default();
-                let mirror = s.mirror.clone().unwrap_or_default();
-                t.add_row([
-                    s.partner.clone(),
-                    period(s.period.as_ref()),
-                    usd_bn(totals.exports.as_ref()),
-                    usd_bn(totals.imports.as_ref()),
-                    usd_bn(totals.total.as_ref()),
-                    percent(s.growth.and_then(|g| g.total).as_ref()),
-                    usd_bn(total_of(&mirror.partner_reported).as_ref()),
-                    signed_bn(mirror.total.and_then(|f| f.gap).as_ref()),
-                    s.agreements.len().to_string(),
-                ]);
-                Ok(())
-            })
+            show(
+                s,
+                a.common.output,
+                "caravan.v1.StreamCountryCooperationResponse",
+                t,
+                |t, m| {
+                    let Some(s) = m.slice else { return };
+                    let totals = s.totals.clone().unwrap_or_default();
+                    let mirror = s.mirror.clone().unwrap_or_default();
+                    t.add_row([
+                        s.partner.clone(),
+                        period(s.period.as_ref()),
+                        usd_bn(totals.exports.as_ref()),
+                        usd_bn(totals.imports.as_ref()),
+                        usd_bn(totals.total.as_ref()),
+                        percent(s.growth.and_then(|g| g.total).as_ref()),
+                        usd_bn(total_of(&mirror.partner_reported).as_ref()),
+                        signed_bn(mirror.total.and_then(|f| f.gap).as_ref()),
+                        s.agreements.len().to_string(),
+                    ]);
+                },
+            )
             .await?;
-            if a.common.output == Output::Table {
-                println!("{t}");
-            }
         }
         QueryCommand::Mirror(a) => {
             let mut q = QueryServiceClient::new(a.common.connect.connect().await?);
@@ -364,43 +403,42 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 .stream_country_cooperation(country_request(&a)?)
                 .await?
                 .into_inner();
-            let mut t = report::table(&[
+            let t = report::table(&[
                 "partner", "period", "compared", "own", "mirror", "gap", "gap %",
             ]);
-            drain(s, |m| {
-                if a.common.output == Output::Json {
-                    return json(&m, "caravan.v1.StreamCountryCooperationResponse");
-                }
-                let Some(s) = m.slice else { return Ok(()) };
-                let Some(mirror) = s.mirror else {
-                    return Ok(());
-                };
-                for (name, f) in [
-                    ("exports", mirror.exports),
-                    ("imports", mirror.imports),
-                    ("turnover", mirror.turnover),
-                    ("total", mirror.total),
-                ] {
-                    let Some(f) = f else { continue };
-                    if f.own.is_none() || f.mirror.is_none() {
-                        continue;
+            show(
+                s,
+                a.common.output,
+                "caravan.v1.StreamCountryCooperationResponse",
+                t,
+                |t, m| {
+                    let Some(s) = m.slice else { return };
+                    let Some(mirror) = s.mirror else {
+                        return;
+                    };
+                    for (name, f) in [
+                        ("exports", mirror.exports),
+                        ("imports", mirror.imports),
+                        ("turnover", mirror.turnover),
+                        ("total", mirror.total),
+                    ] {
+                        let Some(f) = f else { continue };
+                        if f.own.is_none() || f.mirror.is_none() {
+                            continue;
+                        }
+                        t.add_row([
+                            s.partner.clone(),
+                            period(s.period.as_ref()),
+                            name.to_owned(),
+                            usd_bn(f.own.as_ref()),
+                            usd_bn(f.mirror.as_ref()),
+                            signed_bn(f.gap.as_ref()),
+                            percent(f.gap_percent.as_ref()),
+                        ]);
                     }
-                    t.add_row([
-                        s.partner.clone(),
-                        period(s.period.as_ref()),
-                        name.to_owned(),
-                        usd_bn(f.own.as_ref()),
-                        usd_bn(f.mirror.as_ref()),
-                        signed_bn(f.gap.as_ref()),
-                        percent(f.gap_percent.as_ref()),
-                    ]);
-                }
-                Ok(())
-            })
+                },
+            )
             .await?;
-            if a.common.output == Output::Table {
-                println!("{t}");
-            }
         }
         QueryCommand::Sector(a) => {
             let mut q = QueryServiceClient::new(a.common.connect.connect().await?);
@@ -413,31 +451,30 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 resume_after: Vec::new(),
             };
             let s = q.stream_sector_cooperation(request).await?.into_inner();
-            let mut t = report::table(&[
+            let t = report::table(&[
                 "reporter", "partner", "period", "exports", "imports", "total", "growth", "gap",
             ]);
-            drain(s, |m| {
-                if a.common.output == Output::Json {
-                    return json(&m, "caravan.v1.StreamSectorCooperationResponse");
-                }
-                let Some(s) = m.slice else { return Ok(()) };
-                let totals = s.totals.clone().unwrap_or_default();
-                t.add_row([
-                    s.reporter.clone(),
-                    s.partner.clone(),
-                    period(s.period.as_ref()),
-                    usd_bn(totals.exports.as_ref()),
-                    usd_bn(totals.imports.as_ref()),
-                    usd_bn(totals.total.as_ref()),
-                    percent(s.growth.and_then(|g| g.total).as_ref()),
-                    signed_bn(s.mirror.and_then(|m| m.total).and_then(|f| f.gap).as_ref()),
-                ]);
-                Ok(())
-            })
+            show(
+                s,
+                a.common.output,
+                "caravan.v1.StreamSectorCooperationResponse",
+                t,
+                |t, m| {
+                    let Some(s) = m.slice else { return };
+                    let totals = s.totals.clone().unwrap_or_default();
+                    t.add_row([
+                        s.reporter.clone(),
+                        s.partner.clone(),
+                        period(s.period.as_ref()),
+                        usd_bn(totals.exports.as_ref()),
+                        usd_bn(totals.imports.as_ref()),
+                        usd_bn(totals.total.as_ref()),
+                        percent(s.growth.and_then(|g| g.total).as_ref()),
+                        signed_bn(s.mirror.and_then(|m| m.total).and_then(|f| f.gap).as_ref()),
+                    ]);
+                },
+            )
             .await?;
-            if a.common.output == Output::Table {
-                println!("{t}");
-            }
         }
         QueryCommand::Records(a) => {
             let mut q = QueryServiceClient::new(a.common.connect.connect().await?);
@@ -447,7 +484,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 resume_after: Vec::new(),
             };
             let s = q.stream_trade_records(request).await?.into_inner();
-            let mut t = report::table(&[
+            let t = report::table(&[
                 "reporter",
                 "partner",
                 "flow",
@@ -457,39 +494,38 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 "revision",
                 "sequence",
             ]);
-            drain(s, |m| {
-                if a.common.output == Output::Json {
-                    return json(&m, "caravan.v1.StreamTradeRecordsResponse");
-                }
-                for v in m.records {
-                    let Some(r) = v.record else { continue };
-                    let commodity = match r.commodity.and_then(|c| c.scope) {
-                        Some(pb::commodity_scope::Scope::HsCode(h)) => format!("HS {h}"),
-                        Some(pb::commodity_scope::Scope::Sector(s)) => report::sector(s),
-                        _ => "all".into(),
-                    };
-                    let flow = flow_name(r.flow);
-                    let value = r
-                        .value
-                        .map(|m| format!("{}.{:02}", m.units, m.nanos / 10_000_000))
-                        .unwrap_or_default();
-                    t.add_row([
-                        r.reporter,
-                        r.partner,
-                        flow,
-                        period(r.period.as_ref()),
-                        commodity,
-                        value,
-                        v.revision.to_string(),
-                        v.sequence.to_string(),
-                    ]);
-                }
-                Ok(())
-            })
+            show(
+                s,
+                a.common.output,
+                "caravan.v1.StreamTradeRecordsResponse",
+                t,
+                |t, m| {
+                    for v in m.records {
+                        let Some(r) = v.record else { continue };
+                        let commodity = match r.commodity.and_then(|c| c.scope) {
+                            Some(pb::commodity_scope::Scope::HsCode(h)) => format!("HS {h}"),
+                            Some(pb::commodity_scope::Scope::Sector(s)) => report::sector(s),
+                            _ => "all".into(),
+                        };
+                        let flow = flow_name(r.flow);
+                        let value = r
+                            .value
+                            .map(|m| format!("{}.{:02}", m.units, m.nanos / 10_000_000))
+                            .unwrap_or_default();
+                        t.add_row([
+                            r.reporter,
+                            r.partner,
+                            flow,
+                            period(r.period.as_ref()),
+                            commodity,
+                            value,
+                            v.revision.to_string(),
+                            v.sequence.to_string(),
+                        ]);
+                    }
+                },
+            )
             .await?;
-            if a.common.output == Output::Table {
-                println!("{t}");
-            }
         }
         QueryCommand::Aggregate(a) => {
             let mut q = QueryServiceClient::new(a.common.connect.connect().await?);
@@ -511,42 +547,41 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 resume_after: Vec::new(),
             };
             let s = q.aggregate(request).await?.into_inner();
-            let mut t = report::table(&[
+            let t = report::table(&[
                 "reporter", "partner", "flow", "sector", "period", "exports", "imports",
                 "turnover", "total", "figures",
             ]);
-            drain(s, |m| {
-                if a.common.output == Output::Json {
-                    return json(&m, "caravan.v1.AggregateResponse");
-                }
-                let Some(g) = m.group else { return Ok(()) };
-                let totals = g.totals.clone().unwrap_or_default();
-                let flow = flow_name(g.flow);
-                t.add_row([
-                    g.reporter.clone(),
-                    g.partner.clone(),
-                    flow,
-                    if g.sector == 0 {
-                        String::new()
-                    } else {
-                        report::sector(g.sector)
-                    },
-                    g.period
-                        .as_ref()
-                        .map(|p| period(Some(p)))
-                        .unwrap_or_default(),
-                    usd_bn(totals.exports.as_ref()),
-                    usd_bn(totals.imports.as_ref()),
-                    usd_bn(totals.turnover.as_ref()),
-                    usd_bn(totals.total.as_ref()),
-                    g.figures.to_string(),
-                ]);
-                Ok(())
-            })
+            show(
+                s,
+                a.common.output,
+                "caravan.v1.AggregateResponse",
+                t,
+                |t, m| {
+                    let Some(g) = m.group else { return };
+                    let totals = g.totals.clone().unwrap_or_default();
+                    let flow = flow_name(g.flow);
+                    t.add_row([
+                        g.reporter.clone(),
+                        g.partner.clone(),
+                        flow,
+                        if g.sector == 0 {
+                            String::new()
+                        } else {
+                            report::sector(g.sector)
+                        },
+                        g.period
+                            .as_ref()
+                            .map(|p| period(Some(p)))
+                            .unwrap_or_default(),
+                        usd_bn(totals.exports.as_ref()),
+                        usd_bn(totals.imports.as_ref()),
+                        usd_bn(totals.turnover.as_ref()),
+                        usd_bn(totals.total.as_ref()),
+                        g.figures.to_string(),
+                    ]);
+                },
+            )
             .await?;
-            if a.common.output == Output::Table {
-                println!("{t}");
-            }
         }
         QueryCommand::Agreements(a) => {
             let mut q = QueryServiceClient::new(a.common.connect.connect().await?);
@@ -557,45 +592,44 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 ..Default::default()
             };
             let s = q.stream_agreements(request).await?.into_inner();
-            let mut t = report::table(&[
+            let t = report::table(&[
                 "id", "signed", "venue", "status", "parties", "sectors", "title",
             ]);
-            drain(s, |m| {
-                if a.common.output == Output::Json {
-                    return json(&m, "caravan.v1.StreamAgreementsResponse");
-                }
-                let Some(v) = m.agreement else { return Ok(()) };
-                let Some(ag) = v.agreement else { return Ok(()) };
-                let date = ag
-                    .signed_on
-                    .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
-                    .unwrap_or_default();
-                let status = pb::AgreementStatus::try_from(ag.status)
-                    .map(|s| {
-                        s.as_str_name()
-                            .trim_start_matches("AGREEMENT_STATUS_")
-                            .to_lowercase()
-                    })
-                    .unwrap_or_default();
-                t.add_row([
-                    ag.agreement_id,
-                    date,
-                    ag.venue,
-                    status,
-                    ag.parties.join(" "),
-                    ag.sectors
-                        .iter()
-                        .map(|s| report::sector(*s))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    ag.title,
-                ]);
-                Ok(())
-            })
+            show(
+                s,
+                a.common.output,
+                "caravan.v1.StreamAgreementsResponse",
+                t,
+                |t, m| {
+                    let Some(v) = m.agreement else { return };
+                    let Some(ag) = v.agreement else { return };
+                    let date = ag
+                        .signed_on
+                        .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
+                        .unwrap_or_default();
+                    let status = pb::AgreementStatus::try_from(ag.status)
+                        .map(|s| {
+                            s.as_str_name()
+                                .trim_start_matches("AGREEMENT_STATUS_")
+                                .to_lowercase()
+                        })
+                        .unwrap_or_default();
+                    t.add_row([
+                        ag.agreement_id,
+                        date,
+                        ag.venue,
+                        status,
+                        ag.parties.join(" "),
+                        ag.sectors
+                            .iter()
+                            .map(|s| report::sector(*s))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        ag.title,
+                    ]);
+                },
+            )
             .await?;
-            if a.common.output == Output::Table {
-                println!("{t}");
-            }
         }
     }
     Ok(0)

@@ -19,7 +19,7 @@ use layout::{fingerprint, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -133,7 +133,6 @@ struct IdIndex {
 
 /// State shared by the writer thread and readers.
 struct Shared {
-    dir: PathBuf,
     db: sled::Db,
     tree: sled::Tree,
     /// Newest durable (fsynced) sequence; reads never go past it.
@@ -268,7 +267,6 @@ impl Store {
 
         let (durable_tx, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            dir: dir.to_owned(),
             db,
             tree,
             durable: AtomicU64::new(0),
@@ -652,19 +650,6 @@ impl StoreHandle {
             Some(seq) if seq <= self.last_sequence() => self.shared.read_event(seq),
             _ => Ok(None),
         }
-    }
-
-    /// The directory of the store.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
-    /// Bytes sled reports on disk.
-    pub fn size_on_disk(&self) -> Result<u64, Error> {
-        self.shared
-            .db
-            .size_on_disk()
-            .map_err(|e| storage_error("size", e))
     }
 }
 
