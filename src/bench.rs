@@ -119,25 +119,29 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// What one feed sends, built before the clock starts so that only sending,
+/// not building the messages, is timed.
+enum Work {
+    Unary(Vec<pb::AppendRequest>),
+    Stream(Vec<pb::Event>),
+}
+
 async fn feed(
-    url: String,
-    mode: Mode,
-    events: Vec<pb::Event>,
+    mut client: IngestServiceClient<tonic::transport::Channel>,
+    work: Work,
 ) -> Result<Vec<Duration>, Box<dyn Error + Send + Sync>> {
-    let mut client = IngestServiceClient::connect(url).await?;
     let mut latencies = Vec::new();
-    match mode {
-        Mode::Unary { batch } => {
-            let batches: Vec<Vec<pb::Event>> = events.chunks(batch).map(<[_]>::to_vec).collect();
+    match work {
+        Work::Unary(batches) => {
             for b in batches {
-                let n = b.len();
+                let n = b.events.len();
                 let t = Instant::now();
-                client.append(pb::AppendRequest { events: b }).await?;
+                client.append(b).await?;
                 let d = t.elapsed();
                 latencies.extend(std::iter::repeat_n(d, n));
             }
         }
-        Mode::Stream => {
+        Work::Stream(events) => {
             let n = events.len();
             let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
             let requests = tokio_stream::iter(events).map(move |e| {
@@ -164,10 +168,23 @@ async fn feed(
 
 async fn pass(url: &str, s: &Scenario, events: &[pb::Event]) -> Result<Measured, Box<dyn Error>> {
     let per_feed = events.len().div_ceil(s.feeds);
+    let mut feeds = Vec::new();
+    for part in events.chunks(per_feed) {
+        let client = IngestServiceClient::connect(url.to_owned()).await?;
+        let work = match s.mode {
+            Mode::Unary { batch } => Work::Unary(
+                part.chunks(batch)
+                    .map(|b| pb::AppendRequest { events: b.to_vec() })
+                    .collect(),
+            ),
+            Mode::Stream => Work::Stream(part.to_vec()),
+        };
+        feeds.push((client, work));
+    }
     let start = Instant::now();
-    let tasks: Vec<_> = events
-        .chunks(per_feed)
-        .map(|part| tokio::spawn(feed(url.to_owned(), s.mode, part.to_vec())))
+    let tasks: Vec<_> = feeds
+        .into_iter()
+        .map(|(client, work)| tokio::spawn(feed(client, work)))
         .collect();
     let mut latencies = Vec::new();
     for t in tasks {
