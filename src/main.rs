@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+// glibc's malloc and free were about a third of the server's CPU time under
+// ingest (perf); mimalloc serves the same allocations for much less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = caravan::cli::Cli::parse();
