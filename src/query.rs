@@ -951,21 +951,20 @@ impl QueryService for QueryApi {
             }
             None => None,
         };
-        // Every pair up to and including `done` has been sent in full.
-        let mut done: Option<(Country, Country)> = None;
+        let mut queue: Option<std::collections::VecDeque<(Country, Country)>> = None;
         let permit = self.permit()?;
         let sectors = [sector];
         Ok(self.stream(permit, deadline, move |views| {
-            use std::ops::Bound;
             let index = views.read();
-            let Some(pairs) = index.by_sector.get(&sector) else {
-                return Ok(None);
-            };
-            let lower = match (done, resume) {
-                (Some(d), _) => Bound::Excluded(d),
-                (None, Some((r, p, _))) => Bound::Included((r, p)),
-                (None, None) => Bound::Unbounded,
-            };
+            let pending = queue.get_or_insert_with(|| {
+                views::sector_pairs(&index, sector, &range)
+                    .into_iter()
+                    .filter(|(r, p)| {
+                        countries.is_empty() || countries.contains(r) || countries.contains(p)
+                    })
+                    .filter(|pair| resume.is_none_or(|(r, p, _)| *pair >= (r, p)))
+                    .collect()
+            });
             let spec = SliceSpec {
                 range,
                 level: lvl,
@@ -974,18 +973,11 @@ impl QueryService for QueryApi {
                 agreement_sector: Some(sector),
                 mirror_only: false,
             };
-            let candidates = pairs
-                .range((lower, Bound::Unbounded))
-                .map(|(pair, _)| pair)
-                .filter(|(r, p)| {
-                    countries.is_empty() || countries.contains(r) || countries.contains(p)
-                });
             let mut out = Vec::new();
-            for &(reporter, partner) in candidates {
+            while let Some((reporter, partner)) = pending.pop_front() {
                 let after_period = resume
                     .filter(|(r, p, _)| (*r, *p) == (reporter, partner))
                     .map(|(_, _, period)| period);
-                done = Some((reporter, partner));
                 let slices = views::pair_slices(
                     &index,
                     start.snapshot,

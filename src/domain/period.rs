@@ -70,6 +70,21 @@ impl Period {
         })
     }
 
+    /// The earliest and the latest period of a frequency.
+    pub fn bounds(frequency: Frequency) -> (Period, Period) {
+        let (first, last) = match frequency {
+            Frequency::Annual => (0, 0),
+            Frequency::Quarterly => (1, 4),
+            Frequency::Monthly | Frequency::YearToDate => (1, 12),
+        };
+        let at = |year: i32, number| Period {
+            frequency,
+            year: year as u16,
+            number,
+        };
+        (at(Self::MIN_YEAR, first), at(Self::MAX_YEAR, last))
+    }
+
     pub fn year(&self) -> u16 {
         self.year
     }

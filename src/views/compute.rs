@@ -2,7 +2,7 @@
 //! (one frequency, one commodity level, the pair-total rule), growth, mirror
 //! figures, agreement state and aggregation. No locking, no I/O.
 
-use super::{figure_at, scope_sector, AgreementEntry, FigureAt, FigureKey, Index, PairFigures};
+use super::{figure_at, scope_sector, AgreementEntry, FigureAt, FigureKey, Index, Pair, RollupKey};
 use crate::domain::{
     Agreement, AgreementStatus, CommodityScope, Country, Date, Flow, Frequency, Period, Sector,
 };
@@ -11,7 +11,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 /// Which commodity level is summed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum CommodityLevel {
     All,
     Hs2,
@@ -122,7 +122,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    fn add(&mut self, flow: Flow, nanos: u128) {
+    pub fn add(&mut self, flow: Flow, nanos: u128) {
         let slot = match flow {
             Flow::Export => &mut self.exports,
             Flow::Import => &mut self.imports,
@@ -132,6 +132,17 @@ impl Cell {
         };
         *slot = Some(slot.unwrap_or(0) + nanos);
         self.figures += 1;
+    }
+
+    /// The value of each flow, in `Flow` order.
+    pub fn flows(&self) -> [Option<u128>; 5] {
+        [
+            self.exports,
+            self.imports,
+            self.re_exports,
+            self.re_imports,
+            self.turnover,
+        ]
     }
 
     /// The pair-total rule: exports + imports when both are reported, else
@@ -176,6 +187,18 @@ impl FlowTotals {
             None => self.cells_without_total += 1,
         }
         self.figures += c.figures;
+    }
+
+    /// Adds the totals of other cells.
+    pub fn merge(&mut self, o: &FlowTotals) {
+        self.exports = add_opt(self.exports, o.exports);
+        self.imports = add_opt(self.imports, o.imports);
+        self.re_exports = add_opt(self.re_exports, o.re_exports);
+        self.re_imports = add_opt(self.re_imports, o.re_imports);
+        self.turnover = add_opt(self.turnover, o.turnover);
+        self.total = add_opt(self.total, o.total);
+        self.figures += o.figures;
+        self.cells_without_total += o.cells_without_total;
     }
 
     fn add_flow_only(&mut self, flow: Flow, c: &Cell) {
@@ -310,11 +333,11 @@ pub fn agreement_state(entries: &[(u64, AgreementEntry)], snapshot: u64) -> Opti
 /// The figures of one pair whose period may lie in `range` (one range scan;
 /// other frequencies inside the bounds are filtered by the caller).
 pub fn pair_in_range<'a>(
-    pair: Option<&'a PairFigures>,
+    pair: Option<&'a Pair>,
     range: &PeriodRange,
 ) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)> + 'a {
     let bounds = key_bounds(range);
-    pair.into_iter().flat_map(move |m| m.range(bounds))
+    pair.into_iter().flat_map(move |m| m.figures.range(bounds))
 }
 
 /// The figure keys that can hold a period of `range`.
@@ -327,25 +350,6 @@ fn key_bounds(range: &PeriodRange) -> (Bound<FigureKey>, Bound<FigureKey>) {
             .to
             .map_or(Bound::Unbounded, |p| Bound::Included(FigureKey::last_of(p))),
     )
-}
-
-/// The figures of one pair in `sector` whose period may lie in `range`.
-fn sector_in_range<'a>(
-    index: &'a Index,
-    sector: Sector,
-    reporter: Country,
-    partner: Country,
-    range: &PeriodRange,
-) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<super::Revision>)> + 'a {
-    let bounds = key_bounds(range);
-    let pair = index.pair(reporter, partner);
-    index
-        .by_sector
-        .get(&sector)
-        .and_then(|m| m.get(&(reporter, partner)))
-        .into_iter()
-        .flat_map(move |keys| keys.range(bounds))
-        .filter_map(move |k| pair.and_then(|p| p.get_key_value(k)))
 }
 
 /// Calls `each` once per summing cell (period, commodity) of the figures
@@ -403,7 +407,7 @@ fn period_totals<'a>(
 
 /// Per-(period, sector) totals of one pair's figures at `level`.
 fn sector_totals(
-    pair: Option<&PairFigures>,
+    pair: Option<&Pair>,
     snapshot: u64,
     range: &PeriodRange,
     level: CommodityLevel,
@@ -426,6 +430,83 @@ fn sector_totals(
         },
     );
     out
+}
+
+/// Per-period totals of one pair at `level` (of `sectors` only, when not
+/// empty) from its rollups: the same sums as [`period_totals`] over its
+/// current figures.
+fn rolled_up_totals(
+    pair: Option<&Pair>,
+    range: &PeriodRange,
+    level: CommodityLevel,
+    sectors: &[Sector],
+) -> BTreeMap<Period, FlowTotals> {
+    let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
+    let Some(pair) = pair else { return out };
+    let all = sectors.is_empty().then_some(None);
+    for group in all.into_iter().chain(sectors.iter().map(|s| Some(*s))) {
+        for (key, sums) in pair.rollups.range(rollup_bounds(level, group, range)) {
+            if let (true, Some(t)) = (range.contains(&key.period), sums.totals()) {
+                out.entry(key.period).or_default().merge(&t);
+            }
+        }
+    }
+    out
+}
+
+/// Per-(period, sector) totals of one pair at `level` from its rollups: the
+/// same sums as [`sector_totals`].
+fn rolled_up_sectors(
+    pair: Option<&Pair>,
+    range: &PeriodRange,
+    level: CommodityLevel,
+    sectors: &[Sector],
+) -> BTreeMap<(Period, Sector), FlowTotals> {
+    let mut out = BTreeMap::new();
+    let Some(pair) = pair else { return out };
+    // No figures at this level at all: nothing to look up per sector.
+    let lowest = RollupKey {
+        level,
+        sector: None,
+        period: Period::bounds(range.frequency).0,
+    };
+    if pair
+        .rollups
+        .range(lowest..)
+        .next()
+        .is_none_or(|(k, _)| k.level != level)
+    {
+        return out;
+    }
+    for &sector in Sector::ALL.iter() {
+        if !(sectors.is_empty() || sectors.contains(&sector)) {
+            continue;
+        }
+        for (key, sums) in pair
+            .rollups
+            .range(rollup_bounds(level, Some(sector), range))
+        {
+            if let (true, Some(t)) = (range.contains(&key.period), sums.totals()) {
+                out.insert((key.period, sector), t);
+            }
+        }
+    }
+    out
+}
+
+/// The rollup keys of one group at `level` that can hold a period of `range`.
+fn rollup_bounds(
+    level: CommodityLevel,
+    sector: Option<Sector>,
+    range: &PeriodRange,
+) -> std::ops::RangeInclusive<RollupKey> {
+    let (first, last) = Period::bounds(range.frequency);
+    let key = |period| RollupKey {
+        level,
+        sector,
+        period,
+    };
+    key(range.from.unwrap_or(first))..=key(range.to.unwrap_or(last))
 }
 
 /// Everything a cooperation slice shows, before rendering.
@@ -465,27 +546,24 @@ pub fn pair_slices(
     after: Option<Period>,
 ) -> Vec<SliceData> {
     let wide = spec.range.with_previous_year();
+    let pair = index.pair(reporter, partner);
+    let mirror_pair = index.pair(partner, reporter);
+    // The rollups describe every snapshot since the pair's last change.
+    let current = |p: Option<&Pair>| p.is_none_or(|p| p.changed <= snapshot);
+    let fast = current(pair) && current(mirror_pair);
     let keep = |k: &FigureKey| {
         spec.level.matches(&k.scope)
             && (spec.sectors.is_empty()
                 || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(&s)))
     };
-    // One sector: walk that sector's keys only; otherwise the pair's range.
-    let totals = |r: Country, p: Country| match spec.sectors {
-        [sector] => period_totals(
-            sector_in_range(index, *sector, r, p, &wide),
-            snapshot,
-            &wide,
-            keep,
-        ),
-        _ => period_totals(
-            pair_in_range(index.pair(r, p), &wide),
-            snapshot,
-            &wide,
-            keep,
-        ),
+    let totals = |p: Option<&Pair>| {
+        if fast {
+            rolled_up_totals(p, &wide, spec.level, spec.sectors)
+        } else {
+            period_totals(pair_in_range(p, &wide), snapshot, &wide, keep)
+        }
     };
-    let own = totals(reporter, partner);
+    let own = totals(pair);
     let in_range = |m: &BTreeMap<Period, FlowTotals>| {
         m.keys()
             .any(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
@@ -493,18 +571,16 @@ pub fn pair_slices(
     if !spec.mirror_only && !in_range(&own) {
         return Vec::new();
     }
-    let mirror = totals(partner, reporter);
+    let mirror = totals(mirror_pair);
     if !in_range(&own) && !in_range(&mirror) {
         return Vec::new();
     }
     let breakdown = spec.breakdown.map(|level| {
-        sector_totals(
-            index.pair(reporter, partner),
-            snapshot,
-            &spec.range,
-            level,
-            spec.sectors,
-        )
+        if fast {
+            rolled_up_sectors(pair, &spec.range, level, spec.sectors)
+        } else {
+            sector_totals(pair, snapshot, &spec.range, level, spec.sectors)
+        }
     });
     let mut periods: Vec<Period> = own.keys().copied().collect();
     if spec.mirror_only {
@@ -586,6 +662,23 @@ pub fn partners_of(index: &Index, country: Country) -> Vec<Country> {
     out
 }
 
+/// The (reporter, partner) pairs that may have figures of `sector` in
+/// `range`, in order.
+pub fn sector_pairs(index: &Index, sector: Sector, range: &PeriodRange) -> Vec<(Country, Country)> {
+    let (first, last) = Period::bounds(range.frequency);
+    let year = |p: Option<Period>, or: Period| p.unwrap_or(or).year();
+    let years = (sector, range.frequency, year(range.from, first))
+        ..=(sector, range.frequency, year(range.to, last));
+    let mut out: Vec<(Country, Country)> = index
+        .by_sector
+        .range(years)
+        .flat_map(|(_, pairs)| pairs.iter().copied())
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// A position in natural-key order: (reporter, partner, figure key).
 pub type RecordPosition = (Country, Country, FigureKey);
 
@@ -620,7 +713,7 @@ pub fn next_records(
                     fstart = Bound::Excluded(k);
                 }
             }
-            for (key, revisions) in figures.range((fstart, fend)) {
+            for (key, revisions) in figures.figures.range((fstart, fend)) {
                 if !filter.matches(key) {
                     continue;
                 }
@@ -750,6 +843,129 @@ mod tests {
         let mut only_exports = Cell::default();
         only_exports.add(Flow::Export, 5);
         assert_eq!(only_exports.total(), None);
+    }
+
+    /// Random records, revisions and retractions over three countries; after
+    /// every few events the rollups must give exactly the sums computed from
+    /// the figures at the same snapshot, for every pair, level and sector.
+    #[test]
+    fn rollups_equal_the_sums_of_the_current_figures() {
+        use crate::domain::{
+            Event, EventId, FeedName, HsCode, Payload, Text, Timestamp, TradeFigureKey,
+            TradeRecord, TradeRecordRetracted, UsdAmount,
+        };
+        let mut rng = crate::client::gen::Rng::new(42);
+        let countries: Vec<Country> = ["CN", "KZ", "UZ"]
+            .iter()
+            .map(|c| Country::parse(c).unwrap())
+            .collect();
+        let scopes: Vec<CommodityScope> = vec![
+            CommodityScope::All,
+            CommodityScope::Hs(HsCode::parse("27").unwrap()),
+            CommodityScope::Hs(HsCode::parse("2711").unwrap()),
+            CommodityScope::Hs(HsCode::parse("8471").unwrap()),
+            CommodityScope::Hs(HsCode::parse("271111").unwrap()),
+            CommodityScope::Sector(Sector::Energy),
+            CommodityScope::Sector(Sector::DigitalEconomy),
+        ];
+        let flows = [
+            Flow::Export,
+            Flow::Import,
+            Flow::ReExport,
+            Flow::ReImport,
+            Flow::Turnover,
+        ];
+        let periods: Vec<Period> = [
+            (2021, Frequency::Annual, 0),
+            (2022, Frequency::Annual, 0),
+            (2022, Frequency::Monthly, 3),
+        ]
+        .iter()
+        .map(|(y, f, n)| Period::new(*y, *f, *n).unwrap())
+        .collect();
+        let mut index = Index::default();
+        let pick = |rng: &mut crate::client::gen::Rng, n: usize| rng.below(n as u64) as usize;
+        for sequence in 1..=3000u64 {
+            let r = pick(&mut rng, 3);
+            let p = (r + 1 + pick(&mut rng, 2)) % 3;
+            let key = TradeFigureKey::new(
+                countries[r],
+                countries[p],
+                flows[pick(&mut rng, 5)],
+                periods[pick(&mut rng, 3)],
+                scopes[pick(&mut rng, scopes.len())],
+            )
+            .unwrap();
+            let payload = if rng.below(5) == 0 {
+                Payload::TradeRecordRetracted(TradeRecordRetracted {
+                    key,
+                    reason: Text::parse("test").unwrap(),
+                })
+            } else {
+                Payload::TradeRecord(TradeRecord {
+                    key,
+                    value: UsdAmount::new("USD", rng.below(1_000) as i64, 0).unwrap(),
+                    quantity: None,
+                    source: Text::parse("test").unwrap(),
+                    note: Text::parse("").unwrap(),
+                })
+            };
+            index.apply(crate::domain::StoredEvent {
+                sequence,
+                ingested_at: Timestamp::new(0, 0).unwrap(),
+                event: Event {
+                    id: EventId::parse(&format!("e{sequence}")).unwrap(),
+                    feed: FeedName::parse("test").unwrap(),
+                    occurred_at: None,
+                    payload,
+                },
+            });
+            if sequence % 100 != 0 {
+                continue;
+            }
+            for frequency in [Frequency::Annual, Frequency::Monthly] {
+                let range = PeriodRange {
+                    frequency,
+                    from: None,
+                    to: None,
+                };
+                for &a in &countries {
+                    for &b in &countries {
+                        let pair = index.pair(a, b);
+                        for level in [
+                            CommodityLevel::All,
+                            CommodityLevel::Hs2,
+                            CommodityLevel::Hs4,
+                            CommodityLevel::Hs6,
+                            CommodityLevel::Sector,
+                        ] {
+                            for sectors in [&[][..], &[Sector::Energy][..]] {
+                                let keep = |k: &FigureKey| {
+                                    level.matches(&k.scope)
+                                        && (sectors.is_empty()
+                                            || scope_sector(&k.scope)
+                                                .is_some_and(|s| sectors.contains(&s)))
+                                };
+                                assert_eq!(
+                                    rolled_up_totals(pair, &range, level, sectors),
+                                    period_totals(
+                                        pair_in_range(pair, &range),
+                                        sequence,
+                                        &range,
+                                        keep
+                                    ),
+                                    "{a:?}->{b:?} {level:?} {sectors:?} after {sequence}"
+                                );
+                                assert_eq!(
+                                    rolled_up_sectors(pair, &range, level, sectors),
+                                    sector_totals(pair, sequence, &range, level, sectors),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

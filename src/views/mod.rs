@@ -8,6 +8,11 @@
 //! read lock for one bounded chunk of work at a time and filter by their
 //! snapshot sequence, so writes never change an answer in progress.
 //!
+//! Each (reporter, partner) pair also keeps rollups: the current sums of its
+//! summing cells per (commodity level, period) and per (commodity level,
+//! period, sector), updated as each figure changes. A view at a snapshot no
+//! older than the pair's last change reads them instead of the figures.
+//!
 //! Depends only on the domain; must not depend on the generated code, tonic
 //! or sled.
 
@@ -15,13 +20,14 @@ mod compute;
 
 pub use compute::{
     aggregate, agreement_state, growth_hundredths, next_records, pair_slices, partners_of,
-    percent_of_hundredths, period_dates, AgreementState, Cell, CommodityLevel, FigureFilter,
-    FlowTotals, GroupDim, GroupKey, PeriodRange, RecordPosition, SliceData, SliceSpec, StatusEntry,
+    percent_of_hundredths, period_dates, sector_pairs, AgreementState, Cell, CommodityLevel,
+    FigureFilter, FlowTotals, GroupDim, GroupKey, PeriodRange, RecordPosition, SliceData,
+    SliceSpec, StatusEntry,
 };
 
 use crate::domain::{
-    Agreement, AgreementId, AgreementStatus, CommodityScope, Country, Date, Flow, Payload, Period,
-    Sector, StoredEvent, Text, TradeFigureKey, TradeRecord,
+    Agreement, AgreementId, AgreementStatus, CommodityScope, Country, Date, Flow, Frequency,
+    Payload, Period, Sector, StoredEvent, Text, TradeFigureKey, TradeRecord,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
@@ -90,8 +96,131 @@ pub fn figure_at(revisions: &[Revision], snapshot: u64) -> Option<FigureAt> {
     })
 }
 
-/// Every figure between one reporter and one partner.
-pub type PairFigures = BTreeMap<FigureKey, Vec<Revision>>;
+/// Every figure between one reporter and one partner, with the rollups of
+/// their current values.
+#[derive(Default)]
+pub struct Pair {
+    pub figures: BTreeMap<FigureKey, Vec<Revision>>,
+    pub rollups: BTreeMap<RollupKey, Sums>,
+    /// Sequence of the last change to this pair's figures: rollups describe
+    /// every snapshot from here on.
+    pub changed: u64,
+}
+
+/// A rollup group of one pair: the cells of one commodity level in one
+/// period, of one sector or (`None`) of every sector. Ordered level, sector,
+/// period, so that one sector's (or all sectors') period range is one range
+/// scan.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct RollupKey {
+    // Field order is the sort order.
+    pub level: CommodityLevel,
+    pub sector: Option<Sector>,
+    pub period: Period,
+}
+
+/// Exact sums of a set of summing cells, kept as counts so that a cell can
+/// be taken out again when one of its figures is revised or retracted.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Sums {
+    flows: [u128; 5],
+    /// Cells that have a figure of each flow.
+    with_flow: [u32; 5],
+    total: u128,
+    with_total: u32,
+    without_total: u32,
+    figures: u64,
+}
+
+impl Sums {
+    fn add(&mut self, c: &Cell) {
+        for (i, v) in c.flows().into_iter().enumerate() {
+            if let Some(v) = v {
+                self.flows[i] += v;
+                self.with_flow[i] += 1;
+            }
+        }
+        match c.total() {
+            Some(t) => {
+                self.total += t;
+                self.with_total += 1;
+            }
+            None => self.without_total += 1,
+        }
+        self.figures += c.figures;
+    }
+
+    /// Takes out a cell added before.
+    fn remove(&mut self, c: &Cell) {
+        for (i, v) in c.flows().into_iter().enumerate() {
+            if let Some(v) = v {
+                self.flows[i] -= v;
+                self.with_flow[i] -= 1;
+            }
+        }
+        match c.total() {
+            Some(t) => {
+                self.total -= t;
+                self.with_total -= 1;
+            }
+            None => self.without_total -= 1,
+        }
+        self.figures -= c.figures;
+    }
+
+    /// The totals, or `None` when no cell is left.
+    pub fn totals(&self) -> Option<FlowTotals> {
+        if self.with_total + self.without_total == 0 {
+            return None;
+        }
+        let flow = |i: usize| (self.with_flow[i] > 0).then_some(self.flows[i]);
+        Some(FlowTotals {
+            exports: flow(0),
+            imports: flow(1),
+            re_exports: flow(2),
+            re_imports: flow(3),
+            turnover: flow(4),
+            total: (self.with_total > 0).then_some(self.total),
+            figures: self.figures,
+            cells_without_total: u64::from(self.without_total),
+        })
+    }
+}
+
+impl Pair {
+    /// The current cell of (period, scope); no figures when it has none.
+    fn cell(&self, period: Period, scope: CommodityScope) -> Cell {
+        let mut cell = Cell::default();
+        let first = FigureKey {
+            period,
+            scope,
+            flow: Flow::Export,
+        };
+        let last = FigureKey {
+            flow: Flow::Turnover,
+            ..first
+        };
+        for (key, revisions) in self.figures.range(first..=last) {
+            if let Some(record) = revisions.last().and_then(|r| r.record.as_ref()) {
+                cell.add(key.flow, record.value.total_nanos());
+            }
+        }
+        cell
+    }
+}
+
+/// The commodity level of a scope.
+pub fn scope_level(scope: &CommodityScope) -> CommodityLevel {
+    match scope {
+        CommodityScope::All => CommodityLevel::All,
+        CommodityScope::Sector(_) => CommodityLevel::Sector,
+        CommodityScope::Hs(h) => match h.as_str().len() {
+            2 => CommodityLevel::Hs2,
+            4 => CommodityLevel::Hs4,
+            _ => CommodityLevel::Hs6,
+        },
+    }
+}
 
 /// One version of an agreement, or a status change of it.
 #[derive(Clone, Debug)]
@@ -107,10 +236,12 @@ pub enum AgreementEntry {
 /// The whole in-memory index.
 #[derive(Default)]
 pub struct Index {
-    /// reporter → partner → figure key → revisions (ascending sequence).
-    pub figures: BTreeMap<Country, BTreeMap<Country, PairFigures>>,
-    /// sector → (reporter, partner) → the keys of the pair's figures in it.
-    pub by_sector: BTreeMap<Sector, BTreeMap<(Country, Country), BTreeSet<FigureKey>>>,
+    /// reporter → partner → the pair's figures (revisions in ascending
+    /// sequence) and rollups.
+    pub figures: BTreeMap<Country, BTreeMap<Country, Pair>>,
+    /// (sector, frequency, year) → the (reporter, partner) pairs with
+    /// figures of it, in any version.
+    pub by_sector: BTreeMap<(Sector, Frequency, u16), BTreeSet<(Country, Country)>>,
     /// agreement id → its entries (ascending sequence).
     pub agreements: BTreeMap<AgreementId, Vec<(u64, AgreementEntry)>>,
     /// party → agreements that named it in any version.
@@ -181,23 +312,48 @@ impl Index {
             scope: natural.commodity,
         };
         let r = Revision { sequence, record };
-        if let Some(sector) = scope_sector(&key.scope) {
-            self.by_sector
-                .entry(sector)
-                .or_default()
-                .entry((reporter, partner))
-                .or_default()
-                .insert(key);
+        let sector = scope_sector(&key.scope);
+        if let Some(sector) = sector {
+            let pairs = self
+                .by_sector
+                .entry((sector, key.period.frequency(), key.period.year()))
+                .or_default();
+            if !pairs.contains(&(reporter, partner)) {
+                pairs.insert((reporter, partner));
+            }
         }
-        self.figures
+        let pair = self
+            .figures
             .entry(reporter)
             .or_default()
             .entry(partner)
-            .or_default()
+            .or_default();
+        let before = pair.cell(key.period, key.scope);
+        pair.figures
             .entry(key)
             // Most figures are never revised: no spare capacity.
             .or_insert_with(|| Vec::with_capacity(1))
             .push(r);
+        let after = pair.cell(key.period, key.scope);
+        pair.changed = sequence;
+        let level = scope_level(&key.scope);
+        let groups = [Some(None), sector.map(Some)];
+        for group in groups.into_iter().flatten() {
+            let sums = pair
+                .rollups
+                .entry(RollupKey {
+                    level,
+                    period: key.period,
+                    sector: group,
+                })
+                .or_default();
+            if before.figures > 0 {
+                sums.remove(&before);
+            }
+            if after.figures > 0 {
+                sums.add(&after);
+            }
+        }
     }
 
     /// The latest version of an agreement at or before `sequence`.
@@ -214,7 +370,7 @@ impl Index {
     }
 
     /// The figures of one (reporter, partner) pair.
-    pub fn pair(&self, reporter: Country, partner: Country) -> Option<&PairFigures> {
+    pub fn pair(&self, reporter: Country, partner: Country) -> Option<&Pair> {
         self.figures.get(&reporter).and_then(|m| m.get(&partner))
     }
 }
