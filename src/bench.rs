@@ -31,6 +31,10 @@ pub struct BenchArgs {
     /// Seconds of the subscription latency run (0 skips it).
     #[arg(long, default_value_t = 10)]
     pub subscription_seconds: u64,
+    /// Run only the ingest scenarios whose name contains this text (for
+    /// profiling one of them); the ceiling still runs.
+    #[arg(long)]
+    pub only: Option<String>,
     /// Also build a store of this many events and measure its size on disk,
     /// the time to reopen it and the process's resident memory after that.
     #[arg(long, default_value_t = 0)]
@@ -256,7 +260,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(["scenario", "events", "events/s", "ack p50", "ack p99"]);
     let mut four_feeds_1000 = 0.0;
-    for s in &scenarios {
+    let chosen = scenarios.iter().filter(|s| {
+        args.only
+            .as_ref()
+            .is_none_or(|o| s.name.contains(o.as_str()))
+    });
+    for s in chosen {
         let m = run_scenario(s).await?;
         let rate = m.events as f64 / m.elapsed.as_secs_f64();
         eprintln!("{}: {:.0} events/s", s.name, rate);

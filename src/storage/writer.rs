@@ -5,9 +5,14 @@
 //! commits them as one group: it checks every job against the store and the
 //! jobs before it (duplicates, id conflicts, unknown agreements), assigns
 //! gapless sequences to the new events, writes the log chunks, fingerprint
-//! chunks and agreement keys in one atomic sled batch, flushes, fsyncs, and
-//! only then publishes the new durable sequence and answers every job. One
-//! fsync is shared by every job in the group.
+//! chunks and agreement keys in one atomic sled batch, flushes and fsyncs.
+//! One fsync is shared by every job in the group.
+//!
+//! Only then does the group go to the publisher thread, which hands it to the
+//! projection (the query views), publishes the new durable sequence and
+//! answers every job, in group order. The writer meanwhile goes on with the
+//! next group, so keeping the views current overlaps the next group's checks,
+//! write and fsync. At most [`PUBLISH_QUEUE`] groups wait for the publisher.
 //!
 //! A failed write or fsync poisons the writer: what reached the disk is
 //! unknown, so it refuses every later job until the server restarts and
@@ -18,6 +23,10 @@ use super::{storage_error, Prepared, Projection, Shared, Syncer};
 use crate::domain::{EventId, Payload, StoredEvent, Timestamp};
 use crate::error::Error;
 use std::collections::{HashMap, HashSet};
+
+/// The group's new event ids; xxh3 rather than SipHash: ids are hashed once
+/// per event on the writer thread.
+type IdMap = HashMap<EventId, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -43,10 +52,35 @@ pub struct Outcome {
     pub duplicate: bool,
 }
 
+/// Groups written and fsynced but not yet published, at most. The writer
+/// waits when the publisher is this far behind.
+pub const PUBLISH_QUEUE: usize = 2;
+
+type Reply = oneshot::Sender<Result<Vec<Outcome>, Error>>;
+
+/// A committed group on its way to the readers and the appenders.
+struct Committed {
+    /// The group's new events (none when every event was a duplicate).
+    stored: Vec<StoredEvent>,
+    answers: Vec<(Reply, Result<Vec<Outcome>, Error>)>,
+}
+
+/// Publishes committed groups in order: projection first, then the durable
+/// sequence, then the answers, so that an acknowledged event is readable.
+fn publish(shared: &Shared, projection: &dyn Projection, group: Committed) {
+    if let Some(last) = group.stored.last().map(|e| e.sequence) {
+        projection.apply(group.stored);
+        shared.durable.store(last, Ordering::Release);
+        shared.durable_tx.send_replace(last);
+    }
+    for (reply, result) in group.answers {
+        let _ = reply.send(result);
+    }
+}
+
 /// An event of the current group that will be written.
 struct Staged {
     sequence: u64,
-    id: EventId,
     fingerprint: u64,
     prepared: Prepared,
 }
@@ -62,6 +96,8 @@ pub(super) struct Writer {
     max_group_events: usize,
     /// Set after a failed write or fsync.
     failed: Option<String>,
+    /// The publisher thread's queue, while it runs.
+    publisher: Option<std::sync::mpsc::SyncSender<Committed>>,
 }
 
 impl Writer {
@@ -81,10 +117,39 @@ impl Writer {
             next_sequence,
             max_group_events,
             failed: None,
+            publisher: None,
         }
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let (publish_tx, publish_rx) = std::sync::mpsc::sync_channel::<Committed>(PUBLISH_QUEUE);
+        let shared = Arc::clone(&self.shared);
+        let projection = Arc::clone(&self.projection);
+        let publisher = std::thread::Builder::new()
+            .name("caravan-publish".into())
+            .spawn(move || {
+                for group in publish_rx {
+                    publish(&shared, projection.as_ref(), group);
+                }
+            });
+        match publisher {
+            Ok(thread) => {
+                self.publisher = Some(publish_tx);
+                self.run_groups(&mut rx);
+                // Everything committed is published before the store closes.
+                self.publisher = None;
+                if thread.join().is_err() {
+                    tracing::error!("the publisher thread panicked");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no publisher thread; publishing on the writer thread");
+                self.run_groups(&mut rx);
+            }
+        }
+    }
+
+    fn run_groups(&mut self, rx: &mut mpsc::Receiver<Msg>) {
         let mut close_ack = None;
         while close_ack.is_none() {
             let first = match rx.blocking_recv() {
@@ -140,8 +205,9 @@ impl Writer {
             }
             return;
         }
-        let mut staged: Vec<Staged> = Vec::new();
-        let mut staged_ids: HashMap<EventId, usize> = HashMap::new();
+        let events: usize = group.iter().map(|job| job.events.len()).sum();
+        let mut staged: Vec<Staged> = Vec::with_capacity(events);
+        let mut staged_ids: IdMap = IdMap::default();
         let mut staged_agreements: HashMap<String, usize> = HashMap::new();
         let mut answers: Vec<(oneshot::Sender<_>, Result<Vec<Outcome>, Error>)> =
             Vec::with_capacity(group.len());
@@ -157,16 +223,17 @@ impl Writer {
             if result.is_err() {
                 // Roll this job back; earlier jobs of the group stay.
                 for s in staged.drain(mark..) {
-                    staged_ids.remove(&s.id);
+                    staged_ids.remove(&s.prepared.event().id);
                 }
                 staged_agreements.retain(|_, i| *i < mark);
             }
             answers.push((job.reply, result));
         }
 
+        let mut stored = Vec::new();
         if !staged.is_empty() {
             match self.write(&staged, &staged_agreements) {
-                Ok(now) => self.publish(staged, staged_agreements, now),
+                Ok(now) => stored = self.committed(staged, staged_agreements, now),
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; refusing further writes");
                     self.failed = Some(e.to_string());
@@ -179,8 +246,18 @@ impl Writer {
                 }
             }
         }
-        for (reply, result) in answers {
-            let _ = reply.send(result);
+        // Even a group of duplicates goes through the publisher: a duplicate's
+        // sequence may belong to a group still being published.
+        let group = Committed { stored, answers };
+        match &self.publisher {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(group)) = tx.send(group) {
+                    tracing::error!("the publisher thread is gone; publishing here");
+                    self.publisher = None;
+                    publish(&self.shared, self.projection.as_ref(), group);
+                }
+            }
+            None => publish(&self.shared, self.projection.as_ref(), group),
         }
     }
 
@@ -190,7 +267,7 @@ impl Writer {
         &self,
         events: Vec<Prepared>,
         staged: &mut Vec<Staged>,
-        staged_ids: &mut HashMap<EventId, usize>,
+        staged_ids: &mut IdMap,
         staged_agreements: &mut HashMap<String, usize>,
     ) -> Result<Vec<Outcome>, Error> {
         let mut outcomes = Vec::with_capacity(events.len());
@@ -245,12 +322,10 @@ impl Writer {
                 Payload::TradeRecord(_) | Payload::TradeRecordRetracted(_) => {}
             }
             let sequence = self.next_sequence + staged.len() as u64;
-            let id = event.id.clone();
-            let fingerprint = layout::fingerprint(id.as_str());
-            staged_ids.insert(id.clone(), staged.len());
+            let fingerprint = layout::fingerprint(event.id.as_str());
+            staged_ids.insert(event.id.clone(), staged.len());
             staged.push(Staged {
                 sequence,
-                id,
                 fingerprint,
                 prepared,
             });
@@ -292,9 +367,14 @@ impl Writer {
         Ok(now)
     }
 
-    /// After the fsync: index the new events, hand them to the projection and
-    /// make them visible.
-    fn publish(&mut self, staged: Vec<Staged>, agreements: HashMap<String, usize>, now: Timestamp) {
+    /// After the fsync: index the new events for the checks of later groups
+    /// and return them for publishing.
+    fn committed(
+        &mut self,
+        staged: Vec<Staged>,
+        agreements: HashMap<String, usize>,
+        now: Timestamp,
+    ) -> Vec<StoredEvent> {
         {
             // A poisoned lock only means a reader panicked; the map is intact.
             let mut ids = self
@@ -308,23 +388,20 @@ impl Writer {
                 {
                     e.insert(s.sequence);
                 } else {
-                    ids.collided.insert(s.id.as_str().to_owned(), s.sequence);
+                    ids.collided
+                        .insert(s.prepared.event().id.as_str().to_owned(), s.sequence);
                 }
             }
         }
         self.agreements.extend(agreements.into_keys());
-        let last = staged[staged.len() - 1].sequence;
-        let stored: Vec<StoredEvent> = staged
+        self.next_sequence += staged.len() as u64;
+        staged
             .into_iter()
             .map(|s| StoredEvent {
                 sequence: s.sequence,
                 ingested_at: now,
                 event: s.prepared.event,
             })
-            .collect();
-        self.projection.apply(stored);
-        self.next_sequence = last + 1;
-        self.shared.durable.store(last, Ordering::Release);
-        self.shared.durable_tx.send_replace(last);
+            .collect()
     }
 }

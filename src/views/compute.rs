@@ -134,6 +134,19 @@ impl Cell {
         self.figures += 1;
     }
 
+    /// Replaces the figure of `flow` (`old`, as added before) by `new`.
+    pub fn replace(&mut self, flow: Flow, old: Option<u128>, new: Option<u128>) {
+        let slot = match flow {
+            Flow::Export => &mut self.exports,
+            Flow::Import => &mut self.imports,
+            Flow::ReExport => &mut self.re_exports,
+            Flow::ReImport => &mut self.re_imports,
+            Flow::Turnover => &mut self.turnover,
+        };
+        *slot = new;
+        self.figures = self.figures - u64::from(old.is_some()) + u64::from(new.is_some());
+    }
+
     /// The value of each flow, in `Flow` order.
     pub fn flows(&self) -> [Option<u128>; 5] {
         [

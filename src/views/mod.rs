@@ -329,12 +329,18 @@ impl Index {
             .entry(partner)
             .or_default();
         let before = pair.cell(key.period, key.scope);
-        pair.figures
+        let revisions = pair
+            .figures
             .entry(key)
             // Most figures are never revised: no spare capacity.
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(r);
-        let after = pair.cell(key.period, key.scope);
+            .or_insert_with(|| Vec::with_capacity(1));
+        let value = |r: Option<&Revision>| {
+            r.and_then(|r| r.record.as_ref())
+                .map(|record| record.value.total_nanos())
+        };
+        let mut after = before;
+        after.replace(key.flow, value(revisions.last()), value(Some(&r)));
+        revisions.push(r);
         pair.changed = sequence;
         let level = scope_level(&key.scope);
         let groups = [Some(None), sector.map(Some)];
