@@ -514,13 +514,18 @@ pub fn pb_trade_record(r: &TradeRecord) -> pb::TradeRecord {
         period: Some(pb_period(&r.key.period)),
         commodity: Some(pb_commodity(&r.key.commodity)),
         value: Some(pb_money(&r.value)),
-        quantity: r.quantity.as_ref().map(|q| pb::Quantity {
-            whole: i64::try_from(q.whole()).unwrap_or(i64::MAX),
-            nanos: q.sub_nanos() as i32,
-            unit: q.unit().to_owned(),
-        }),
+        quantity: r.quantity.as_ref().map(pb_quantity),
         source: r.source.as_str().to_owned(),
         note: r.note.as_str().to_owned(),
+    }
+}
+
+/// The wire form of a quantity.
+pub fn pb_quantity(q: &Quantity) -> pb::Quantity {
+    pb::Quantity {
+        whole: i64::try_from(q.whole()).unwrap_or(i64::MAX),
+        nanos: q.sub_nanos() as i32,
+        unit: q.unit().to_owned(),
     }
 }
 

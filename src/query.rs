@@ -554,6 +554,22 @@ fn money(nanos: u128) -> pb::Money {
     }
 }
 
+/// The wire form of a figure as of a snapshot.
+fn pb_figure((reporter, partner, key): &RecordPosition, f: &views::FigureAt) -> pb::TradeRecord {
+    let d = &f.details;
+    pb::TradeRecord {
+        reporter: reporter.alpha2().to_owned(),
+        partner: partner.alpha2().to_owned(),
+        flow: convert::pb_flow(key.flow) as i32,
+        period: Some(convert::pb_period(&key.period)),
+        commodity: Some(convert::pb_commodity(&key.scope)),
+        value: Some(money(f.value)),
+        quantity: d.quantity.as_ref().map(convert::pb_quantity),
+        source: d.source.as_str().to_owned(),
+        note: d.note.as_str().to_owned(),
+    }
+}
+
 fn signed_money(n: i128) -> pb::SignedMoney {
     pb::SignedMoney {
         units: i64::try_from(n / 1_000_000_000).unwrap_or(if n < 0 { i64::MIN } else { i64::MAX }),
@@ -783,7 +799,7 @@ impl QueryService for QueryApi {
             let mut last = found[0].0;
             for (position, f) in &found {
                 let view = pb::TradeRecordView {
-                    record: Some(convert::pb_trade_record(&f.record)),
+                    record: Some(pb_figure(position, f)),
                     revision: f.revision,
                     sequence: f.sequence,
                 };

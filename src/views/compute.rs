@@ -384,14 +384,14 @@ fn for_each_cell<'a>(
         };
         match &mut current {
             Some((p, s, cell)) if *p == key.period && *s == key.scope => {
-                cell.add(key.flow, f.record.value.total_nanos())
+                cell.add(key.flow, f.value)
             }
             _ => {
                 if let Some((p, s, cell)) = current.take() {
                     each(p, s, &cell);
                 }
                 let mut cell = Cell::default();
-                cell.add(key.flow, f.record.value.total_nanos());
+                cell.add(key.flow, f.value);
                 current = Some((key.period, key.scope, cell));
             }
         }
@@ -456,12 +456,13 @@ fn rolled_up_totals(
 ) -> BTreeMap<Period, FlowTotals> {
     let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
     let Some(pair) = pair else { return out };
-    let all = sectors.is_empty().then_some(None);
-    for group in all.into_iter().chain(sectors.iter().map(|s| Some(*s))) {
-        for (key, sums) in pair.rollups.range(rollup_bounds(level, group, range)) {
-            if let (true, Some(t)) = (range.contains(&key.period), sums.totals()) {
-                out.entry(key.period).or_default().merge(&t);
-            }
+    for (key, sums) in pair.rollups.range(rollup_bounds(level, range)) {
+        let wanted = sectors.is_empty() || key.sector.is_some_and(|s| sectors.contains(&s));
+        if !wanted || !range.contains(&key.period) {
+            continue;
+        }
+        if let Some(t) = sums.totals() {
+            out.entry(key.period).or_default().merge(&t);
         }
     }
     out
@@ -477,49 +478,30 @@ fn rolled_up_sectors(
 ) -> BTreeMap<(Period, Sector), FlowTotals> {
     let mut out = BTreeMap::new();
     let Some(pair) = pair else { return out };
-    // No figures at this level at all: nothing to look up per sector.
-    let lowest = RollupKey {
-        level,
-        sector: None,
-        period: Period::bounds(range.frequency).0,
-    };
-    if pair
-        .rollups
-        .range(lowest..)
-        .next()
-        .is_none_or(|(k, _)| k.level != level)
-    {
-        return out;
-    }
-    for &sector in Sector::ALL.iter() {
-        if !(sectors.is_empty() || sectors.contains(&sector)) {
+    for (key, sums) in pair.rollups.range(rollup_bounds(level, range)) {
+        let Some(sector) = key.sector else { continue };
+        if !range.contains(&key.period) || !(sectors.is_empty() || sectors.contains(&sector)) {
             continue;
         }
-        for (key, sums) in pair
-            .rollups
-            .range(rollup_bounds(level, Some(sector), range))
-        {
-            if let (true, Some(t)) = (range.contains(&key.period), sums.totals()) {
-                out.insert((key.period, sector), t);
-            }
+        if let Some(t) = sums.totals() {
+            out.insert((key.period, sector), t);
         }
     }
     out
 }
 
-/// The rollup keys of one group at `level` that can hold a period of `range`.
+/// The rollup keys at `level` that can hold a period of `range`.
 fn rollup_bounds(
     level: CommodityLevel,
-    sector: Option<Sector>,
     range: &PeriodRange,
 ) -> std::ops::RangeInclusive<RollupKey> {
     let (first, last) = Period::bounds(range.frequency);
-    let key = |period| RollupKey {
+    let key = |period, sector| RollupKey {
         level,
-        sector,
         period,
+        sector,
     };
-    key(range.from.unwrap_or(first))..=key(range.to.unwrap_or(last))
+    key(range.from.unwrap_or(first), None)..=key(range.to.unwrap_or(last), Some(Sector::Other))
 }
 
 /// Everything a cooperation slice shows, before rendering.

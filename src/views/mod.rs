@@ -9,8 +9,8 @@
 //! snapshot sequence, so writes never change an answer in progress.
 //!
 //! Each (reporter, partner) pair also keeps rollups: the current sums of its
-//! summing cells per (commodity level, period) and per (commodity level,
-//! period, sector), updated as each figure changes. A view at a snapshot no
+//! summing cells per (commodity level, period, sector), updated as each
+//! figure changes. A view at a snapshot no
 //! older than the pair's last change reads them instead of the figures.
 //!
 //! Depends only on the domain; must not depend on the generated code, tonic
@@ -27,9 +27,9 @@ pub use compute::{
 
 use crate::domain::{
     Agreement, AgreementId, AgreementStatus, CommodityScope, Country, Date, Flow, Frequency,
-    Payload, Period, Sector, StoredEvent, Text, TradeFigureKey, TradeRecord,
+    Payload, Period, Quantity, Sector, StoredEvent, Text, TradeFigureKey,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 /// The figure part of a natural key below the (reporter, partner) pair,
@@ -64,17 +64,38 @@ impl FigureKey {
     }
 }
 
-/// One revision of a figure: the record, or `None` for a retraction.
+/// What a figure says besides its key and value. Kept once and shared by
+/// every revision that says the same: most figures of a feed share their
+/// source and have no quantity or note.
+#[derive(PartialEq, Eq, Hash, Debug)]
+pub struct Details {
+    pub quantity: Option<Quantity>,
+    pub source: Text<512>,
+    pub note: Text<2048>,
+}
+
+/// One revision of a figure: its value and details, or (`details` is
+/// `None`) a retraction.
 #[derive(Clone, Debug)]
 pub struct Revision {
     pub sequence: u64,
-    pub record: Option<Arc<TradeRecord>>,
+    /// Billionths of a US dollar; 0 for a retraction.
+    pub value: u128,
+    pub details: Option<Arc<Details>>,
+}
+
+impl Revision {
+    /// The value, unless this is a retraction.
+    pub fn current_value(&self) -> Option<u128> {
+        self.details.as_ref().map(|_| self.value)
+    }
 }
 
 /// A figure as of a snapshot.
 #[derive(Clone, Debug)]
 pub struct FigureAt {
-    pub record: Arc<TradeRecord>,
+    pub value: u128,
+    pub details: Arc<Details>,
     /// 1 for the first record of the key.
     pub revision: u32,
     pub sequence: u64,
@@ -84,13 +105,14 @@ pub struct FigureAt {
 pub fn figure_at(revisions: &[Revision], snapshot: u64) -> Option<FigureAt> {
     let upto = revisions.partition_point(|r| r.sequence <= snapshot);
     let last = revisions[..upto].last()?;
-    let record = last.record.clone()?;
+    let details = last.details.clone()?;
     let revision = revisions[..upto]
         .iter()
-        .filter(|r| r.record.is_some())
+        .filter(|r| r.details.is_some())
         .count() as u32;
     Some(FigureAt {
-        record,
+        value: last.value,
+        details,
         revision,
         sequence: last.sequence,
     })
@@ -108,15 +130,15 @@ pub struct Pair {
 }
 
 /// A rollup group of one pair: the cells of one commodity level in one
-/// period, of one sector or (`None`) of every sector. Ordered level, sector,
-/// period, so that one sector's (or all sectors') period range is one range
-/// scan.
+/// period and one sector; all-commodity cells (which have no sector) under
+/// `None`. A level's period range is one range scan, and the totals of every
+/// sector are the merge of the period's groups.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct RollupKey {
     // Field order is the sort order.
     pub level: CommodityLevel,
-    pub sector: Option<Sector>,
     pub period: Period,
+    pub sector: Option<Sector>,
 }
 
 /// Exact sums of a set of summing cells, kept as counts so that a cell can
@@ -201,8 +223,8 @@ impl Pair {
             ..first
         };
         for (key, revisions) in self.figures.range(first..=last) {
-            if let Some(record) = revisions.last().and_then(|r| r.record.as_ref()) {
-                cell.add(key.flow, record.value.total_nanos());
+            if let Some(value) = revisions.last().and_then(Revision::current_value) {
+                cell.add(key.flow, value);
             }
         }
         cell
@@ -246,6 +268,8 @@ pub struct Index {
     pub agreements: BTreeMap<AgreementId, Vec<(u64, AgreementEntry)>>,
     /// party → agreements that named it in any version.
     pub agreements_by_party: BTreeMap<Country, BTreeSet<AgreementId>>,
+    /// Every distinct figure details, shared by the revisions.
+    details: HashSet<Arc<Details>>,
     /// Highest sequence applied.
     pub applied: u64,
 }
@@ -267,10 +291,26 @@ impl Index {
         self.applied = e.sequence;
         match e.event.payload {
             Payload::TradeRecord(r) => {
-                let key = r.key;
-                self.push_revision(&key, e.sequence, Some(Arc::new(r)));
+                let details = self.intern(Details {
+                    quantity: r.quantity,
+                    source: r.source,
+                    note: r.note,
+                });
+                let revision = Revision {
+                    sequence: e.sequence,
+                    value: r.value.total_nanos(),
+                    details: Some(details),
+                };
+                self.push_revision(&r.key, revision);
             }
-            Payload::TradeRecordRetracted(r) => self.push_revision(&r.key, e.sequence, None),
+            Payload::TradeRecordRetracted(r) => {
+                let revision = Revision {
+                    sequence: e.sequence,
+                    value: 0,
+                    details: None,
+                };
+                self.push_revision(&r.key, revision);
+            }
             Payload::Agreement(a) => {
                 for p in a.parties() {
                     self.agreements_by_party
@@ -299,19 +339,24 @@ impl Index {
         }
     }
 
-    fn push_revision(
-        &mut self,
-        natural: &TradeFigureKey,
-        sequence: u64,
-        record: Option<Arc<TradeRecord>>,
-    ) {
+    /// The shared copy of `details`.
+    fn intern(&mut self, details: Details) -> Arc<Details> {
+        if let Some(shared) = self.details.get(&details) {
+            return Arc::clone(shared);
+        }
+        let shared = Arc::new(details);
+        self.details.insert(Arc::clone(&shared));
+        shared
+    }
+
+    fn push_revision(&mut self, natural: &TradeFigureKey, r: Revision) {
+        let sequence = r.sequence;
         let (reporter, partner) = (natural.reporter(), natural.partner());
         let key = FigureKey {
             period: natural.period,
             flow: natural.flow,
             scope: natural.commodity,
         };
-        let r = Revision { sequence, record };
         let sector = scope_sector(&key.scope);
         if let Some(sector) = sector {
             let pairs = self
@@ -334,31 +379,25 @@ impl Index {
             .entry(key)
             // Most figures are never revised: no spare capacity.
             .or_insert_with(|| Vec::with_capacity(1));
-        let value = |r: Option<&Revision>| {
-            r.and_then(|r| r.record.as_ref())
-                .map(|record| record.value.total_nanos())
-        };
+        let value = |r: Option<&Revision>| r.and_then(Revision::current_value);
         let mut after = before;
         after.replace(key.flow, value(revisions.last()), value(Some(&r)));
         revisions.push(r);
         pair.changed = sequence;
         let level = scope_level(&key.scope);
-        let groups = [Some(None), sector.map(Some)];
-        for group in groups.into_iter().flatten() {
-            let sums = pair
-                .rollups
-                .entry(RollupKey {
-                    level,
-                    period: key.period,
-                    sector: group,
-                })
-                .or_default();
-            if before.figures > 0 {
-                sums.remove(&before);
-            }
-            if after.figures > 0 {
-                sums.add(&after);
-            }
+        let sums = pair
+            .rollups
+            .entry(RollupKey {
+                level,
+                period: key.period,
+                sector,
+            })
+            .or_default();
+        if before.figures > 0 {
+            sums.remove(&before);
+        }
+        if after.figures > 0 {
+            sums.add(&after);
         }
     }
 
