@@ -207,7 +207,7 @@ impl Writer {
         }
         let events: usize = group.iter().map(|job| job.events.len()).sum();
         let mut staged: Vec<Staged> = Vec::with_capacity(events);
-        let mut staged_ids: IdMap = IdMap::default();
+        let mut staged_ids: IdMap = IdMap::with_capacity_and_hasher(events, Default::default());
         let mut staged_agreements: HashMap<String, usize> = HashMap::new();
         let mut answers: Vec<(oneshot::Sender<_>, Result<Vec<Outcome>, Error>)> =
             Vec::with_capacity(group.len());

@@ -268,8 +268,9 @@ pub struct Index {
     pub agreements: BTreeMap<AgreementId, Vec<(u64, AgreementEntry)>>,
     /// party → agreements that named it in any version.
     pub agreements_by_party: BTreeMap<Country, BTreeSet<AgreementId>>,
-    /// Every distinct figure details, shared by the revisions.
-    details: HashSet<Arc<Details>>,
+    /// Every distinct figure details, shared by the revisions (xxh3: one
+    /// lookup per record applied).
+    details: HashSet<Arc<Details>, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
     /// Highest sequence applied.
     pub applied: u64,
 }
