@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Decodes from one contiguous slice (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod cli;
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod demo;
 pub mod domain;

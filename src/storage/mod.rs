@@ -191,26 +191,28 @@ impl Shared {
 
     /// The sequence of `id` if it is stored (durable or being committed by
     /// the writer, which is the only caller before durability).
-    fn find_id(&self, id: &str) -> Result<Option<u64>, Error> {
-        let candidate = {
-            let ids = self
-                .ids
-                .read()
-                .map_err(|_| Error::Internal("id index poisoned".into()))?;
-            if let Some(&seq) = ids.collided.get(id) {
-                return Ok(Some(seq));
-            }
-            ids.by_fingerprint.get(&fingerprint(id)).copied()
-        };
-        let Some(seq) = candidate else {
+    /// The stored event with this id, read and decoded once.
+    fn find_event(&self, id: &str) -> Result<Option<StoredEvent>, Error> {
+        let Some(seq) = self.id_candidate(id)? else {
             return Ok(None);
         };
-        let bytes = self
-            .read_event_bytes(seq)?
+        let stored = self
+            .read_event(seq)?
             .ok_or_else(|| storage_error("id index", format!("points at missing event {seq}")))?;
-        let stored_id =
-            convert::stored_event_id(&bytes).map_err(|e| storage_error("corrupt event", e))?;
-        Ok((stored_id == id).then_some(seq))
+        Ok((stored.event.id.as_str() == id).then_some(stored))
+    }
+
+    /// The sequence the id index gives for `id`: certain for a collided id,
+    /// otherwise to be confirmed against the stored event.
+    fn id_candidate(&self, id: &str) -> Result<Option<u64>, Error> {
+        let ids = self
+            .ids
+            .read()
+            .map_err(|_| Error::Internal("id index poisoned".into()))?;
+        if let Some(&seq) = ids.collided.get(id) {
+            return Ok(Some(seq));
+        }
+        Ok(ids.by_fingerprint.get(&fingerprint(id)).copied())
     }
 }
 
@@ -646,10 +648,10 @@ impl StoreHandle {
 
     /// The durable event with this id.
     pub fn event_by_id(&self, id: &EventId) -> Result<Option<StoredEvent>, Error> {
-        match self.shared.find_id(id.as_str())? {
-            Some(seq) if seq <= self.last_sequence() => self.shared.read_event(seq),
-            _ => Ok(None),
-        }
+        Ok(self
+            .shared
+            .find_event(id.as_str())?
+            .filter(|e| e.sequence <= self.last_sequence()))
     }
 }
 

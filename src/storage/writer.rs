@@ -287,20 +287,16 @@ impl Writer {
                 });
                 continue;
             }
-            if let Some(seq) = self.shared.find_id(event.id.as_str())? {
-                let stored = self
-                    .shared
-                    .read_event(seq)?
-                    .ok_or_else(|| storage_error("id index", format!("missing event {seq}")))?;
+            if let Some(stored) = self.shared.find_event(event.id.as_str())? {
                 if &stored.event != event {
                     return Err(Error::EventIdConflict {
                         index,
                         event_id: event.id.to_string(),
-                        existing_sequence: Some(seq),
+                        existing_sequence: Some(stored.sequence),
                     });
                 }
                 outcomes.push(Outcome {
-                    sequence: seq,
+                    sequence: stored.sequence,
                     duplicate: true,
                 });
                 continue;
