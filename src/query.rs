@@ -28,7 +28,7 @@ use crate::views::{
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -723,23 +723,34 @@ impl QueryApi {
                 }
             };
             tokio::pin!(expired);
+            let expired_status = || Status::deadline_exceeded("the deadline expired");
+            let shutdown_status =
+                || Status::unavailable("the server is shutting down; resume with the last cursor");
             loop {
+                // Checked here too: while the client keeps up, items never wait
+                // in the `select!` below.
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return producer.fail(expired_status());
+                }
+                if shutdown.is_shutdown() {
+                    return producer.fail(shutdown_status());
+                }
                 let items = match next_chunk(&views) {
                     Ok(Some(items)) => items,
                     Ok(None) => return,
                     Err(e) => return producer.fail(e.into_status()),
                 };
                 for item in items {
+                    // Room in the buffer: no waiting, nothing to race.
+                    let item = match producer.items.try_send(Ok(item)) {
+                        Ok(()) => continue,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                        Err(mpsc::error::TrySendError::Full(item)) => item,
+                    };
                     tokio::select! {
-                        sent = producer.items.send(Ok(item)) => if sent.is_err() { return },
-                        _ = &mut expired => {
-                            return producer.fail(Status::deadline_exceeded("the deadline expired"));
-                        }
-                        _ = shutdown.wait() => {
-                            return producer.fail(Status::unavailable(
-                                "the server is shutting down; resume with the last cursor",
-                            ));
-                        }
+                        sent = producer.items.send(item) => if sent.is_err() { return },
+                        _ = &mut expired => return producer.fail(expired_status()),
+                        _ = shutdown.wait() => return producer.fail(shutdown_status()),
                     }
                 }
                 tokio::task::yield_now().await;
