@@ -650,6 +650,106 @@ async fn a_resumed_country_view_has_no_gap_or_repeat() {
 }
 
 #[tokio::test]
+async fn a_resumed_sector_view_has_no_gap_or_repeat_and_shows_only_its_years() {
+    let app = spawn_app().await;
+    let hs = |id: &str, reporter: &str, partner: &str, year: i32, code: &str| {
+        let mut e = trade(id, reporter, partner, year, 1_000);
+        record_mut(&mut e).commodity = Some(pb::CommodityScope {
+            scope: Some(pb::commodity_scope::Scope::HsCode(code.into())),
+        });
+        e
+    };
+    let mut ingest = app.ingest().await;
+    append(
+        &mut ingest,
+        vec![
+            hs("e1", "CN", "KZ", 2021, "2711"),
+            hs("e2", "CN", "KZ", 2022, "2709"),
+            hs("e3", "KZ", "CN", 2022, "2711"),
+            hs("e4", "RU", "KZ", 2022, "2716"),
+            // Outside the years asked for, and outside the sector.
+            hs("e5", "UZ", "CN", 2020, "2711"),
+            hs("e6", "CN", "UZ", 2022, "8471"),
+        ],
+    )
+    .await
+    .unwrap();
+    let request = pb::StreamSectorCooperationRequest {
+        sector: pb::Sector::Energy as i32,
+        periods: Some(annual_range(2021, 2022)),
+        level: pb::CommodityLevel::Hs4 as i32,
+        ..Default::default()
+    };
+    let key = |m: &pb::StreamSectorCooperationResponse| {
+        let s = m.slice.as_ref().unwrap();
+        (
+            s.reporter.clone(),
+            s.partner.clone(),
+            s.period.as_ref().unwrap().year,
+        )
+    };
+    let mut q = query(&app).await;
+    let whole = drain(
+        q.stream_sector_cooperation(request.clone())
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    let owned = |v: &[(&str, &str, i32)]| -> Vec<(String, String, i32)> {
+        v.iter()
+            .map(|(r, p, y)| (r.to_string(), p.to_string(), *y))
+            .collect()
+    };
+    assert_eq!(
+        whole.iter().map(key).collect::<Vec<_>>(),
+        owned(&[
+            ("CN", "KZ", 2021),
+            ("CN", "KZ", 2022),
+            ("KZ", "CN", 2022),
+            ("RU", "KZ", 2022),
+        ])
+    );
+    for cut in 0..whole.len() {
+        // A new pair arrives between the two calls; the resumed stream keeps
+        // its snapshot and does not show it.
+        append(
+            &mut ingest,
+            vec![hs(&format!("late{cut}"), "DE", "KZ", 2022, "2711")],
+        )
+        .await
+        .unwrap();
+        let mut resumed = request.clone();
+        resumed.resume_after = whole[cut].cursor.clone();
+        let rest = drain(
+            q.stream_sector_cooperation(resumed)
+                .await
+                .unwrap()
+                .into_inner(),
+        )
+        .await
+        .unwrap();
+        let expected: Vec<_> = whole[cut + 1..].iter().map(key).collect();
+        assert_eq!(rest.iter().map(key).collect::<Vec<_>>(), expected);
+    }
+    // A new query sees the new pair.
+    let now = drain(
+        q.stream_sector_cooperation(request)
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap();
+    assert!(now
+        .iter()
+        .map(key)
+        .any(|k| k == ("DE".into(), "KZ".into(), 2022)));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_never_reads_holds_up_nobody() {
     let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| c.query.max_streams = 2).await;
     many_records(&app, "a", 20_000, 2022).await;
