@@ -664,14 +664,14 @@ pub fn sector_pairs(index: &Index, sector: Sector, range: &PeriodRange) -> Vec<(
     let year = |p: Option<Period>, or: Period| p.unwrap_or(or).year();
     let years = (sector, range.frequency, year(range.from, first))
         ..=(sector, range.frequency, year(range.to, last));
-    let mut out: Vec<(Country, Country)> = index
+    // A set, not a vector to sort: its size is bounded by the number of
+    // distinct pairs however many years the range spans.
+    let pairs: std::collections::BTreeSet<(Country, Country)> = index
         .by_sector
         .range(years)
         .flat_map(|(_, pairs)| pairs.iter().copied())
         .collect();
-    out.sort_unstable();
-    out.dedup();
-    out
+    pairs.into_iter().collect()
 }
 
 /// A position in natural-key order: (reporter, partner, figure key).
