@@ -99,6 +99,9 @@ pub struct ServeArgs {
     /// Messages buffered per query stream before its producer waits for the client.
     #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER", default_value_t = query::DEFAULT_STREAM_BUFFER)]
     pub query_stream_buffer: usize,
+    /// Encoded bytes the buffered messages of one query stream may hold together.
+    #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER_BYTES", default_value_t = query::DEFAULT_STREAM_BUFFER_BYTES)]
+    pub query_stream_buffer_bytes: usize,
     /// Subscriptions running at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "CARAVAN_MAX_SUBSCRIPTIONS", default_value_t = subscribe::DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
@@ -132,6 +135,7 @@ impl ServeArgs {
             max_streams: self.max_query_streams,
             max_groups: self.max_groups,
             stream_buffer: self.query_stream_buffer,
+            stream_buffer_bytes: self.query_stream_buffer_bytes,
         };
         c.subscribe = SubscribeLimits {
             max_subscriptions: self.max_subscriptions,

@@ -169,7 +169,7 @@ impl IngestService for IngestApi {
         let window = self.limits.stream_window.max(1);
         // Both channels are bounded by the window: when the client stops
         // reading answers, the responder stops, then the reader stops reading.
-        let (out, answer) = stream::channel(window);
+        let (out, answer) = stream::channel(window, None);
         let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(window);
         let store = self.store.clone();
         let mut shutdown = self.shutdown.clone();
@@ -265,7 +265,7 @@ impl IngestService for IngestApi {
                 };
                 match reply {
                     Ok(response) => {
-                        if out.items.send(Ok(response)).await.is_err() {
+                        if out.send(response, 0).await.is_err() {
                             return;
                         }
                     }

@@ -28,7 +28,7 @@ use crate::views::{
 use prost::Message;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -41,14 +41,20 @@ pub struct QueryLimits {
     pub max_groups: usize,
     /// Messages buffered per stream before the producer waits for the client.
     pub stream_buffer: usize,
+    /// Encoded bytes those buffered messages may hold together (a single
+    /// larger message is still sent, alone).
+    pub stream_buffer_bytes: usize,
 }
 
 /// Default: 64 concurrent query streams.
 pub const DEFAULT_MAX_QUERY_STREAMS: usize = 64;
 /// Default: 100,000 groups per Aggregate.
 pub const DEFAULT_MAX_GROUPS: usize = 100_000;
-/// Default: 8 messages buffered per query stream.
-pub const DEFAULT_STREAM_BUFFER: usize = 8;
+/// Default: up to 256 messages buffered per query stream…
+pub const DEFAULT_STREAM_BUFFER: usize = 256;
+/// …holding at most 8 MiB together: 8 full StreamTradeRecords messages, or
+/// hundreds of cooperation slices (about 1 KiB each).
+pub const DEFAULT_STREAM_BUFFER_BYTES: usize = 8 * 1024 * 1024;
 /// A message is closed once its records reach this many encoded bytes (well
 /// under the 4 MiB default message limit, whatever the records' sizes).
 pub const MESSAGE_BYTES: usize = 1024 * 1024;
@@ -65,6 +71,7 @@ impl Default for QueryLimits {
             max_streams: DEFAULT_MAX_QUERY_STREAMS,
             max_groups: DEFAULT_MAX_GROUPS,
             stream_buffer: DEFAULT_STREAM_BUFFER,
+            stream_buffer_bytes: DEFAULT_STREAM_BUFFER_BYTES,
         }
     }
 }
@@ -705,13 +712,16 @@ impl QueryApi {
 
     /// Runs `next_chunk` until it returns `Ok(None)`, sending each item while
     /// the client reads; stops at a disconnect, the deadline or shutdown.
-    fn stream<T: Send + 'static>(
+    fn stream<T: Message + Send + 'static>(
         &self,
         permit: OwnedSemaphorePermit,
         deadline: Option<Instant>,
         mut next_chunk: impl FnMut(&Views) -> Chunk<T> + Send + 'static,
     ) -> Response<Answer<T>> {
-        let (producer, answer) = stream::channel(self.limits.stream_buffer);
+        let (producer, answer) = stream::channel(
+            self.limits.stream_buffer,
+            Some(self.limits.stream_buffer_bytes),
+        );
         let views = Arc::clone(&self.views);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -741,14 +751,15 @@ impl QueryApi {
                     Err(e) => return producer.fail(e.into_status()),
                 };
                 for item in items {
+                    let bytes = item.encoded_len();
                     // Room in the buffer: no waiting, nothing to race.
-                    let item = match producer.items.try_send(Ok(item)) {
+                    let item = match producer.try_send(item, bytes) {
                         Ok(()) => continue,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
-                        Err(mpsc::error::TrySendError::Full(item)) => item,
+                        Err(stream::TrySend::Closed) => return,
+                        Err(stream::TrySend::Full(item)) => item,
                     };
                     tokio::select! {
-                        sent = producer.items.send(item) => if sent.is_err() { return },
+                        sent = producer.send(item, bytes) => if sent.is_err() { return },
                         _ = &mut expired => return producer.fail(expired_status()),
                         _ = shutdown.wait() => return producer.fail(shutdown_status()),
                     }

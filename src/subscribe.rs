@@ -381,7 +381,7 @@ impl SubscriptionService for SubscribeApi {
                 ))
             })?;
         let subscribed = Subscribed::new(&self.recent);
-        let (producer, answer) = stream::channel(self.limits.buffer);
+        let (producer, answer) = stream::channel(self.limits.buffer, None);
         let mut sub = Subscription {
             store: self.store.clone(),
             views: Arc::clone(&self.views),
@@ -406,7 +406,7 @@ impl SubscriptionService for SubscribeApi {
                 match step {
                     Step::Send(message) => {
                         tokio::select! {
-                            sent = producer.items.send(Ok(message)) => if sent.is_err() { return },
+                            sent = producer.send(message, 0) => if sent.is_err() { return },
                             _ = shutdown.wait() => return producer.fail(unavailable()),
                         }
                         unreported = 0;
@@ -427,14 +427,14 @@ impl SubscriptionService for SubscribeApi {
                             },
                             _ = checkpoint_due => {
                                 let message = pb::SubscribeResponse { events: Vec::new(), checkpoint: sub.cursor };
-                                if producer.items.send(Ok(message)).await.is_err() {
+                                if producer.send(message, 0).await.is_err() {
                                     return;
                                 }
                                 unreported = 0;
                                 last_sent = Instant::now();
                             }
                             _ = shutdown.wait() => return producer.fail(unavailable()),
-                            _ = producer.items.closed() => return,
+                            _ = producer.closed() => return,
                         }
                     }
                 }

@@ -751,7 +751,13 @@ async fn a_resumed_sector_view_has_no_gap_or_repeat_and_shows_only_its_years() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_holds_up_nobody() {
-    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| c.query.max_streams = 2).await;
+    // A buffer smaller than the answer (20 messages of ~150 KB), so that the
+    // stalled stream really waits.
+    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| {
+        c.query.max_streams = 2;
+        c.query.stream_buffer_bytes = 256 * 1024;
+    })
+    .await;
     many_records(&app, "a", 20_000, 2022).await;
     let all = pb::StreamTradeRecordsRequest {
         filter: Some(pb::FigureFilter {
@@ -864,7 +870,11 @@ async fn query_requests_are_validated() {
 
 #[tokio::test]
 async fn an_expired_deadline_ends_a_stalled_stream() {
-    let app = spawn_app().await;
+    // A buffer smaller than the answer, so that the stream stalls.
+    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| {
+        c.query.stream_buffer_bytes = 256 * 1024;
+    })
+    .await;
     many_records(&app, "a", 20_000, 2022).await;
     let mut q = small_window_query(&app).await;
     let mut request = tonic::Request::new(pb::StreamTradeRecordsRequest {
