@@ -23,13 +23,13 @@ use super::{storage_error, Prepared, Projection, Shared, Syncer};
 use crate::domain::{EventId, Payload, StoredEvent, Timestamp};
 use crate::error::Error;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
 
 /// The group's new event ids; xxh3 rather than SipHash: ids are hashed once
 /// per event on the writer thread.
 type IdMap = HashMap<EventId, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// What the writer is asked to do.
 pub(super) enum Msg {

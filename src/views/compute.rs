@@ -21,15 +21,22 @@ pub enum CommodityLevel {
 }
 
 impl CommodityLevel {
-    pub fn matches(self, scope: &CommodityScope) -> bool {
-        match (self, scope) {
-            (CommodityLevel::All, CommodityScope::All) => true,
-            (CommodityLevel::Sector, CommodityScope::Sector(_)) => true,
-            (CommodityLevel::Hs2, CommodityScope::Hs(h)) => h.as_str().len() == 2,
-            (CommodityLevel::Hs4, CommodityScope::Hs(h)) => h.as_str().len() == 4,
-            (CommodityLevel::Hs6, CommodityScope::Hs(h)) => h.as_str().len() == 6,
-            _ => false,
+    /// The level of a commodity scope.
+    pub fn of(scope: &CommodityScope) -> Self {
+        match scope {
+            CommodityScope::All => CommodityLevel::All,
+            CommodityScope::Sector(_) => CommodityLevel::Sector,
+            // HS codes have 2, 4 or 6 digits.
+            CommodityScope::Hs(h) => match h.as_str().len() {
+                2 => CommodityLevel::Hs2,
+                4 => CommodityLevel::Hs4,
+                _ => CommodityLevel::Hs6,
+            },
         }
+    }
+
+    pub fn matches(self, scope: &CommodityScope) -> bool {
+        CommodityLevel::of(scope) == self
     }
 
     pub fn is_hs(self) -> bool {
@@ -122,28 +129,25 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub fn add(&mut self, flow: Flow, nanos: u128) {
-        let slot = match flow {
+    fn slot(&mut self, flow: Flow) -> &mut Option<u128> {
+        match flow {
             Flow::Export => &mut self.exports,
             Flow::Import => &mut self.imports,
             Flow::ReExport => &mut self.re_exports,
             Flow::ReImport => &mut self.re_imports,
             Flow::Turnover => &mut self.turnover,
-        };
+        }
+    }
+
+    pub fn add(&mut self, flow: Flow, nanos: u128) {
+        let slot = self.slot(flow);
         *slot = Some(slot.unwrap_or(0) + nanos);
         self.figures += 1;
     }
 
     /// Replaces the figure of `flow` (`old`, as added before) by `new`.
     pub fn replace(&mut self, flow: Flow, old: Option<u128>, new: Option<u128>) {
-        let slot = match flow {
-            Flow::Export => &mut self.exports,
-            Flow::Import => &mut self.imports,
-            Flow::ReExport => &mut self.re_exports,
-            Flow::ReImport => &mut self.re_imports,
-            Flow::Turnover => &mut self.turnover,
-        };
-        *slot = new;
+        *self.slot(flow) = new;
         self.figures = self.figures - u64::from(old.is_some()) + u64::from(new.is_some());
     }
 

@@ -10,8 +10,8 @@
 //!
 //! Each (reporter, partner) pair also keeps rollups: the current sums of its
 //! summing cells per (commodity level, period, sector), updated as each
-//! figure changes. A view at a snapshot no
-//! older than the pair's last change reads them instead of the figures.
+//! figure changes. A view at a snapshot no older than the pair's last change
+//! reads them instead of the figures.
 //!
 //! Depends only on the domain; must not depend on the generated code, tonic
 //! or sled.
@@ -151,44 +151,39 @@ pub struct Sums {
     total: u128,
     with_total: u32,
     without_total: u32,
-    /// At most five per cell (one per flow): a u32 keeps `Sums` at 128 bytes.
+    /// Figures in those cells (at most five per cell): a u32 keeps `Sums`
+    /// at 128 bytes.
     figures: u32,
 }
 
 impl Sums {
     fn add(&mut self, c: &Cell) {
-        for (i, v) in c.flows().into_iter().enumerate() {
-            if let Some(v) = v {
-                self.flows[i] += v;
-                self.with_flow[i] += 1;
-            }
-        }
-        match c.total() {
-            Some(t) => {
-                self.total += t;
-                self.with_total += 1;
-            }
-            None => self.without_total += 1,
-        }
-        self.figures += c.flows().iter().flatten().count() as u32;
+        self.change(c, |a, b| a + b, |a, b| a + b);
     }
 
     /// Takes out a cell added before.
     fn remove(&mut self, c: &Cell) {
+        self.change(c, |a, b| a - b, |a, b| a - b);
+    }
+
+    /// Adds or takes out `c`: `sum` on amounts, `count` on counts.
+    fn change(&mut self, c: &Cell, sum: fn(u128, u128) -> u128, count: fn(u32, u32) -> u32) {
+        let mut figures = 0;
         for (i, v) in c.flows().into_iter().enumerate() {
             if let Some(v) = v {
-                self.flows[i] -= v;
-                self.with_flow[i] -= 1;
+                self.flows[i] = sum(self.flows[i], v);
+                self.with_flow[i] = count(self.with_flow[i], 1);
+                figures += 1;
             }
         }
         match c.total() {
             Some(t) => {
-                self.total -= t;
-                self.with_total -= 1;
+                self.total = sum(self.total, t);
+                self.with_total = count(self.with_total, 1);
             }
-            None => self.without_total -= 1,
+            None => self.without_total = count(self.without_total, 1),
         }
-        self.figures -= c.flows().iter().flatten().count() as u32;
+        self.figures = count(self.figures, figures);
     }
 
     /// The totals, or `None` when no cell is left.
@@ -229,19 +224,6 @@ impl Pair {
             }
         }
         cell
-    }
-}
-
-/// The commodity level of a scope.
-pub fn scope_level(scope: &CommodityScope) -> CommodityLevel {
-    match scope {
-        CommodityScope::All => CommodityLevel::All,
-        CommodityScope::Sector(_) => CommodityLevel::Sector,
-        CommodityScope::Hs(h) => match h.as_str().len() {
-            2 => CommodityLevel::Hs2,
-            4 => CommodityLevel::Hs4,
-            _ => CommodityLevel::Hs6,
-        },
     }
 }
 
@@ -386,7 +368,7 @@ impl Index {
         after.replace(key.flow, value(revisions.last()), value(Some(&r)));
         revisions.push(r);
         pair.changed = sequence;
-        let level = scope_level(&key.scope);
+        let level = CommodityLevel::of(&key.scope);
         let sums = pair
             .rollups
             .entry(RollupKey {
