@@ -31,7 +31,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_client(true)
         .build_server(true)
         // Decodes from one contiguous slice (src/codec.rs).
-        .codec_path("crate::codec::Codec")
+        .codec_path("crate::grpc::codec::Codec")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -2,11 +2,10 @@
 //! `CARAVAN_*` environment variable. Depends on the server and clap; holds no
 //! logic of its own beyond turning flags into a `ServerConfig`.
 
-use crate::ingest::{self, IngestLimits};
-use crate::query::{self, QueryLimits};
-use crate::server::{self, ServerConfig};
+use crate::grpc::defaults;
+use crate::grpc::server::ServerConfig;
+use crate::grpc::{IngestLimits, QueryLimits, SubscribeLimits};
 use crate::storage::{self, StoreConfig};
-use crate::subscribe::{self, SubscribeLimits};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,19 +30,19 @@ pub enum Command {
     /// Run the gRPC service.
     Serve(ServeArgs),
     /// Measure ingest throughput and latency on a temporary store.
-    Bench(crate::bench::BenchArgs),
+    Bench(crate::tools::bench::BenchArgs),
     /// Load Comtrade CSV or JSON Lines files into a running service.
-    Ingest(crate::client::ingest::IngestArgs),
+    Ingest(crate::tools::client::ingest::IngestArgs),
     /// Ask a running service: country, sector, records, agreements,
     /// aggregate, mirror.
     Query {
         #[command(subcommand)]
-        what: crate::client::query::QueryCommand,
+        what: crate::tools::client::query::QueryCommand,
     },
     /// Print events from a running service as they arrive.
-    Subscribe(crate::client::query::SubscribeArgs),
+    Subscribe(crate::tools::client::subscribe::SubscribeArgs),
     /// Write a synthetic dataset (JSON Lines or Comtrade CSV).
-    Gen(crate::client::gen::GenArgs),
+    Gen(crate::tools::gen::GenArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -55,7 +54,7 @@ pub enum LogFormat {
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free port).
-    #[arg(long, env = "CARAVAN_LISTEN", default_value = server::DEFAULT_LISTEN)]
+    #[arg(long, env = "CARAVAN_LISTEN", default_value = defaults::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Directory of the store (created if missing).
     #[arg(long, env = "CARAVAN_DATA_DIR", default_value = "./caravan-data")]
@@ -64,7 +63,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CARAVAN_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Seconds open streams get to finish after SIGINT/SIGTERM.
-    #[arg(long, env = "CARAVAN_DRAIN_DEADLINE_SECS", default_value_t = 5)]
+    #[arg(long, env = "CARAVAN_DRAIN_DEADLINE_SECS", default_value_t = defaults::DEFAULT_DRAIN_DEADLINE.as_secs())]
     pub drain_deadline_secs: u64,
     /// sled page cache, in MiB.
     #[arg(long, env = "CARAVAN_CACHE_MIB", default_value_t = storage::DEFAULT_CACHE_BYTES / (1024 * 1024))]
@@ -76,40 +75,40 @@ pub struct ServeArgs {
     #[arg(long, env = "CARAVAN_MAX_GROUP_EVENTS", default_value_t = storage::DEFAULT_MAX_GROUP_EVENTS)]
     pub max_group_events: usize,
     /// Most events in one Append request.
-    #[arg(long, env = "CARAVAN_MAX_BATCH_EVENTS", default_value_t = ingest::DEFAULT_MAX_BATCH_EVENTS)]
+    #[arg(long, env = "CARAVAN_MAX_BATCH_EVENTS", default_value_t = defaults::DEFAULT_MAX_BATCH_EVENTS)]
     pub max_batch_events: usize,
     /// Most unanswered events per AppendStream.
-    #[arg(long, env = "CARAVAN_STREAM_WINDOW", default_value_t = ingest::DEFAULT_STREAM_WINDOW)]
+    #[arg(long, env = "CARAVAN_STREAM_WINDOW", default_value_t = defaults::DEFAULT_STREAM_WINDOW)]
     pub stream_window: usize,
     /// Most ids or sequences per LookupEvents.
-    #[arg(long, env = "CARAVAN_MAX_LOOKUP", default_value_t = ingest::DEFAULT_MAX_LOOKUP)]
+    #[arg(long, env = "CARAVAN_MAX_LOOKUP", default_value_t = defaults::DEFAULT_MAX_LOOKUP)]
     pub max_lookup: usize,
     /// Largest gRPC message, in bytes.
-    #[arg(long, env = "CARAVAN_MAX_MESSAGE_BYTES", default_value_t = server::DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, env = "CARAVAN_MAX_MESSAGE_BYTES", default_value_t = defaults::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// Concurrent calls per connection.
-    #[arg(long, env = "CARAVAN_MAX_CONCURRENT_STREAMS", default_value_t = server::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    #[arg(long, env = "CARAVAN_MAX_CONCURRENT_STREAMS", default_value_t = defaults::DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
     /// Query streams running at once; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "CARAVAN_MAX_QUERY_STREAMS", default_value_t = query::DEFAULT_MAX_QUERY_STREAMS)]
+    #[arg(long, env = "CARAVAN_MAX_QUERY_STREAMS", default_value_t = defaults::DEFAULT_MAX_QUERY_STREAMS)]
     pub max_query_streams: usize,
     /// Most groups one Aggregate call may build.
-    #[arg(long, env = "CARAVAN_MAX_GROUPS", default_value_t = query::DEFAULT_MAX_GROUPS)]
+    #[arg(long, env = "CARAVAN_MAX_GROUPS", default_value_t = defaults::DEFAULT_MAX_GROUPS)]
     pub max_groups: usize,
     /// Messages buffered per query stream before its producer waits for the client.
-    #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER", default_value_t = query::DEFAULT_STREAM_BUFFER)]
+    #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER", default_value_t = defaults::DEFAULT_STREAM_BUFFER)]
     pub query_stream_buffer: usize,
     /// Encoded bytes the buffered messages of one query stream may hold together.
-    #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER_BYTES", default_value_t = query::DEFAULT_STREAM_BUFFER_BYTES)]
+    #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER_BYTES", default_value_t = defaults::DEFAULT_STREAM_BUFFER_BYTES)]
     pub query_stream_buffer_bytes: usize,
     /// Subscriptions running at once; more are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "CARAVAN_MAX_SUBSCRIPTIONS", default_value_t = subscribe::DEFAULT_MAX_SUBSCRIPTIONS)]
+    #[arg(long, env = "CARAVAN_MAX_SUBSCRIPTIONS", default_value_t = defaults::DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
     /// Messages buffered per subscription before it waits for its client.
-    #[arg(long, env = "CARAVAN_SUBSCRIPTION_BUFFER", default_value_t = subscribe::DEFAULT_SUBSCRIPTION_BUFFER)]
+    #[arg(long, env = "CARAVAN_SUBSCRIPTION_BUFFER", default_value_t = defaults::DEFAULT_SUBSCRIPTION_BUFFER)]
     pub subscription_buffer: usize,
     /// Recent events kept in memory for live subscribers.
-    #[arg(long, env = "CARAVAN_RECENT_EVENTS", default_value_t = subscribe::DEFAULT_RECENT_EVENTS)]
+    #[arg(long, env = "CARAVAN_RECENT_EVENTS", default_value_t = defaults::DEFAULT_RECENT_EVENTS)]
     pub recent_events: usize,
     /// Seconds between HTTP/2 keepalive pings; a peer silent for this long
     /// again is disconnected.
@@ -129,8 +128,8 @@ impl ServeArgs {
             max_batch_events: self.max_batch_events,
             stream_window: self.stream_window,
             max_lookup: self.max_lookup,
-            drain_deadline: Duration::from_secs(self.drain_deadline_secs),
         };
+        c.drain_deadline = Duration::from_secs(self.drain_deadline_secs);
         c.query = QueryLimits {
             max_streams: self.max_query_streams,
             max_groups: self.max_groups,
@@ -192,32 +191,31 @@ pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info");
-            let running = server::start(args.config()).await?;
+            let running = crate::grpc::server::start(args.config()).await?;
             // The bound address on stdout, for scripts and tests using port 0.
             println!("caravan listening on {}", running.addr());
-            tokio::select! {
-                _ = wait_for_signal() => {
-                    running.trigger().trigger();
-                    running.wait().await?;
-                }
-            }
+            wait_for_signal().await;
+            running.trigger().trigger();
+            running.wait().await?;
             tracing::info!("stopped");
             Ok(0)
         }
         Command::Demo => {
             // The demo's output is its tables: only warnings are logged.
             init_tracing(LogFormat::Text, "warn");
-            crate::demo::run().await.map_err(|e| e.to_string())?;
+            crate::tools::demo::run().await.map_err(|e| e.to_string())?;
             Ok(0)
         }
         Command::Bench(args) => {
             init_tracing(LogFormat::Text, "warn");
-            crate::bench::run(args).await.map_err(|e| e.to_string())?;
+            crate::tools::bench::run(args)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok(0)
         }
-        Command::Ingest(args) => crate::client::ingest::run(args).await,
-        Command::Query { what } => crate::client::query::run(what).await,
-        Command::Subscribe(args) => crate::client::query::subscribe(args).await,
-        Command::Gen(args) => crate::client::gen::run(args),
+        Command::Ingest(args) => crate::tools::client::ingest::run(args).await,
+        Command::Query { what } => crate::tools::client::query::run(what).await,
+        Command::Subscribe(args) => crate::tools::client::subscribe::run(args).await,
+        Command::Gen(args) => crate::tools::gen::run(args),
     }
 }

@@ -1,15 +1,12 @@
-//! The service's error kinds and the one place where they become gRPC
-//! statuses (and, for AppendStream, per-event rejections). The full cause is
-//! logged; the client gets a short, useful message with structured details
-//! (`google.rpc.BadRequest`, `google.rpc.PreconditionFailure`).
+//! What can go wrong while serving a request, as one enum shared by every
+//! layer that can fail (storage, the services, the edge). How each kind is
+//! answered on the wire (its gRPC code and details) is decided in one place,
+//! `grpc::status`.
 //!
-//! Depends on the domain's `FieldViolation`, tonic and tonic-types; must not
-//! depend on the storage engine.
+//! Depends only on the domain's `FieldViolation`; must not depend on tonic,
+//! the generated code or sled.
 
 use crate::domain::FieldViolation;
-use crate::proto::v1 as pb;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +14,10 @@ pub enum Error {
     /// The request is malformed; nothing of it was stored.
     #[error("invalid argument: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
+
+    /// A request body that is not a protobuf message of its type.
+    #[error("undecodable message: {0}")]
+    Undecodable(String),
 
     /// An event id is already taken by different content (stored, or earlier
     /// in the same batch). `index` is the event's position in its batch.
@@ -39,14 +40,48 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
 
-    /// The server is shutting down or its store can no longer write; retry
-    /// elsewhere or later (ingestion is idempotent).
+    /// The call's deadline (`grpc-timeout`) passed before it finished.
+    #[error("the deadline expired")]
+    DeadlineExceeded,
+
+    /// The server is shutting down; `.0` says how the client carries on.
+    #[error("the server is shutting down{}", .0.advice())]
+    ShuttingDown(Retry),
+
+    /// The store can no longer write; retry elsewhere or after a restart
+    /// (ingestion is idempotent).
     #[error("{0}")]
     Unavailable(String),
 
     /// A bug or a storage failure; details are in the server log.
     #[error("{0}")]
     Internal(String),
+}
+
+/// How a client carries on after [`Error::ShuttingDown`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Send the request again later or to another server.
+    Later,
+    /// An AppendStream: re-send what was not acknowledged.
+    ResendUnacknowledged,
+    /// A query stream: send the request again with the last cursor.
+    ResumeFromCursor,
+    /// A subscription: subscribe again after the last checkpoint.
+    ResubscribeFromCheckpoint,
+}
+
+impl Retry {
+    fn advice(self) -> &'static str {
+        match self {
+            Retry::Later => "",
+            Retry::ResendUnacknowledged => "; re-send the events that were not acknowledged",
+            Retry::ResumeFromCursor => "; resume with the last cursor",
+            Retry::ResubscribeFromCheckpoint => {
+                "; resubscribe with after_sequence = the last checkpoint"
+            }
+        }
+    }
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -58,21 +93,8 @@ fn describe(violations: &[FieldViolation]) -> String {
 }
 
 impl Error {
-    /// The gRPC code of this error.
-    pub fn code(&self) -> Code {
-        match self {
-            Error::InvalidArgument(_) => Code::InvalidArgument,
-            Error::EventIdConflict { .. } => Code::AlreadyExists,
-            Error::UnknownAgreement { .. } => Code::FailedPrecondition,
-            Error::OutOfRange(_) => Code::OutOfRange,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Unavailable(_) => Code::Unavailable,
-            Error::Internal(_) => Code::Internal,
-        }
-    }
-
     /// Prefixes the field paths of violations, e.g. with `events[3]`.
-    pub fn nested(self, prefix: &str) -> Self {
+    pub(crate) fn nested(self, prefix: &str) -> Self {
         match self {
             Error::InvalidArgument(vs) => {
                 Error::InvalidArgument(vs.into_iter().map(|v| v.nested(prefix)).collect())
@@ -80,83 +102,10 @@ impl Error {
             other => other,
         }
     }
-
-    /// The status for a batch request whose events sit at `events[i]`.
-    pub fn into_status(self) -> Status {
-        self.status_with(|i| format!("events[{i}]"))
-    }
-
-    fn status_with(self, path: impl Fn(usize) -> String) -> Status {
-        let code = self.code();
-        if code == Code::Internal {
-            tracing::error!(error = %self, "internal error");
-            return Status::internal("internal error; see the server log");
-        }
-        let message = self.to_string();
-        let details = match &self {
-            Error::InvalidArgument(vs) => {
-                let mut d = ErrorDetails::new();
-                for v in vs {
-                    d.add_bad_request_violation(v.field.clone(), v.description.clone());
-                }
-                Some(d)
-            }
-            Error::EventIdConflict { index, .. } => Some(ErrorDetails::with_resource_info(
-                "caravan.v1.Event",
-                format!("{}.event_id", path(*index)),
-                "",
-                message.clone(),
-            )),
-            Error::UnknownAgreement {
-                index,
-                agreement_id,
-            } => {
-                let mut d = ErrorDetails::new();
-                d.add_precondition_failure_violation(
-                    "UNKNOWN_AGREEMENT",
-                    format!("{}.agreement_status_changed.agreement_id", path(*index)),
-                    format!("agreement {agreement_id:?} is not known"),
-                );
-                Some(d)
-            }
-            _ => None,
-        };
-        match details {
-            Some(d) => Status::with_error_details(code, message, d),
-            None => Status::new(code, message),
-        }
-    }
-
-    /// The per-event rejection AppendStream sends for this error, or `None`
-    /// when the error must end the stream (unavailable, internal).
-    pub fn into_rejection(self) -> Result<pb::Rejection, Status> {
-        let code = self.code();
-        match code {
-            Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
-                let message = self.to_string();
-                let field_violations = match self {
-                    Error::InvalidArgument(vs) => vs
-                        .into_iter()
-                        .map(|v| pb::FieldViolation {
-                            field: v.field,
-                            description: v.description,
-                        })
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                Ok(pb::Rejection {
-                    code: code as i32,
-                    message,
-                    field_violations,
-                })
-            }
-            _ => Err(self.status_with(|_| "event".to_owned())),
-        }
-    }
 }
 
-impl From<Error> for Status {
-    fn from(e: Error) -> Status {
-        e.into_status()
+impl From<Vec<FieldViolation>> for Error {
+    fn from(violations: Vec<FieldViolation>) -> Self {
+        Error::InvalidArgument(violations)
     }
 }

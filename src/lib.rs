@@ -1,27 +1,27 @@
 //! caravan: a gRPC service for trade and economic-cooperation data, stored in
 //! an embedded sled database.
 //!
-//! Layers, from the wire inwards: `proto` (generated) ↔ `convert` (parsing and
-//! rendering) ↔ `domain` (valid values only) ↔ `storage` (the only sled user),
-//! with the gRPC services (`ingest`) and `server` on top and `error` as the one
-//! mapping from errors to statuses. See docs/ARCHITECTURE.md.
+//! Where things live (docs/ARCHITECTURE.md draws it):
+//! - `grpc/`: the wire edge: the server, the services, request parsing and
+//!   answer rendering, the one error → status map;
+//! - `convert/`: protobuf messages ↔ domain values, for the edge and the disk;
+//! - `domain/`: valid-by-construction values (countries, periods, money, events);
+//! - `views/`: the in-memory query views and their computations;
+//! - `storage/`: the event log in sled (the only sled user), the writer;
+//! - `error`: what can go wrong, shared by every layer;
+//! - `proto`: the generated code;
+//! - `tools/`: the demo, the bench and the command-line clients;
+//! - `cli`: the command line.
+//!
+//! The library exposes what the binary and the tests need; everything else is
+//! crate-private.
 
-pub mod bench;
 pub mod cli;
-pub mod client;
-pub mod codec;
 pub mod convert;
-pub mod demo;
 pub mod domain;
 pub mod error;
-pub mod ingest;
-pub mod jsonl;
+pub mod grpc;
 pub mod proto;
-pub mod query;
-pub mod report;
-pub mod server;
-pub mod shutdown;
 pub mod storage;
-pub mod stream;
-pub mod subscribe;
-pub mod views;
+pub mod tools;
+mod views;

@@ -359,6 +359,26 @@ pub enum Payload {
     AgreementStatusChanged(AgreementStatusChanged),
 }
 
+/// Which of the four payloads an event carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EventKind {
+    TradeRecord,
+    TradeRecordRetracted,
+    Agreement,
+    AgreementStatusChanged,
+}
+
+impl Payload {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Payload::TradeRecord(_) => EventKind::TradeRecord,
+            Payload::TradeRecordRetracted(_) => EventKind::TradeRecordRetracted,
+            Payload::Agreement(_) => EventKind::Agreement,
+            Payload::AgreementStatusChanged(_) => EventKind::AgreementStatusChanged,
+        }
+    }
+}
+
 /// An event as a feed sends it. Two events are "the same" when they are equal
 /// as values: normalisation happened while parsing.
 #[derive(Clone, PartialEq, Eq, Debug)]

@@ -13,44 +13,17 @@ mod period;
 mod sector;
 mod text;
 mod time;
+mod violations;
 
 pub use country::Country;
 pub use event::{
     Agreement, AgreementId, AgreementKind, AgreementParts, AgreementStatus, AgreementStatusChanged,
-    CommodityScope, Event, EventId, FeedName, Flow, HsCode, Payload, StoredEvent, TradeFigureKey,
-    TradeRecord, TradeRecordRetracted,
+    CommodityScope, Event, EventId, EventKind, FeedName, Flow, HsCode, Payload, StoredEvent,
+    TradeFigureKey, TradeRecord, TradeRecordRetracted,
 };
 pub use money::{Quantity, UsdAmount};
 pub use period::{Frequency, Period};
 pub use sector::Sector;
 pub use text::Text;
 pub use time::{Date, Timestamp};
-
-/// One bad field of a request: `field` is a dot-separated path relative to
-/// whatever is being parsed (callers prefix it as they nest).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
-    }
-
-    /// The same violation seen from one level up: `prefix.field`.
-    pub fn nested(mut self, prefix: &str) -> Self {
-        self.field = if prefix.is_empty() {
-            self.field
-        } else if self.field.is_empty() {
-            prefix.to_owned()
-        } else {
-            format!("{prefix}.{}", self.field)
-        };
-        self
-    }
-}
+pub use violations::{FieldViolation, Violations};

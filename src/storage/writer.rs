@@ -18,10 +18,10 @@
 //! unknown, so it refuses every later job until the server restarts and
 //! recovers from the log.
 
-use super::layout;
+use super::{layout, log};
 use super::{storage_error, Prepared, Projection, Shared, Syncer};
 use crate::domain::{EventId, Payload, StoredEvent, Timestamp};
-use crate::error::Error;
+use crate::error::{Error, Retry};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,7 +41,10 @@ pub(super) enum Msg {
 /// One all-or-nothing append request.
 pub(super) struct Job {
     pub events: Vec<Prepared>,
-    pub reply: oneshot::Sender<Result<Vec<Outcome>, Error>>,
+    pub reply: Reply,
+    /// The span of the request that sent it: what the writer and the
+    /// publisher log about this request is logged inside it.
+    pub span: tracing::Span,
 }
 
 /// What happened to one event of an acknowledged request.
@@ -56,13 +59,22 @@ pub struct Outcome {
 /// waits when the publisher is this far behind.
 pub const PUBLISH_QUEUE: usize = 2;
 
-type Reply = oneshot::Sender<Result<Vec<Outcome>, Error>>;
+pub(super) type Reply = oneshot::Sender<Result<Vec<Outcome>, Error>>;
+
+/// A request's answer, waiting for its group to be published.
+struct Answer {
+    reply: Reply,
+    result: Result<Vec<Outcome>, Error>,
+    span: tracing::Span,
+}
 
 /// A committed group on its way to the readers and the appenders.
 struct Committed {
+    /// The group's number, counted from 1 since the store opened (in logs).
+    group: u64,
     /// The group's new events (none when every event was a duplicate).
     stored: Vec<StoredEvent>,
-    answers: Vec<(Reply, Result<Vec<Outcome>, Error>)>,
+    answers: Vec<Answer>,
 }
 
 /// Publishes committed groups in order: projection first, then the durable
@@ -73,8 +85,21 @@ fn publish(shared: &Shared, projection: &dyn Projection, group: Committed) {
         shared.durable.store(last, Ordering::Release);
         shared.durable_tx.send_replace(last);
     }
-    for (reply, result) in group.answers {
-        let _ = reply.send(result);
+    let traced = tracing::enabled!(tracing::Level::DEBUG);
+    for answer in group.answers {
+        if traced {
+            answer.span.in_scope(|| match &answer.result {
+                Ok(outcomes) => tracing::debug!(
+                    group = group.group,
+                    events = outcomes.len(),
+                    duplicates = outcomes.iter().filter(|o| o.duplicate).count(),
+                    first_sequence = outcomes.iter().map(|o| o.sequence).min(),
+                    "durable and visible; acknowledging"
+                ),
+                Err(e) => tracing::debug!(group = group.group, error = %e, "refused by the writer"),
+            });
+        }
+        let _ = answer.reply.send(answer.result);
     }
 }
 
@@ -96,7 +121,12 @@ pub(super) struct Writer {
     max_group_events: usize,
     /// Set after a failed write or fsync.
     failed: Option<String>,
-    /// The publisher thread's queue, while it runs.
+    /// Groups committed since the store opened (names each group in logs).
+    groups: u64,
+    /// The publisher thread's queue, while it runs: bounded by
+    /// [`PUBLISH_QUEUE`] so that the writer, not memory, absorbs a publisher
+    /// that falls behind (the writer waits in `send`, its own queue fills and
+    /// appenders wait).
     publisher: Option<std::sync::mpsc::SyncSender<Committed>>,
 }
 
@@ -117,6 +147,7 @@ impl Writer {
             next_sequence,
             max_group_events,
             failed: None,
+            groups: 0,
             publisher: None,
         }
     }
@@ -181,9 +212,7 @@ impl Writer {
         rx.close();
         while let Ok(msg) = rx.try_recv() {
             if let Msg::Append(job) = msg {
-                let _ = job.reply.send(Err(Error::Unavailable(
-                    "the store is closed: the server is shutting down".into(),
-                )));
+                let _ = job.reply.send(Err(Error::ShuttingDown(Retry::Later)));
             }
         }
         if let Err(e) = self.shared.db.flush() {
@@ -205,12 +234,19 @@ impl Writer {
             }
             return;
         }
+        self.groups += 1;
         let events: usize = group.iter().map(|job| job.events.len()).sum();
+        let span = tracing::debug_span!(
+            "group_commit",
+            group = self.groups,
+            requests = group.len(),
+            events,
+        );
+        let _entered = span.enter();
         let mut staged: Vec<Staged> = Vec::with_capacity(events);
         let mut staged_ids: IdMap = IdMap::with_capacity_and_hasher(events, Default::default());
         let mut staged_agreements: HashMap<String, usize> = HashMap::new();
-        let mut answers: Vec<(oneshot::Sender<_>, Result<Vec<Outcome>, Error>)> =
-            Vec::with_capacity(group.len());
+        let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
 
         for job in group {
             let mark = staged.len();
@@ -227,7 +263,11 @@ impl Writer {
                 }
                 staged_agreements.retain(|_, i| *i < mark);
             }
-            answers.push((job.reply, result));
+            answers.push(Answer {
+                reply: job.reply,
+                result,
+                span: job.span,
+            });
         }
 
         let mut stored = Vec::new();
@@ -237,8 +277,8 @@ impl Writer {
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; refusing further writes");
                     self.failed = Some(e.to_string());
-                    for (reply, _) in answers {
-                        let _ = reply.send(Err(Error::Unavailable(format!(
+                    for answer in answers {
+                        let _ = answer.reply.send(Err(Error::Unavailable(format!(
                             "the store failed to write ({e}); nothing of this request was acknowledged"
                         ))));
                     }
@@ -248,7 +288,11 @@ impl Writer {
         }
         // Even a group of duplicates goes through the publisher: a duplicate's
         // sequence may belong to a group still being published.
-        let group = Committed { stored, answers };
+        let group = Committed {
+            group: self.groups,
+            stored,
+            answers,
+        };
         match &self.publisher {
             Some(tx) => {
                 if let Err(std::sync::mpsc::SendError(group)) = tx.send(group) {
@@ -345,12 +389,13 @@ impl Writer {
         let first = staged[0].sequence;
         let events: Vec<&[u8]> = staged.iter().map(|s| s.prepared.bytes.as_slice()).collect();
         let fingerprints: Vec<u64> = staged.iter().map(|s| s.fingerprint).collect();
-        super::add_log_entries(&mut batch, first, &events, &now)?;
-        super::add_fingerprints(&mut batch, first, &fingerprints);
+        log::add_entries(&mut batch, first, &events, &now)?;
+        log::add_fingerprints(&mut batch, first, &fingerprints);
         for (id, &i) in agreements {
             batch.insert(layout::agreement_key(id), &staged[i].sequence.to_be_bytes());
         }
 
+        let started = std::time::Instant::now();
         self.shared
             .tree
             .apply_batch(batch)
@@ -359,7 +404,16 @@ impl Writer {
             .db
             .flush()
             .map_err(|e| storage_error("flush", e))?;
+        let flushed = std::time::Instant::now();
         self.syncer.sync().map_err(|e| storage_error("fsync", e))?;
+        tracing::debug!(
+            first_sequence = first,
+            new_events = staged.len(),
+            bytes = events.iter().map(|e| e.len()).sum::<usize>(),
+            write_us = (flushed - started).as_micros() as u64,
+            fsync_us = flushed.elapsed().as_micros() as u64,
+            "written and fsynced"
+        );
         Ok(now)
     }
 
@@ -379,13 +433,8 @@ impl Writer {
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for s in &staged {
-                if let std::collections::hash_map::Entry::Vacant(e) =
-                    ids.by_fingerprint.entry(s.fingerprint)
-                {
-                    e.insert(s.sequence);
-                } else {
-                    ids.collided
-                        .insert(s.prepared.event().id.as_str().to_owned(), s.sequence);
+                if ids.insert(s.fingerprint, s.sequence).is_err() {
+                    ids.insert_collided(s.prepared.event().id.as_str().to_owned(), s.sequence);
                 }
             }
         }

@@ -4,419 +4,58 @@
 //! sequence ("as-of reads") without touching the log.
 //!
 //! Built by replaying the log at startup and kept current by the store's
-//! writer after each fsync (through `storage::Projection`). Readers take a
-//! read lock for one bounded chunk of work at a time and filter by their
-//! snapshot sequence, so writes never change an answer in progress.
+//! publisher thread after each fsync (through `storage::Projection`). Readers
+//! take a read lock for one bounded chunk of work at a time and filter by
+//! their snapshot sequence, so writes never change an answer in progress.
 //!
 //! Each (reporter, partner) pair also keeps rollups: the current sums of its
 //! summing cells per (commodity level, period, sector), updated as each
 //! figure changes. A view at a snapshot no older than the pair's last change
 //! reads them instead of the figures.
 //!
+//! One file per job: `index` (the data and how an event is folded in),
+//! `rollup`, `totals` (the summing rules), `filter` (levels, period ranges,
+//! figure filters), `slices` (country and sector views), `records`
+//! (StreamTradeRecords), `agreements`, `aggregate`.
+//!
 //! Depends only on the domain; must not depend on the generated code, tonic
 //! or sled.
 
-mod compute;
+mod aggregate;
+mod agreements;
+mod filter;
+mod index;
+mod records;
+mod rollup;
+mod slices;
+mod totals;
 
-pub use compute::{
-    aggregate, agreement_state, growth_hundredths, next_records, pair_slices, partners_of,
-    percent_of_hundredths, period_dates, sector_pairs, AgreementState, Cell, CommodityLevel,
-    FigureFilter, FlowTotals, GroupDim, GroupKey, PeriodRange, RecordPosition, SliceData,
-    SliceSpec, StatusEntry,
-};
+pub(crate) use aggregate::{aggregate, GroupDim, GroupKey};
+pub(crate) use agreements::{agreement_state, AgreementState};
+pub(crate) use filter::{CommodityLevel, FigureFilter, PeriodRange};
+pub(crate) use index::{scope_sector, FigureAt, FigureKey, Index};
+pub(crate) use records::{next_records, RecordPosition};
+pub(crate) use slices::{pair_slices, partners_of, sector_pairs, SliceData, SliceSpec};
+pub(crate) use totals::{growth_hundredths, percent_of_hundredths, FlowTotals};
 
-use crate::domain::{
-    Agreement, AgreementId, AgreementStatus, CommodityScope, Country, Date, Flow, Frequency,
-    Payload, Period, Quantity, Sector, StoredEvent, Text, TradeFigureKey,
-};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use crate::domain::StoredEvent;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-/// The figure part of a natural key below the (reporter, partner) pair,
-/// ordered period first so that a period range is one range scan, then by
-/// commodity, then flow.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub struct FigureKey {
-    // Field order is the sort order: a period's figures are contiguous, and
-    // within it the flows of one commodity (one summing cell) are adjacent.
-    pub period: Period,
-    pub scope: CommodityScope,
-    pub flow: Flow,
-}
-
-impl FigureKey {
-    /// The smallest key of a period.
-    pub fn first_of(period: Period) -> Self {
-        FigureKey {
-            period,
-            scope: CommodityScope::All,
-            flow: Flow::Export,
-        }
-    }
-
-    /// The largest key of a period.
-    pub fn last_of(period: Period) -> Self {
-        FigureKey {
-            period,
-            scope: CommodityScope::Sector(Sector::Other),
-            flow: Flow::Turnover,
-        }
-    }
-}
-
-/// What a figure says besides its key and value. Kept once and shared by
-/// every revision that says the same: most figures of a feed share their
-/// source and have no quantity or note.
-#[derive(PartialEq, Eq, Hash, Debug)]
-pub struct Details {
-    pub quantity: Option<Quantity>,
-    pub source: Text<512>,
-    pub note: Text<2048>,
-}
-
-/// One revision of a figure: its value and details, or (`details` is
-/// `None`) a retraction.
-#[derive(Clone, Debug)]
-pub struct Revision {
-    pub sequence: u64,
-    /// Billionths of a US dollar; 0 for a retraction.
-    pub value: u128,
-    pub details: Option<Arc<Details>>,
-}
-
-impl Revision {
-    /// The value, unless this is a retraction.
-    pub fn current_value(&self) -> Option<u128> {
-        self.details.as_ref().map(|_| self.value)
-    }
-}
-
-/// A figure as of a snapshot.
-#[derive(Clone, Debug)]
-pub struct FigureAt {
-    pub value: u128,
-    pub details: Arc<Details>,
-    /// 1 for the first record of the key.
-    pub revision: u32,
-    pub sequence: u64,
-}
-
-/// The latest revision at or before `snapshot`, if it is not a retraction.
-pub fn figure_at(revisions: &[Revision], snapshot: u64) -> Option<FigureAt> {
-    let upto = revisions.partition_point(|r| r.sequence <= snapshot);
-    let last = revisions[..upto].last()?;
-    let details = last.details.clone()?;
-    let revision = revisions[..upto]
-        .iter()
-        .filter(|r| r.details.is_some())
-        .count() as u32;
-    Some(FigureAt {
-        value: last.value,
-        details,
-        revision,
-        sequence: last.sequence,
-    })
-}
-
-/// Every figure between one reporter and one partner, with the rollups of
-/// their current values.
+/// The shared views: one index behind a read-write lock. The publisher
+/// thread takes the write lock once per committed group; each query takes
+/// the read lock for one bounded chunk of its answer, so neither waits long.
 #[derive(Default)]
-pub struct Pair {
-    pub figures: BTreeMap<FigureKey, Vec<Revision>>,
-    pub rollups: BTreeMap<RollupKey, Sums>,
-    /// Sequence of the last change to this pair's figures: rollups describe
-    /// every snapshot from here on.
-    pub changed: u64,
-}
-
-/// A rollup group of one pair: the cells of one commodity level in one
-/// period and one sector; all-commodity cells (which have no sector) under
-/// `None`. A level's period range is one range scan, and the totals of every
-/// sector are the merge of the period's groups.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-pub struct RollupKey {
-    // Field order is the sort order.
-    pub level: CommodityLevel,
-    pub period: Period,
-    pub sector: Option<Sector>,
-}
-
-/// Exact sums of a set of summing cells, kept as counts so that a cell can
-/// be taken out again when one of its figures is revised or retracted.
-#[derive(Clone, Copy, Default, Debug)]
-pub struct Sums {
-    flows: [u128; 5],
-    /// Cells that have a figure of each flow.
-    with_flow: [u32; 5],
-    total: u128,
-    with_total: u32,
-    without_total: u32,
-    /// Figures in those cells (at most five per cell): a u32 keeps `Sums`
-    /// at 128 bytes.
-    figures: u32,
-}
-
-impl Sums {
-    fn add(&mut self, c: &Cell) {
-        self.change(c, |a, b| a + b, |a, b| a + b);
-    }
-
-    /// Takes out a cell added before.
-    fn remove(&mut self, c: &Cell) {
-        self.change(c, |a, b| a - b, |a, b| a - b);
-    }
-
-    /// Adds or takes out `c`: `sum` on amounts, `count` on counts.
-    fn change(&mut self, c: &Cell, sum: fn(u128, u128) -> u128, count: fn(u32, u32) -> u32) {
-        let mut figures = 0;
-        for (i, v) in c.flows().into_iter().enumerate() {
-            if let Some(v) = v {
-                self.flows[i] = sum(self.flows[i], v);
-                self.with_flow[i] = count(self.with_flow[i], 1);
-                figures += 1;
-            }
-        }
-        match c.total() {
-            Some(t) => {
-                self.total = sum(self.total, t);
-                self.with_total = count(self.with_total, 1);
-            }
-            None => self.without_total = count(self.without_total, 1),
-        }
-        self.figures = count(self.figures, figures);
-    }
-
-    /// The totals, or `None` when no cell is left.
-    pub fn totals(&self) -> Option<FlowTotals> {
-        if self.with_total + self.without_total == 0 {
-            return None;
-        }
-        let flow = |i: usize| (self.with_flow[i] > 0).then_some(self.flows[i]);
-        Some(FlowTotals {
-            exports: flow(0),
-            imports: flow(1),
-            re_exports: flow(2),
-            re_imports: flow(3),
-            turnover: flow(4),
-            total: (self.with_total > 0).then_some(self.total),
-            figures: u64::from(self.figures),
-            cells_without_total: u64::from(self.without_total),
-        })
-    }
-}
-
-impl Pair {
-    /// The current cell of (period, scope); no figures when it has none.
-    fn cell(&self, period: Period, scope: CommodityScope) -> Cell {
-        let mut cell = Cell::default();
-        let first = FigureKey {
-            period,
-            scope,
-            flow: Flow::Export,
-        };
-        let last = FigureKey {
-            flow: Flow::Turnover,
-            ..first
-        };
-        for (key, revisions) in self.figures.range(first..=last) {
-            if let Some(value) = revisions.last().and_then(Revision::current_value) {
-                cell.add(key.flow, value);
-            }
-        }
-        cell
-    }
-}
-
-/// One version of an agreement, or a status change of it.
-#[derive(Clone, Debug)]
-pub enum AgreementEntry {
-    Version(Arc<Agreement>),
-    Status {
-        status: AgreementStatus,
-        effective_on: Date,
-        note: Text<2048>,
-    },
-}
-
-/// The whole in-memory index.
-#[derive(Default)]
-pub struct Index {
-    /// reporter → partner → the pair's figures (revisions in ascending
-    /// sequence) and rollups.
-    pub figures: BTreeMap<Country, BTreeMap<Country, Pair>>,
-    /// (sector, frequency, year) → the (reporter, partner) pairs with
-    /// figures of it, in any version.
-    pub by_sector: BTreeMap<(Sector, Frequency, u16), BTreeSet<(Country, Country)>>,
-    /// agreement id → its entries (ascending sequence).
-    pub agreements: BTreeMap<AgreementId, Vec<(u64, AgreementEntry)>>,
-    /// party → agreements that named it in any version.
-    pub agreements_by_party: BTreeMap<Country, BTreeSet<AgreementId>>,
-    /// Every distinct figure details, shared by the revisions (xxh3: one
-    /// lookup per record applied).
-    details: HashSet<Arc<Details>, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
-    /// Highest sequence applied.
-    pub applied: u64,
-}
-
-/// The sector of a commodity scope, if it has one.
-pub fn scope_sector(scope: &CommodityScope) -> Option<Sector> {
-    match scope {
-        CommodityScope::All => None,
-        CommodityScope::Hs(h) => Some(h.sector()),
-        CommodityScope::Sector(s) => Some(*s),
-    }
-}
-
-impl Index {
-    fn apply(&mut self, e: StoredEvent) {
-        if e.sequence <= self.applied {
-            return; // replayed twice: already applied
-        }
-        self.applied = e.sequence;
-        match e.event.payload {
-            Payload::TradeRecord(r) => {
-                let details = self.intern(Details {
-                    quantity: r.quantity,
-                    source: r.source,
-                    note: r.note,
-                });
-                let revision = Revision {
-                    sequence: e.sequence,
-                    value: r.value.total_nanos(),
-                    details: Some(details),
-                };
-                self.push_revision(&r.key, revision);
-            }
-            Payload::TradeRecordRetracted(r) => {
-                let revision = Revision {
-                    sequence: e.sequence,
-                    value: 0,
-                    details: None,
-                };
-                self.push_revision(&r.key, revision);
-            }
-            Payload::Agreement(a) => {
-                for p in a.parties() {
-                    self.agreements_by_party
-                        .entry(*p)
-                        .or_default()
-                        .insert(a.id.clone());
-                }
-                self.agreements
-                    .entry(a.id.clone())
-                    .or_default()
-                    .push((e.sequence, AgreementEntry::Version(Arc::new(a))));
-            }
-            Payload::AgreementStatusChanged(c) => {
-                self.agreements
-                    .entry(c.agreement_id.clone())
-                    .or_default()
-                    .push((
-                        e.sequence,
-                        AgreementEntry::Status {
-                            status: c.status,
-                            effective_on: c.effective_on,
-                            note: c.note,
-                        },
-                    ));
-            }
-        }
-    }
-
-    /// The shared copy of `details`.
-    fn intern(&mut self, details: Details) -> Arc<Details> {
-        if let Some(shared) = self.details.get(&details) {
-            return Arc::clone(shared);
-        }
-        let shared = Arc::new(details);
-        self.details.insert(Arc::clone(&shared));
-        shared
-    }
-
-    fn push_revision(&mut self, natural: &TradeFigureKey, r: Revision) {
-        let sequence = r.sequence;
-        let (reporter, partner) = (natural.reporter(), natural.partner());
-        let key = FigureKey {
-            period: natural.period,
-            flow: natural.flow,
-            scope: natural.commodity,
-        };
-        let sector = scope_sector(&key.scope);
-        if let Some(sector) = sector {
-            let pairs = self
-                .by_sector
-                .entry((sector, key.period.frequency(), key.period.year()))
-                .or_default();
-            if !pairs.contains(&(reporter, partner)) {
-                pairs.insert((reporter, partner));
-            }
-        }
-        let pair = self
-            .figures
-            .entry(reporter)
-            .or_default()
-            .entry(partner)
-            .or_default();
-        let before = pair.cell(key.period, key.scope);
-        let revisions = pair
-            .figures
-            .entry(key)
-            // Most figures are never revised: no spare capacity.
-            .or_insert_with(|| Vec::with_capacity(1));
-        let value = |r: Option<&Revision>| r.and_then(Revision::current_value);
-        let mut after = before;
-        after.replace(key.flow, value(revisions.last()), value(Some(&r)));
-        revisions.push(r);
-        pair.changed = sequence;
-        let level = CommodityLevel::of(&key.scope);
-        let sums = pair
-            .rollups
-            .entry(RollupKey {
-                level,
-                period: key.period,
-                sector,
-            })
-            .or_default();
-        if before.figures > 0 {
-            sums.remove(&before);
-        }
-        if after.figures > 0 {
-            sums.add(&after);
-        }
-    }
-
-    /// The latest version of an agreement at or before `sequence`.
-    pub fn agreement_at(&self, id: &AgreementId, sequence: u64) -> Option<Arc<Agreement>> {
-        self.agreements
-            .get(id)?
-            .iter()
-            .take_while(|(s, _)| *s <= sequence)
-            .filter_map(|(_, e)| match e {
-                AgreementEntry::Version(a) => Some(Arc::clone(a)),
-                AgreementEntry::Status { .. } => None,
-            })
-            .last()
-    }
-
-    /// The figures of one (reporter, partner) pair.
-    pub fn pair(&self, reporter: Country, partner: Country) -> Option<&Pair> {
-        self.figures.get(&reporter).and_then(|m| m.get(&partner))
-    }
-}
-
-/// The shared views: one index behind a read-write lock.
-#[derive(Default)]
-pub struct Views {
+pub(crate) struct Views {
     index: RwLock<Index>,
 }
 
 impl Views {
-    pub fn new() -> Arc<Views> {
+    pub(crate) fn new() -> Arc<Views> {
         Arc::new(Views::default())
     }
 
     /// Applies durable events in sequence order.
-    pub fn apply(&self, events: Vec<StoredEvent>) {
+    pub(crate) fn apply(&self, events: Vec<StoredEvent>) {
         // A poisoned lock means a reader panicked; the index itself is intact.
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         for e in events {
@@ -425,7 +64,7 @@ impl Views {
     }
 
     /// Read access for one bounded piece of work.
-    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
     }
 }

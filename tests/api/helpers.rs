@@ -1,9 +1,9 @@
 //! Shared test helpers: a real server on 127.0.0.1:0 over a temporary store,
 //! generated clients, and event builders.
 
+use caravan::grpc::server::{self, RunningServer, ServerConfig};
 use caravan::proto::v1 as pb;
 use caravan::proto::v1::ingest_service_client::IngestServiceClient;
-use caravan::server::{self, RunningServer, ServerConfig};
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 use tonic::transport::Channel;
@@ -210,7 +210,7 @@ pub async fn load_seed(app: &TestApp) -> u64 {
         include_str!("../../data/seed/agreements.jsonl"),
         include_str!("../../data/seed/trade.jsonl"),
     ] {
-        let events = caravan::jsonl::parse_events(text).expect("seed parses");
+        let events = caravan::tools::jsonl::parse_events(text).expect("seed parses");
         append(&mut client, events).await.expect("seed loads");
     }
     last_sequence(&mut client).await

@@ -17,19 +17,32 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireErro
 use tokio_stream::Stream;
 use tonic::Status;
 
+/// A streamed message (a page of records, a batch of events) is closed once
+/// what it holds reaches this many encoded bytes: well under the 4 MiB
+/// default message limit, whatever the sizes of its items.
+pub(crate) const MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// An item in the buffer, with its share of the byte budget.
 type Queued<T> = (T, Option<OwnedSemaphorePermit>);
 
 /// The producer's side.
-pub struct Producer<T> {
+pub(crate) struct Producer<T> {
+    /// The buffer, bounded by a number of items: when it is full the producer
+    /// waits in `send` (or gets its item back from `try_send`) until the
+    /// response body takes one, so a client that does not read stops only its
+    /// own producer. Closed when the client goes away.
     items: mpsc::Sender<Queued<T>>,
+    /// The final status, on its own one-shot so that it never waits for room
+    /// in the buffer and still comes after every buffered item.
     end: oneshot::Sender<Status>,
-    /// The byte budget and its size, when the buffer has one.
+    /// The byte budget and its size, when the buffer has one: each queued item
+    /// holds permits for its encoded size until the body takes it, so the
+    /// buffer also holds at most this many bytes (one larger item alone).
     budget: Option<(Arc<Semaphore>, usize)>,
 }
 
 /// Why [`Producer::try_send`] did not queue an item.
-pub enum TrySend<T> {
+pub(crate) enum TrySend<T> {
     /// No room now: the item comes back.
     Full(T),
     /// The client is gone.
@@ -39,12 +52,12 @@ pub enum TrySend<T> {
 impl<T> Producer<T> {
     /// Ends the stream with `status` after the items already buffered;
     /// never waits for the client.
-    pub fn fail(self, status: Status) {
+    pub(crate) fn fail(self, status: Status) {
         let _ = self.end.send(status);
     }
 
     /// Queues `item` (about `bytes` long when encoded) if there is room now.
-    pub fn try_send(&self, item: T, bytes: usize) -> Result<(), TrySend<T>> {
+    pub(crate) fn try_send(&self, item: T, bytes: usize) -> Result<(), TrySend<T>> {
         let permit = match &self.budget {
             None => None,
             Some((budget, size)) => {
@@ -88,14 +101,14 @@ fn share(bytes: usize, budget: usize) -> u32 {
 }
 
 /// The response body handed to tonic.
-pub struct Answer<T> {
+pub(crate) struct Answer<T> {
     items: mpsc::Receiver<Queued<T>>,
     end: Option<oneshot::Receiver<Status>>,
 }
 
 /// A bounded producer/answer pair holding at most `capacity` items and, with
 /// `budget_bytes`, items of at most that many bytes together.
-pub fn channel<T>(capacity: usize, budget_bytes: Option<usize>) -> (Producer<T>, Answer<T>) {
+pub(crate) fn channel<T>(capacity: usize, budget_bytes: Option<usize>) -> (Producer<T>, Answer<T>) {
     let (items, rx) = mpsc::channel(capacity.max(1));
     let (end, end_rx) = oneshot::channel();
     // Semaphore permits are u32-sized per acquire and usize in total.

@@ -1,22 +1,14 @@
-//! `caravan query …` and `caravan subscribe`: the query and subscription RPCs
-//! from a terminal, as aligned tables with money in readable units, or as one
-//! proto3 JSON object per line (`--output json`).
+//! `caravan query …`: the query RPCs from a terminal, as aligned tables with
+//! money in readable units, or as one proto3 JSON object per line
+//! (`--output json`).
 
-use super::{CliError, ConnectArgs};
-use crate::jsonl::message_to_json;
+use super::{drain, json, list, CliError, ConnectArgs, Output, SectorArg};
 use crate::proto::v1 as pb;
 use crate::proto::v1::query_service_client::QueryServiceClient;
-use crate::proto::v1::subscription_service_client::SubscriptionServiceClient;
-use crate::report::{self, percent, period, signed_bn, usd_bn};
+use crate::tools::terminal::{self, percent, period, signed_bn, usd_bn};
 use clap::ValueEnum;
 use prost::Message;
 use tonic::Streaming;
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
-    Table,
-    Json,
-}
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum FrequencyArg {
@@ -36,61 +28,12 @@ pub enum LevelArg {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum SectorArg {
-    AgricultureFood,
-    Energy,
-    MiningMetals,
-    Chemicals,
-    MachineryElectronics,
-    Textiles,
-    ConstructionInfrastructure,
-    TransportLogistics,
-    DigitalEconomy,
-    FinanceInvestment,
-    Tourism,
-    Healthcare,
-    GreenDevelopment,
-    Other,
-}
-
-impl SectorArg {
-    fn wire(self) -> i32 {
-        use crate::domain::Sector as S;
-        let sector = match self {
-            SectorArg::AgricultureFood => S::AgricultureFood,
-            SectorArg::Energy => S::Energy,
-            SectorArg::MiningMetals => S::MiningMetals,
-            SectorArg::Chemicals => S::Chemicals,
-            SectorArg::MachineryElectronics => S::MachineryElectronics,
-            SectorArg::Textiles => S::Textiles,
-            SectorArg::ConstructionInfrastructure => S::ConstructionInfrastructure,
-            SectorArg::TransportLogistics => S::TransportLogistics,
-            SectorArg::DigitalEconomy => S::DigitalEconomy,
-            SectorArg::FinanceInvestment => S::FinanceInvestment,
-            SectorArg::Tourism => S::Tourism,
-            SectorArg::Healthcare => S::Healthcare,
-            SectorArg::GreenDevelopment => S::GreenDevelopment,
-            SectorArg::Other => S::Other,
-        };
-        crate::convert::pb_sector(sector) as i32
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum GroupArg {
     Reporter,
     Partner,
     Flow,
     Sector,
     Period,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug)]
-pub enum KindArg {
-    TradeRecord,
-    TradeRecordRetracted,
-    Agreement,
-    AgreementStatusChanged,
 }
 
 /// Options every query takes.
@@ -164,15 +107,6 @@ fn level(l: Option<LevelArg>) -> i32 {
         Some(LevelArg::Hs6) => pb::CommodityLevel::Hs6 as i32,
         Some(LevelArg::Sector) => pb::CommodityLevel::Sector as i32,
     }
-}
-
-fn list(values: &[String]) -> Vec<String> {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 #[derive(clap::Args, Debug)]
@@ -285,20 +219,6 @@ pub enum QueryCommand {
     Mirror(CountryArgs),
 }
 
-async fn drain<T>(
-    mut s: Streaming<T>,
-    mut each: impl FnMut(T) -> Result<(), CliError>,
-) -> Result<(), CliError> {
-    while let Some(m) = s
-        .message()
-        .await
-        .map_err(|st| format!("{:?}: {}", st.code(), st.message()))?
-    {
-        each(m)?;
-    }
-    Ok(())
-}
-
 /// Prints a query's answer: one proto3 JSON object per message, or `table`
 /// with a row (or rows) added by `rows` for each message.
 async fn show<T: Message>(
@@ -319,11 +239,6 @@ async fn show<T: Message>(
     if output == Output::Table {
         println!("{table}");
     }
-    Ok(())
-}
-
-fn json<M: Message>(m: &M, name: &str) -> Result<(), CliError> {
-    println!("{}", message_to_json(m, name)?);
     Ok(())
 }
 
@@ -362,7 +277,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 .stream_country_cooperation(country_request(&a)?)
                 .await?
                 .into_inner();
-            let t = report::table(&[
+            let t = terminal::table(&[
                 "partner",
                 "period",
                 "exports",
@@ -403,7 +318,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 .stream_country_cooperation(country_request(&a)?)
                 .await?
                 .into_inner();
-            let t = report::table(&[
+            let t = terminal::table(&[
                 "partner", "period", "compared", "own", "mirror", "gap", "gap %",
             ]);
             show(
@@ -451,7 +366,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 resume_after: Vec::new(),
             };
             let s = q.stream_sector_cooperation(request).await?.into_inner();
-            let t = report::table(&[
+            let t = terminal::table(&[
                 "reporter", "partner", "period", "exports", "imports", "total", "growth", "gap",
             ]);
             show(
@@ -484,7 +399,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 resume_after: Vec::new(),
             };
             let s = q.stream_trade_records(request).await?.into_inner();
-            let t = report::table(&[
+            let t = terminal::table(&[
                 "reporter",
                 "partner",
                 "flow",
@@ -504,7 +419,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                         let Some(r) = v.record else { continue };
                         let commodity = match r.commodity.and_then(|c| c.scope) {
                             Some(pb::commodity_scope::Scope::HsCode(h)) => format!("HS {h}"),
-                            Some(pb::commodity_scope::Scope::Sector(s)) => report::sector(s),
+                            Some(pb::commodity_scope::Scope::Sector(s)) => terminal::sector(s),
                             _ => "all".into(),
                         };
                         let flow = flow_name(r.flow);
@@ -547,7 +462,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 resume_after: Vec::new(),
             };
             let s = q.aggregate(request).await?.into_inner();
-            let t = report::table(&[
+            let t = terminal::table(&[
                 "reporter", "partner", "flow", "sector", "period", "exports", "imports",
                 "turnover", "total", "figures",
             ]);
@@ -567,7 +482,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                         if g.sector == 0 {
                             String::new()
                         } else {
-                            report::sector(g.sector)
+                            terminal::sector(g.sector)
                         },
                         g.period
                             .as_ref()
@@ -592,7 +507,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 ..Default::default()
             };
             let s = q.stream_agreements(request).await?.into_inner();
-            let t = report::table(&[
+            let t = terminal::table(&[
                 "id", "signed", "venue", "status", "parties", "sectors", "title",
             ]);
             show(
@@ -622,7 +537,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                         ag.parties.join(" "),
                         ag.sectors
                             .iter()
-                            .map(|s| report::sector(*s))
+                            .map(|s| terminal::sector(*s))
                             .collect::<Vec<_>>()
                             .join(", "),
                         ag.title,
@@ -632,85 +547,5 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
             .await?;
         }
     }
-    Ok(0)
-}
-
-#[derive(clap::Args, Debug)]
-pub struct SubscribeArgs {
-    /// Start after this sequence (a previous event's sequence or checkpoint).
-    #[arg(long, conflicts_with = "from_beginning")]
-    pub from: Option<u64>,
-    /// Start with the first stored event (default: only new events).
-    #[arg(long)]
-    pub from_beginning: bool,
-    #[arg(long)]
-    pub countries: Vec<String>,
-    #[arg(long, value_enum)]
-    pub sectors: Vec<SectorArg>,
-    #[arg(long, value_enum)]
-    pub kinds: Vec<KindArg>,
-    #[arg(long, value_enum, default_value = "table")]
-    pub output: Output,
-    #[command(flatten)]
-    pub connect: ConnectArgs,
-}
-
-/// Runs `caravan subscribe`: prints events as they arrive until interrupted.
-pub async fn subscribe(a: SubscribeArgs) -> Result<u8, CliError> {
-    use pb::subscribe_request::Start;
-    let start = match (a.from, a.from_beginning) {
-        (Some(n), _) => Start::AfterSequence(n),
-        (None, true) => Start::FromBeginning(pb::FromBeginning {}),
-        (None, false) => Start::FromNow(pb::FromNow {}),
-    };
-    let request = pb::SubscribeRequest {
-        start: Some(start),
-        kinds: a
-            .kinds
-            .iter()
-            .map(|k| match k {
-                KindArg::TradeRecord => pb::EventKind::TradeRecord,
-                KindArg::TradeRecordRetracted => pb::EventKind::TradeRecordRetracted,
-                KindArg::Agreement => pb::EventKind::Agreement,
-                KindArg::AgreementStatusChanged => pb::EventKind::AgreementStatusChanged,
-            } as i32)
-            .collect(),
-        countries: list(&a.countries),
-        sectors: a.sectors.iter().map(|s| s.wire()).collect(),
-    };
-    let mut client = SubscriptionServiceClient::new(a.connect.connect().await?);
-    let s = client.subscribe(request).await?.into_inner();
-    drain(s, |m| {
-        for e in &m.events {
-            match a.output {
-                Output::Json => json(e, "caravan.v1.StoredEvent")?,
-                Output::Table => {
-                    let what = match e.event.as_ref().and_then(|e| e.payload.as_ref()) {
-                        Some(pb::event::Payload::TradeRecord(r)) => format!(
-                            "trade {} → {} {} {}",
-                            r.reporter,
-                            r.partner,
-                            period(r.period.as_ref()),
-                            usd_bn(r.value.as_ref())
-                        ),
-                        Some(pb::event::Payload::TradeRecordRetracted(r)) => {
-                            format!("retraction: {}", r.reason)
-                        }
-                        Some(pb::event::Payload::Agreement(ag)) => {
-                            format!("agreement {}: {}", ag.agreement_id, ag.title)
-                        }
-                        Some(pb::event::Payload::AgreementStatusChanged(c)) => {
-                            format!("status change of {}", c.agreement_id)
-                        }
-                        None => String::new(),
-                    };
-                    let id = e.event.as_ref().map(|e| e.event_id.as_str()).unwrap_or("");
-                    println!("{:>10}  {id}  {what}", e.sequence);
-                }
-            }
-        }
-        Ok(())
-    })
-    .await?;
     Ok(0)
 }

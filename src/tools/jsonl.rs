@@ -56,10 +56,10 @@ pub fn parse_events(text: &str) -> Result<Vec<pb::Event>, String> {
 mod tests {
     #[test]
     fn the_seed_files_parse() {
-        let trade = super::parse_events(include_str!("../data/seed/trade.jsonl")).unwrap();
+        let trade = super::parse_events(include_str!("../../data/seed/trade.jsonl")).unwrap();
         assert_eq!(trade.len(), 38);
         let agreements =
-            super::parse_events(include_str!("../data/seed/agreements.jsonl")).unwrap();
+            super::parse_events(include_str!("../../data/seed/agreements.jsonl")).unwrap();
         assert_eq!(agreements.len(), 16);
         assert!(super::parse_event_line("{\"eventId\": 5}").is_err());
     }

@@ -3,23 +3,23 @@
 //! data (`data/seed/`) through the real ingest API, then answers the founding
 //! questions through the real query RPCs and prints them as tables.
 //!
-//! Depends on the server, the generated clients and `report`; never on sled or
+//! Depends on the server, the generated clients and `terminal`; never on sled or
 //! the storage internals.
 
-use crate::jsonl;
+use crate::grpc::server::{self, ServerConfig};
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_client::IngestServiceClient;
 use crate::proto::v1::query_service_client::QueryServiceClient;
-use crate::report::{self, percent, period, signed_bn, usd_bn};
-use crate::server::{self, ServerConfig};
+use crate::tools::jsonl;
+use crate::tools::terminal::{self, percent, period, signed_bn, usd_bn};
 use std::collections::BTreeMap;
 use std::error::Error;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-const TRADE: &str = include_str!("../data/seed/trade.jsonl");
-const AGREEMENTS: &str = include_str!("../data/seed/agreements.jsonl");
-const REGIONAL: &str = include_str!("../data/seed/regional_totals.csv");
+const TRADE: &str = include_str!("../../data/seed/trade.jsonl");
+const AGREEMENTS: &str = include_str!("../../data/seed/agreements.jsonl");
+const REGIONAL: &str = include_str!("../../data/seed/regional_totals.csv");
 
 const CENTRAL_ASIA: [&str; 5] = ["KZ", "KG", "TJ", "TM", "UZ"];
 
@@ -104,7 +104,7 @@ async fn china_2022(query: &mut QueryServiceClient<Channel>) -> Result<()> {
     println!(
         "\n1. China's 2022 trade with the five Central Asian countries (China's statistics, USD)\n"
     );
-    let mut t = report::table(&[
+    let mut t = terminal::table(&[
         "partner",
         "exports",
         "imports",
@@ -178,7 +178,7 @@ async fn china_view(query: &mut QueryServiceClient<Channel>) -> Result<Vec<pb::C
 
 fn growth_table(slices: &[pb::CooperationSlice]) {
     println!("\n2. Year-on-year growth of China's trade with each country (China's statistics)\n");
-    let mut t = report::table(&[
+    let mut t = terminal::table(&[
         "partner",
         "year",
         "total",
@@ -215,7 +215,7 @@ fn growth_table(slices: &[pb::CooperationSlice]) {
 
 fn mirror_table(slices: &[pb::CooperationSlice]) {
     println!("\n3. Mirror statistics: China's figures against the partner's own\n");
-    let mut t = report::table(&[
+    let mut t = terminal::table(&[
         "partner",
         "year",
         "China reports",
@@ -284,8 +284,8 @@ async fn sectors(query: &mut QueryServiceClient<Channel>) -> Result<()> {
                 .into_inner(),
         )
         .await?;
-        let name = report::sector(sector as i32);
-        let mut t = report::table(&[
+        let name = terminal::sector(sector as i32);
+        let mut t = terminal::table(&[
             &format!("{name}: reporter → partner"),
             "year",
             "exports",
@@ -373,9 +373,9 @@ async fn xian(query: &mut QueryServiceClient<Channel>) -> Result<()> {
         }
     }
     println!("5. Documents signed at the China–Central Asia summit in Xi'an (18–19 May 2023), by sector ({count} documents)\n");
-    let mut t = report::table(&["sector", "documents"]);
+    let mut t = terminal::table(&["sector", "documents"]);
     for (sector, titles) in by_sector {
-        t.add_row([report::sector(sector), titles.join("\n")]);
+        t.add_row([terminal::sector(sector), titles.join("\n")]);
     }
     println!("{t}");
     Ok(())

@@ -7,9 +7,9 @@
 
 use super::comtrade::{self, Columns};
 use super::{CliError, ConnectArgs};
-use crate::jsonl;
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_client::IngestServiceClient;
+use crate::tools::jsonl;
 use prost::Message;
 use std::collections::VecDeque;
 use std::io::{BufRead, Read};

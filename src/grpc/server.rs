@@ -1,24 +1,27 @@
 //! Builds and runs the gRPC server: the caravan services, the standard
 //! health service and server reflection (v1 and v1alpha), with explicit
-//! limits, HTTP/2 keepalive and graceful shutdown.
+//! limits, HTTP/2 keepalive, one tracing span per RPC and graceful shutdown.
 //!
-//! Shutdown order: health turns NOT_SERVING and new requests are refused;
-//! open AppendStreams answer what they have read and end with UNAVAILABLE;
-//! tonic stops accepting connections and waits for in-flight calls, at most
-//! the drain deadline; then the store commits and fsyncs what is queued and
-//! closes. Depends on the services, the store facade and tonic; never on sled.
+//! Shutdown order: health turns NOT_SERVING for every service and new
+//! requests are refused; open streams end (AppendStreams answer what they
+//! have read, for at most the drain deadline, then UNAVAILABLE); tonic stops
+//! accepting connections and waits for in-flight calls, for at most the drain
+//! deadline; the server then waits for every task the handlers spawned; then
+//! the store commits and fsyncs what is queued and closes. Depends on the
+//! services, the store facade and tonic; never on sled.
 
 use crate::domain::StoredEvent;
 use crate::error::Error;
-use crate::ingest::{IngestApi, IngestLimits};
+use crate::grpc::ingest::{IngestApi, IngestLimits};
+use crate::grpc::query::{QueryApi, QueryLimits};
+use crate::grpc::shutdown::{self, ShutdownTrigger};
+use crate::grpc::subscribe::{Recent, SubscribeApi, SubscribeLimits};
+use crate::grpc::trace::TraceLayer;
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
 use crate::proto::v1::subscription_service_server::SubscriptionServiceServer;
-use crate::query::{QueryApi, QueryLimits};
-use crate::shutdown::{self, ShutdownTrigger};
 use crate::storage::{Projection, Store, StoreConfig, StoreHandle};
-use crate::subscribe::{Recent, SubscribeApi, SubscribeLimits};
 use crate::views::Views;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +29,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 /// Everything `caravan serve` can set.
@@ -46,6 +52,10 @@ pub struct ServerConfig {
     /// `keepalive_timeout` is dropped and everything it held is released.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// How long, after shutdown begins, calls in flight may take to finish
+    /// (an AppendStream answering what it has read) before the server stops
+    /// waiting for them.
+    pub drain_deadline: Duration,
 }
 
 /// Default listen address.
@@ -54,6 +64,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default concurrent calls per connection.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default drain deadline: 5 seconds.
+pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 
 impl ServerConfig {
     /// Defaults for everything but where to listen and store.
@@ -69,9 +81,18 @@ impl ServerConfig {
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(20),
+            drain_deadline: DEFAULT_DRAIN_DEADLINE,
         }
     }
 }
+
+/// The caravan services, by their gRPC names: each reports SERVING through
+/// health while the server serves and NOT_SERVING once it shuts down.
+const CARAVAN_SERVICES: [&str; 3] = [
+    IngestServiceServer::<IngestApi>::NAME,
+    QueryServiceServer::<QueryApi>::NAME,
+    SubscriptionServiceServer::<SubscribeApi>::NAME,
+];
 
 /// What follows the store's durable events: the ring of recent events for
 /// subscribers, then the query views.
@@ -156,12 +177,31 @@ async fn serve(
     recent: Arc<Recent>,
     shutdown: shutdown::Shutdown,
 ) -> Result<(), Error> {
-    let result =
-        serve_until_shutdown(&config, listener, store.handle(), views, recent, shutdown).await;
-    // Every service (and its store handle) is gone; commit what is queued.
+    // Every task a handler spawns; the store closes only after all of them.
+    let tasks = TaskTracker::new();
+    let result = serve_until_shutdown(
+        &config,
+        listener,
+        store.handle(),
+        views,
+        recent,
+        shutdown,
+        tasks.clone(),
+    )
+    .await;
+    tasks.close();
+    tasks.wait().await;
+    // Every task (and its store handle) is gone; commit what is queued.
     let closed = store.close().await;
     tracing::info!("store closed");
     result.and(closed)
+}
+
+async fn set_all(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in CARAVAN_SERVICES {
+        health.set_service_status(name, status).await;
+    }
 }
 
 async fn serve_until_shutdown(
@@ -171,11 +211,10 @@ async fn serve_until_shutdown(
     views: Arc<Views>,
     recent: Arc<Recent>,
     shutdown: shutdown::Shutdown,
+    tasks: TaskTracker,
 ) -> Result<(), Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IngestServiceServer<IngestApi>>().await;
-    health.set_serving::<QueryServiceServer<QueryApi>>().await;
-    health.set_service_status("", ServingStatus::Serving).await;
+    set_all(&health, ServingStatus::Serving).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -193,6 +232,7 @@ async fn serve_until_shutdown(
         Arc::clone(&views),
         recent,
         shutdown.clone(),
+        tasks.clone(),
         config.subscribe.clone(),
     ))
     .max_encoding_message_size(config.max_message_bytes);
@@ -200,6 +240,7 @@ async fn serve_until_shutdown(
         views,
         store.clone(),
         shutdown.clone(),
+        tasks.clone(),
         config.query.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes)
@@ -207,7 +248,9 @@ async fn serve_until_shutdown(
     let ingest = IngestServiceServer::new(IngestApi::new(
         store,
         shutdown.clone(),
+        tasks,
         config.ingest.clone(),
+        config.drain_deadline,
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
@@ -216,6 +259,7 @@ async fn serve_until_shutdown(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .layer(TraceLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -228,18 +272,7 @@ async fn serve_until_shutdown(
     let signal = async move {
         on_signal.wait().await;
         tracing::info!("shutting down: refusing new work, draining calls");
-        reporter
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_not_serving::<IngestServiceServer<IngestApi>>()
-            .await;
-        reporter
-            .set_not_serving::<QueryServiceServer<QueryApi>>()
-            .await;
-        reporter
-            .set_not_serving::<SubscriptionServiceServer<SubscribeApi>>()
-            .await;
+        set_all(&reporter, ServingStatus::NotServing).await;
     };
     // With our own listener, connection options must be set here: no Nagle
     // delay (it adds ~40 ms to small responses), TCP keepalive for dead peers.
@@ -250,11 +283,11 @@ async fn serve_until_shutdown(
     tokio::pin!(server);
 
     let mut drain = shutdown.clone();
-    let deadline = config.ingest.drain_deadline;
+    let deadline = config.drain_deadline;
     tokio::select! {
         result = &mut server => result.map_err(|e| Error::Internal(format!("transport: {e}"))),
-        _ = async { drain.wait().await; tokio::time::sleep(deadline + Duration::from_millis(500)).await } => {
-            tracing::warn!(?deadline, "drain deadline passed; closing the remaining connections");
+        _ = async { drain.wait().await; tokio::time::sleep(deadline).await } => {
+            tracing::warn!(?deadline, "drain deadline passed; no longer waiting for open calls");
             Ok(())
         }
     }

@@ -1,18 +1,16 @@
-//! The edge between the wire and the domain: parses generated protobuf
-//! messages into domain types, collecting a field violation for every bad
-//! field (paths as protobuf field names, e.g. `trade_record.period.number`),
-//! and turns domain values back into protobuf messages. It also defines how a
-//! stored event is encoded on disk (as the `StoredEvent` protobuf message, so
-//! the on-disk format evolves with protobuf's compatibility rules).
+//! Wire → domain: parses generated protobuf messages into domain types,
+//! collecting a field violation for every bad field (paths as protobuf field
+//! names, e.g. `trade_record.period.number`). Used for what arrives from the
+//! network and, because the disk is not trusted either, for what is read back
+//! from the store.
 //!
-//! Depends on the domain and the generated code; must not depend on tonic
-//! services, on the storage module or on sled.
+//! Depends on the domain and the generated messages only.
 
 use crate::domain::{
     Agreement, AgreementId, AgreementKind, AgreementParts, AgreementStatus, AgreementStatusChanged,
     CommodityScope, Country, Date, Event, EventId, FeedName, FieldViolation, Flow, Frequency,
-    HsCode, Payload, Period, Quantity, Sector, StoredEvent, Text, Timestamp, TradeFigureKey,
-    TradeRecord, TradeRecordRetracted, UsdAmount,
+    HsCode, Payload, Period, Quantity, Sector, Text, Timestamp, TradeFigureKey, TradeRecord,
+    TradeRecordRetracted, UsdAmount, Violations,
 };
 use crate::proto::v1 as pb;
 use prost::Message;
@@ -20,37 +18,7 @@ use prost::Message;
 /// The largest encoded event accepted from a feed, in bytes. Stored events
 /// (this plus the sequence and ingestion time) then fit the store's 4 KiB
 /// value limit; see docs/ARCHITECTURE.md.
-pub const MAX_EVENT_BYTES: usize = 3_900;
-
-/// Collects violations while parsing a message.
-#[derive(Default)]
-struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    /// Records `Err(description)` as a violation of `field`.
-    fn check<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|d| self.0.push(FieldViolation::new(field, d)))
-            .ok()
-    }
-
-    /// Records violations reported relative to `prefix`.
-    fn nested<T>(&mut self, prefix: &str, r: Result<T, FieldViolation>) -> Option<T> {
-        r.map_err(|v| self.0.push(v.nested(prefix))).ok()
-    }
-
-    fn nested_many<T>(&mut self, prefix: &str, r: Result<T, Vec<FieldViolation>>) -> Option<T> {
-        r.map_err(|vs| self.0.extend(vs.into_iter().map(|v| v.nested(prefix))))
-            .ok()
-    }
-
-    fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldViolation>> {
-        match value {
-            Some(v) if self.0.is_empty() => Ok(v),
-            _ if self.0.is_empty() => Err(vec![FieldViolation::new("", "is invalid")]),
-            _ => Err(self.0),
-        }
-    }
-}
+pub(crate) const MAX_EVENT_BYTES: usize = 3_900;
 
 fn required<T>(field: Option<T>) -> Result<T, String> {
     field.ok_or_else(|| "is required".to_owned())
@@ -63,7 +31,7 @@ fn enum_value<E: TryFrom<i32>>(raw: i32, what: &str) -> Result<E, String> {
     E::try_from(raw).map_err(|_| format!("{raw} is not a known {what}"))
 }
 
-pub fn flow(raw: i32) -> Result<Flow, String> {
+pub(crate) fn flow(raw: i32) -> Result<Flow, String> {
     Ok(match enum_value::<pb::Flow>(raw, "flow")? {
         pb::Flow::Export => Flow::Export,
         pb::Flow::Import => Flow::Import,
@@ -74,7 +42,7 @@ pub fn flow(raw: i32) -> Result<Flow, String> {
     })
 }
 
-pub fn frequency(raw: i32) -> Result<Frequency, String> {
+pub(crate) fn frequency(raw: i32) -> Result<Frequency, String> {
     Ok(match enum_value::<pb::Frequency>(raw, "frequency")? {
         pb::Frequency::Annual => Frequency::Annual,
         pb::Frequency::Quarterly => Frequency::Quarterly,
@@ -85,7 +53,7 @@ pub fn frequency(raw: i32) -> Result<Frequency, String> {
 }
 
 /// Parses a wire sector enum value.
-pub fn sector(raw: i32) -> Result<Sector, String> {
+pub(crate) fn sector(raw: i32) -> Result<Sector, String> {
     Ok(match enum_value::<pb::Sector>(raw, "sector")? {
         pb::Sector::AgricultureFood => Sector::AgricultureFood,
         pb::Sector::Energy => Sector::Energy,
@@ -105,7 +73,7 @@ pub fn sector(raw: i32) -> Result<Sector, String> {
     })
 }
 
-pub fn kind(raw: i32) -> Result<AgreementKind, String> {
+pub(crate) fn kind(raw: i32) -> Result<AgreementKind, String> {
     use pb::AgreementKind as K;
     Ok(match enum_value::<K>(raw, "agreement kind")? {
         K::Declaration => AgreementKind::Declaration,
@@ -119,7 +87,7 @@ pub fn kind(raw: i32) -> Result<AgreementKind, String> {
     })
 }
 
-pub fn status(raw: i32) -> Result<AgreementStatus, String> {
+pub(crate) fn status(raw: i32) -> Result<AgreementStatus, String> {
     use pb::AgreementStatus as S;
     Ok(match enum_value::<S>(raw, "agreement status")? {
         S::Signed => AgreementStatus::Signed,
@@ -131,7 +99,7 @@ pub fn status(raw: i32) -> Result<AgreementStatus, String> {
 }
 
 /// Parses a wire period; violations name `frequency`, `year` or `number`.
-pub fn period(p: &pb::Period) -> Result<Period, FieldViolation> {
+pub(crate) fn period(p: &pb::Period) -> Result<Period, FieldViolation> {
     let f = frequency(p.frequency).map_err(|d| FieldViolation::new("frequency", d))?;
     Period::new(p.year, f, p.number)
 }
@@ -157,11 +125,11 @@ fn money(m: &pb::Money) -> Result<UsdAmount, FieldViolation> {
     UsdAmount::new(&m.currency_code, m.units, m.nanos)
 }
 
-pub fn date(d: &pb::Date) -> Result<Date, String> {
+pub(crate) fn date(d: &pb::Date) -> Result<Date, String> {
     Date::new(d.year, d.month, d.day)
 }
 
-fn timestamp(t: &prost_types::Timestamp) -> Result<Timestamp, String> {
+pub(crate) fn timestamp(t: &prost_types::Timestamp) -> Result<Timestamp, String> {
     Timestamp::new(t.seconds, t.nanos)
 }
 
@@ -232,8 +200,7 @@ fn retraction(r: &pb::TradeRecordRetracted) -> Result<TradeRecordRetracted, Vec<
             k.period.as_ref(),
             k.commodity.as_ref(),
         );
-        v.0.extend(inner.0.into_iter().map(|fv| fv.nested("key")));
-        key
+        v.nested_many("key", inner.finish(key))
     });
     let reason = v.check("reason", Text::parse_required(&r.reason));
     let retracted = (|| {
@@ -287,7 +254,7 @@ fn agreement(a: &pb::Agreement) -> Result<Agreement, Vec<FieldViolation>> {
         })
     })();
     let agreement = match parts {
-        Some(parts) if v.0.is_empty() => v.nested_many("", Agreement::new(parts, parties, sectors)),
+        Some(parts) if v.is_empty() => v.nested_many("", Agreement::new(parts, parties, sectors)),
         _ => None,
     };
     v.finish(agreement)
@@ -335,10 +302,10 @@ pub fn parse_event(e: &pb::Event) -> Result<Event, Vec<FieldViolation>> {
     };
     let payload = match &e.payload {
         None => {
-            v.0.push(FieldViolation::new(
+            v.bad(
                 "payload",
                 "one of trade_record, trade_record_retracted, agreement or agreement_status_changed is required",
-            ));
+            );
             None
         }
         Some(P::TradeRecord(r)) => v
@@ -365,263 +332,11 @@ pub fn parse_event(e: &pb::Event) -> Result<Event, Vec<FieldViolation>> {
     v.finish(event)
 }
 
-// ---- domain → wire ----------------------------------------------------------
-
-pub fn pb_flow(f: Flow) -> pb::Flow {
-    match f {
-        Flow::Export => pb::Flow::Export,
-        Flow::Import => pb::Flow::Import,
-        Flow::ReExport => pb::Flow::ReExport,
-        Flow::ReImport => pb::Flow::ReImport,
-        Flow::Turnover => pb::Flow::Turnover,
-    }
-}
-
-/// The wire value of a sector.
-pub fn pb_sector(s: Sector) -> pb::Sector {
-    match s {
-        Sector::AgricultureFood => pb::Sector::AgricultureFood,
-        Sector::Energy => pb::Sector::Energy,
-        Sector::MiningMetals => pb::Sector::MiningMetals,
-        Sector::Chemicals => pb::Sector::Chemicals,
-        Sector::MachineryElectronics => pb::Sector::MachineryElectronics,
-        Sector::Textiles => pb::Sector::Textiles,
-        Sector::ConstructionInfrastructure => pb::Sector::ConstructionInfrastructure,
-        Sector::TransportLogistics => pb::Sector::TransportLogistics,
-        Sector::DigitalEconomy => pb::Sector::DigitalEconomy,
-        Sector::FinanceInvestment => pb::Sector::FinanceInvestment,
-        Sector::Tourism => pb::Sector::Tourism,
-        Sector::Healthcare => pb::Sector::Healthcare,
-        Sector::GreenDevelopment => pb::Sector::GreenDevelopment,
-        Sector::Other => pb::Sector::Other,
-    }
-}
-
-pub fn pb_period(p: &Period) -> pb::Period {
-    let frequency = match p.frequency() {
-        Frequency::Annual => pb::Frequency::Annual,
-        Frequency::Quarterly => pb::Frequency::Quarterly,
-        Frequency::Monthly => pb::Frequency::Monthly,
-        Frequency::YearToDate => pb::Frequency::YearToDate,
-    };
-    pb::Period {
-        year: i32::from(p.year()),
-        frequency: frequency as i32,
-        number: i32::from(p.number()),
-    }
-}
-
-pub fn pb_commodity(c: &CommodityScope) -> pb::CommodityScope {
-    use pb::commodity_scope::Scope;
-    let scope = match c {
-        CommodityScope::All => Scope::All(pb::AllCommodities {}),
-        CommodityScope::Hs(h) => Scope::HsCode(h.as_str().to_owned()),
-        CommodityScope::Sector(s) => Scope::Sector(pb_sector(*s) as i32),
-    };
-    pb::CommodityScope { scope: Some(scope) }
-}
-
-/// The wire form of an exact USD amount.
-pub fn pb_money(m: &UsdAmount) -> pb::Money {
-    pb::Money {
-        currency_code: "USD".into(),
-        // Parsed amounts never exceed 10^15 units.
-        units: i64::try_from(m.units()).unwrap_or(i64::MAX),
-        nanos: m.sub_nanos() as i32,
-    }
-}
-
-pub fn pb_date(d: &Date) -> pb::Date {
-    pb::Date {
-        year: d.year(),
-        month: d.month() as i32,
-        day: d.day() as i32,
-    }
-}
-
-pub fn pb_timestamp(t: &Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.seconds(),
-        nanos: t.nanos() as i32,
-    }
-}
-
-pub fn pb_status(s: AgreementStatus) -> pb::AgreementStatus {
-    match s {
-        AgreementStatus::Signed => pb::AgreementStatus::Signed,
-        AgreementStatus::InForce => pb::AgreementStatus::InForce,
-        AgreementStatus::Expired => pb::AgreementStatus::Expired,
-        AgreementStatus::Terminated => pb::AgreementStatus::Terminated,
-    }
-}
-
-pub fn pb_kind(k: AgreementKind) -> pb::AgreementKind {
-    use pb::AgreementKind as K;
-    match k {
-        AgreementKind::Declaration => K::Declaration,
-        AgreementKind::MemorandumOfUnderstanding => K::MemorandumOfUnderstanding,
-        AgreementKind::IntergovernmentalAgreement => K::IntergovernmentalAgreement,
-        AgreementKind::Treaty => K::Treaty,
-        AgreementKind::CommercialContract => K::CommercialContract,
-        AgreementKind::InvestmentAgreement => K::InvestmentAgreement,
-        AgreementKind::Other => K::Other,
-    }
-}
-
-fn pb_key(k: &TradeFigureKey) -> pb::TradeFigureKey {
-    pb::TradeFigureKey {
-        reporter: k.reporter().alpha2().to_owned(),
-        partner: k.partner().alpha2().to_owned(),
-        flow: pb_flow(k.flow) as i32,
-        period: Some(pb_period(&k.period)),
-        commodity: Some(pb_commodity(&k.commodity)),
-    }
-}
-
-/// The wire form of an event (normalised: countries as alpha-2).
-pub fn pb_event(e: &Event) -> pb::Event {
-    use pb::event::Payload as P;
-    let payload = match &e.payload {
-        Payload::TradeRecord(r) => P::TradeRecord(pb_trade_record(r)),
-        Payload::TradeRecordRetracted(r) => P::TradeRecordRetracted(pb::TradeRecordRetracted {
-            key: Some(pb_key(&r.key)),
-            reason: r.reason.as_str().to_owned(),
-        }),
-        Payload::Agreement(a) => P::Agreement(pb_agreement(a)),
-        Payload::AgreementStatusChanged(s) => {
-            P::AgreementStatusChanged(pb::AgreementStatusChanged {
-                agreement_id: s.agreement_id.as_str().to_owned(),
-                status: pb_status(s.status) as i32,
-                effective_on: Some(pb_date(&s.effective_on)),
-                note: s.note.as_str().to_owned(),
-            })
-        }
-    };
-    pb::Event {
-        event_id: e.id.as_str().to_owned(),
-        feed: e.feed.as_str().to_owned(),
-        occurred_at: e.occurred_at.as_ref().map(pb_timestamp),
-        payload: Some(payload),
-    }
-}
-
-/// The wire form of a trade record.
-pub fn pb_trade_record(r: &TradeRecord) -> pb::TradeRecord {
-    pb::TradeRecord {
-        reporter: r.key.reporter().alpha2().to_owned(),
-        partner: r.key.partner().alpha2().to_owned(),
-        flow: pb_flow(r.key.flow) as i32,
-        period: Some(pb_period(&r.key.period)),
-        commodity: Some(pb_commodity(&r.key.commodity)),
-        value: Some(pb_money(&r.value)),
-        quantity: r.quantity.as_ref().map(pb_quantity),
-        source: r.source.as_str().to_owned(),
-        note: r.note.as_str().to_owned(),
-    }
-}
-
-/// The wire form of a quantity.
-pub fn pb_quantity(q: &Quantity) -> pb::Quantity {
-    pb::Quantity {
-        whole: i64::try_from(q.whole()).unwrap_or(i64::MAX),
-        nanos: q.sub_nanos() as i32,
-        unit: q.unit().to_owned(),
-    }
-}
-
-/// The wire form of an agreement.
-pub fn pb_agreement(a: &Agreement) -> pb::Agreement {
-    pb::Agreement {
-        agreement_id: a.id.as_str().to_owned(),
-        title: a.title.as_str().to_owned(),
-        parties: a.parties().iter().map(|c| c.alpha2().to_owned()).collect(),
-        signed_on: Some(pb_date(&a.signed_on)),
-        venue: a.venue.as_str().to_owned(),
-        kind: pb_kind(a.kind) as i32,
-        sectors: a.sectors().iter().map(|s| pb_sector(*s) as i32).collect(),
-        value: a.value.as_ref().map(pb_money),
-        status: pb_status(a.status) as i32,
-        source: a.source.as_str().to_owned(),
-        note: a.note.as_str().to_owned(),
-    }
-}
-
-/// The wire form of a stored event.
-pub fn pb_stored_event(s: &StoredEvent) -> pb::StoredEvent {
-    pb::StoredEvent {
-        sequence: s.sequence,
-        ingested_at: Some(pb_timestamp(&s.ingested_at)),
-        event: Some(pb_event(&s.event)),
-    }
-}
-
-// ---- the on-disk encoding of one event ----------------------------------------
-
-/// Encodes a stored event as it is kept on disk.
-pub fn encode_stored(s: &StoredEvent) -> Vec<u8> {
-    pb_stored_event(s).encode_to_vec()
-}
-
-/// Decodes and re-checks a stored event (the disk is not trusted either).
-pub fn decode_stored(bytes: &[u8]) -> Result<StoredEvent, String> {
-    let msg = pb::StoredEvent::decode(bytes).map_err(|e| format!("undecodable event: {e}"))?;
-    let ingested_at = msg
-        .ingested_at
-        .as_ref()
-        .ok_or("stored event without ingested_at")
-        .and_then(|t| timestamp(t).map_err(|_| "stored event with a bad ingested_at"))?;
-    let event = msg.event.as_ref().ok_or("stored event without event")?;
-    let event = parse_event(event).map_err(|vs| {
-        let first = vs
-            .first()
-            .map(|v| format!("{}: {}", v.field, v.description))
-            .unwrap_or_default();
-        format!("stored event {} does not parse: {first}", msg.sequence)
-    })?;
-    Ok(StoredEvent {
-        sequence: msg.sequence,
-        ingested_at,
-        event,
-    })
-}
-
-/// Encodes an event's wire form once, before it reaches the single writer
-/// thread (the writer only wraps it with the sequence and ingestion time).
-pub fn encode_event(e: &Event) -> Vec<u8> {
-    pb_event(e).encode_to_vec()
-}
-
-/// Appends the `StoredEvent` encoding of (sequence, ingested_at, event) to
-/// `out`, where `event_bytes` is [`encode_event`]'s output. Byte-identical to
-/// [`encode_stored`] of the same stored event.
-pub fn encode_stored_parts(
-    sequence: u64,
-    ingested_at: &Timestamp,
-    event_bytes: &[u8],
-    out: &mut Vec<u8>,
-) {
-    use prost::encoding::{encode_key, encode_varint, message, WireType};
-    if sequence != 0 {
-        encode_key(1, WireType::Varint, out);
-        encode_varint(sequence, out);
-    }
-    message::encode(2, &pb_timestamp(ingested_at), out);
-    encode_key(3, WireType::LengthDelimited, out);
-    encode_varint(event_bytes.len() as u64, out);
-    out.extend_from_slice(event_bytes);
-}
-
-/// The event id of an encoded `StoredEvent`, without parsing the rest.
-pub fn stored_event_id(bytes: &[u8]) -> Result<String, String> {
-    let msg = pb::StoredEvent::decode(bytes).map_err(|e| format!("undecodable event: {e}"))?;
-    Ok(msg.event.map(|e| e.event_id).unwrap_or_default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> pb::Event {
+    pub(crate) fn sample() -> pb::Event {
         pb::Event {
             event_id: "e-1".into(),
             feed: "mofcom".into(),
@@ -651,35 +366,15 @@ mod tests {
     }
 
     #[test]
-    fn parse_then_encode_round_trips_normalised() {
+    fn parse_then_render_round_trips_normalised() {
         let event = parse_event(&sample()).unwrap();
-        let wire = pb_event(&event);
+        let wire = crate::convert::pb_event(&event);
         let Some(pb::event::Payload::TradeRecord(r)) = &wire.payload else {
             panic!("payload lost")
         };
         assert_eq!((r.reporter.as_str(), r.partner.as_str()), ("CN", "KZ"));
         assert_eq!(r.note, "verified");
         assert_eq!(parse_event(&wire).unwrap(), event);
-    }
-
-    #[test]
-    fn stored_parts_encode_like_the_whole_message() {
-        let event = parse_event(&sample()).unwrap();
-        let stored = StoredEvent {
-            sequence: 42,
-            ingested_at: Timestamp::new(1_700_000_000, 5).unwrap(),
-            event,
-        };
-        let mut parts = Vec::new();
-        encode_stored_parts(
-            42,
-            &stored.ingested_at,
-            &encode_event(&stored.event),
-            &mut parts,
-        );
-        assert_eq!(parts, encode_stored(&stored));
-        assert_eq!(decode_stored(&parts).unwrap(), stored);
-        assert_eq!(stored_event_id(&parts).unwrap(), "e-1");
     }
 
     #[test]

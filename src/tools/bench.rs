@@ -5,9 +5,9 @@
 //! Depends on the server, the generated clients and the wire types; never on
 //! sled or the storage internals.
 
+use crate::grpc::server::{self, ServerConfig};
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_client::IngestServiceClient;
-use crate::server::{self, ServerConfig};
 use std::error::Error;
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
@@ -41,7 +41,7 @@ pub struct BenchArgs {
     pub footprint_events: usize,
 }
 
-use crate::client::gen::Rng as SplitMix;
+use crate::tools::gen::Rng as SplitMix;
 
 const COUNTRIES: &[&str] = &[
     "CN", "KZ", "KG", "TJ", "TM", "UZ", "US", "DE", "RU", "IN", "JP", "KR", "FR", "GB", "IT", "BR",
@@ -526,7 +526,7 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     };
     // The `caravan gen` dataset (seed 1): ~200 countries skewed toward large
     // traders, HS4 codes, annual and monthly 2015-2024, revisions, duplicates.
-    let mut gen = crate::client::gen::TradeGen::new(1);
+    let mut gen = crate::tools::gen::TradeGen::new(1);
     let chunk = 200_000;
     for start in (0..n).step_by(chunk) {
         let events: Vec<pb::Event> = (0..chunk.min(n - start))

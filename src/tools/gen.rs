@@ -4,8 +4,8 @@
 //! duplicates, and agreements — as JSON Lines (events in proto3 JSON) or as a
 //! UN Comtrade-layout CSV (trade records only).
 
-use super::comtrade::GEN_HEADER;
-use super::CliError;
+use super::client::comtrade::GEN_HEADER;
+use super::client::CliError;
 use crate::proto::v1 as pb;
 use std::io::Write;
 
@@ -261,7 +261,8 @@ pub fn run(args: GenArgs) -> Result<u8, CliError> {
         let (id, r) = gen.next_row();
         match &mut csv {
             None => {
-                let json = crate::jsonl::message_to_json(&trade_event(id, &r), "caravan.v1.Event")?;
+                let json =
+                    crate::tools::jsonl::message_to_json(&trade_event(id, &r), "caravan.v1.Event")?;
                 writeln!(out, "{json}")?;
             }
             Some(w) => {
@@ -374,7 +375,7 @@ fn write_agreements(
         writeln!(
             out,
             "{}",
-            crate::jsonl::message_to_json(&event, "caravan.v1.Event")?
+            crate::tools::jsonl::message_to_json(&event, "caravan.v1.Event")?
         )?;
         if i % 10 == 0 {
             let change = pb::Event {
@@ -397,7 +398,7 @@ fn write_agreements(
             writeln!(
                 out,
                 "{}",
-                crate::jsonl::message_to_json(&change, "caravan.v1.Event")?
+                crate::tools::jsonl::message_to_json(&change, "caravan.v1.Event")?
             )?;
         }
     }

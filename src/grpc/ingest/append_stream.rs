@@ -1,0 +1,187 @@
+//! AppendStream: one answer per event, in request order, pipelined with a
+//! bounded window.
+//!
+//! Two tasks per stream. The reader parses each event and queues it on the
+//! store (or answers a bad one at once); the responder awaits each queued
+//! event's outcome and answers in order. Both channels between the client,
+//! the reader, the responder and the response are bounded by the window, so a
+//! client that stops reading answers stops the responder, then the reader,
+//! then the server stops reading the client's stream.
+//!
+//! At shutdown the reader stops reading; the responder answers what was read
+//! (for at most the drain deadline), then ends the stream with UNAVAILABLE.
+//!
+//! Depends on the store handle, `request`, `status` and the generated code.
+
+use super::request;
+use crate::error::{Error, Retry};
+use crate::grpc::shutdown::Shutdown;
+use crate::grpc::status;
+use crate::grpc::stream::{self, Answer};
+use crate::proto::v1 as pb;
+use crate::storage::{self, StoreHandle};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
+use tonic::{Status, Streaming};
+use tracing::Instrument;
+
+/// One event of an AppendStream on its way to an answer, kept in order.
+enum Pending {
+    Answered(pb::AppendStreamResponse),
+    Waiting {
+        index: u64,
+        event_id: String,
+        outcome: storage::Answer,
+    },
+    /// Ends the stream with this status after everything before it.
+    End(Status),
+}
+
+/// What the stream's tasks need.
+pub(super) struct Stream {
+    pub store: StoreHandle,
+    pub shutdown: Shutdown,
+    pub tasks: TaskTracker,
+    pub window: usize,
+    pub drain_deadline: Duration,
+}
+
+fn shutting_down() -> Status {
+    Error::ShuttingDown(Retry::ResendUnacknowledged).into()
+}
+
+fn rejection(index: u64, event_id: String, e: Error) -> Result<pb::AppendStreamResponse, Status> {
+    let r = status::rejection(e)?;
+    Ok(pb::AppendStreamResponse {
+        index,
+        event_id,
+        result: Some(pb::append_stream_response::Result::Rejection(r)),
+    })
+}
+
+impl Stream {
+    /// Starts the reader and the responder; returns the response stream.
+    pub(super) fn start(
+        self,
+        inbound: Streaming<pb::AppendStreamRequest>,
+    ) -> Answer<pb::AppendStreamResponse> {
+        let window = self.window.max(1);
+        // Answers waiting for the client: at most a window of them.
+        let (out, answer) = stream::channel(window, None);
+        // Events read but not answered: at most a window of them, so the
+        // reader stops reading when the responder (or the client) is behind.
+        let (pending_tx, pending_rx) = mpsc::channel::<Pending>(window);
+        let reader = read(inbound, self.store, self.shutdown.clone(), pending_tx);
+        let responder = respond(pending_rx, out, self.shutdown, self.drain_deadline);
+        self.tasks.spawn(reader.in_current_span());
+        self.tasks.spawn(responder.in_current_span());
+        answer
+    }
+}
+
+/// Parses events and queues them on the store, in order.
+async fn read(
+    mut inbound: Streaming<pb::AppendStreamRequest>,
+    store: StoreHandle,
+    mut shutdown: Shutdown,
+    pending_tx: mpsc::Sender<Pending>,
+) {
+    let mut index = 0u64;
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.wait() => {
+                let _ = pending_tx.send(Pending::End(shutting_down())).await;
+                return;
+            }
+            next = inbound.message() => next,
+        };
+        let request = match next {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(status) => {
+                tracing::debug!(%status, "append stream: client error");
+                return;
+            }
+        };
+        let event_id = request
+            .event
+            .as_ref()
+            .map(|e| e.event_id.clone())
+            .unwrap_or_default();
+        let pending = match request::stream_event(request.event.as_ref()) {
+            Err(e) => match rejection(index, event_id, e) {
+                Ok(r) => Pending::Answered(r),
+                Err(status) => Pending::End(status),
+            },
+            Ok(p) => match store.submit(vec![p]).await {
+                Ok(outcome) => Pending::Waiting {
+                    index,
+                    event_id,
+                    outcome,
+                },
+                Err(e) => Pending::End(e.into()),
+            },
+        };
+        let end = matches!(pending, Pending::End(_));
+        if pending_tx.send(pending).await.is_err() || end {
+            return;
+        }
+        index += 1;
+    }
+}
+
+/// Answers in request order.
+async fn respond(
+    mut pending_rx: mpsc::Receiver<Pending>,
+    out: stream::Producer<pb::AppendStreamResponse>,
+    mut shutdown: Shutdown,
+    drain_deadline: Duration,
+) {
+    let deadline = async {
+        shutdown.wait().await;
+        tokio::time::sleep(drain_deadline).await;
+    };
+    tokio::pin!(deadline);
+    loop {
+        let pending = tokio::select! {
+            p = pending_rx.recv() => match p { Some(p) => p, None => return },
+            _ = &mut deadline => return out.fail(shutting_down()),
+        };
+        let reply = match pending {
+            Pending::Answered(r) => Ok(r),
+            Pending::End(status) => Err(status),
+            Pending::Waiting {
+                index,
+                event_id,
+                outcome,
+            } => match outcome.await {
+                Ok(Ok(outcomes)) => match outcomes.first() {
+                    Some(o) => Ok(pb::AppendStreamResponse {
+                        index,
+                        event_id: event_id.clone(),
+                        result: Some(pb::append_stream_response::Result::Ack(super::ack(
+                            event_id, *o,
+                        ))),
+                    }),
+                    None => Err(Error::Internal(
+                        "the writer answered no outcome for an event".into(),
+                    )
+                    .into()),
+                },
+                Ok(Err(e)) => rejection(index, event_id, e),
+                // The writer dropped the request unanswered: it is closing.
+                Err(_) => Err(shutting_down()),
+            },
+        };
+        match reply {
+            Ok(response) => {
+                if out.send(response, 0).await.is_err() {
+                    return;
+                }
+            }
+            Err(status) => return out.fail(status),
+        }
+    }
+}

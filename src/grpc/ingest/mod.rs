@@ -1,0 +1,164 @@
+//! The `IngestService`: Append (a batch, all or nothing), AppendStream (one
+//! answer per event, pipelined with a bounded window; `append_stream`) and
+//! LookupEvents.
+//!
+//! Handlers stay thin: parse the wire messages into domain events
+//! (`request`), hand them to the store, and turn outcomes into wire answers;
+//! errors become statuses or rejections only through `status`. Must not
+//! depend on sled.
+
+mod append_stream;
+mod request;
+
+use crate::convert;
+use crate::error::{Error, Retry};
+use crate::grpc::shutdown::Shutdown;
+use crate::grpc::stream::Answer;
+use crate::proto::v1 as pb;
+use crate::proto::v1::ingest_service_server::IngestService;
+use crate::storage::{Outcome, StoreHandle};
+use std::time::Duration;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Limits of the ingest API (all documented settings of `caravan serve`).
+#[derive(Clone, Debug)]
+pub struct IngestLimits {
+    /// Most events in one Append request.
+    pub max_batch_events: usize,
+    /// Most events one AppendStream may have in flight (read, not answered).
+    pub stream_window: usize,
+    /// Most ids, and most sequences, in one LookupEvents request.
+    pub max_lookup: usize,
+}
+
+/// Default: 10,000 events per Append.
+pub const DEFAULT_MAX_BATCH_EVENTS: usize = 10_000;
+/// Default: 1,024 events in flight per AppendStream.
+pub const DEFAULT_STREAM_WINDOW: usize = 1024;
+/// Default: 1,000 ids and 1,000 sequences per LookupEvents.
+pub const DEFAULT_MAX_LOOKUP: usize = 1000;
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits {
+            max_batch_events: DEFAULT_MAX_BATCH_EVENTS,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            max_lookup: DEFAULT_MAX_LOOKUP,
+        }
+    }
+}
+
+pub(crate) struct IngestApi {
+    store: StoreHandle,
+    shutdown: Shutdown,
+    /// The AppendStream tasks, which the server waits for at shutdown.
+    tasks: TaskTracker,
+    limits: IngestLimits,
+    /// How long an AppendStream may go on answering after shutdown begins.
+    drain_deadline: Duration,
+}
+
+impl IngestApi {
+    pub(crate) fn new(
+        store: StoreHandle,
+        shutdown: Shutdown,
+        tasks: TaskTracker,
+        limits: IngestLimits,
+        drain_deadline: Duration,
+    ) -> Self {
+        IngestApi {
+            store,
+            shutdown,
+            tasks,
+            limits,
+            drain_deadline,
+        }
+    }
+
+    fn refuse_when_shutting_down(&self) -> Result<(), Status> {
+        if self.shutdown.is_shutdown() {
+            return Err(Error::ShuttingDown(Retry::Later).into());
+        }
+        Ok(())
+    }
+}
+
+fn ack(event_id: String, o: Outcome) -> pb::Ack {
+    pb::Ack {
+        event_id,
+        sequence: o.sequence,
+        duplicate: o.duplicate,
+    }
+}
+
+#[tonic::async_trait]
+impl IngestService for IngestApi {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        self.refuse_when_shutting_down()?;
+        let events = request.into_inner().events;
+        let prepared = request::append(&events, self.limits.max_batch_events)?;
+        tracing::debug!(events = prepared.len(), "parsed; queueing for the writer");
+        let outcomes = self.store.append(prepared).await?;
+        let acks = events
+            .into_iter()
+            .zip(outcomes)
+            .map(|(e, o)| ack(e.event_id, o))
+            .collect();
+        Ok(Response::new(pb::AppendResponse { acks }))
+    }
+
+    type AppendStreamStream = Answer<pb::AppendStreamResponse>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<pb::AppendStreamRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        self.refuse_when_shutting_down()?;
+        let stream = append_stream::Stream {
+            store: self.store.clone(),
+            shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
+            window: self.limits.stream_window,
+            drain_deadline: self.drain_deadline,
+        };
+        Ok(Response::new(stream.start(request.into_inner())))
+    }
+
+    async fn lookup_events(
+        &self,
+        request: Request<pb::LookupEventsRequest>,
+    ) -> Result<Response<pb::LookupEventsResponse>, Status> {
+        let lookup = request::lookup(request.into_inner(), self.limits.max_lookup)?;
+        let store = self.store.clone();
+        // Reads sled: off the async threads.
+        let response = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let last_sequence = store.last_sequence();
+            let mut out = pb::LookupEventsResponse {
+                last_sequence,
+                ..Default::default()
+            };
+            for id in lookup.ids {
+                match store.event_by_id(&id)? {
+                    Some(e) => out.events.push(convert::pb_stored_event(&e)),
+                    None => out.missing_event_ids.push(id.as_str().to_owned()),
+                }
+            }
+            for seq in lookup.sequences {
+                match store.event_at(seq)? {
+                    Some(e) if seq <= last_sequence => {
+                        out.events.push(convert::pb_stored_event(&e))
+                    }
+                    _ => out.missing_sequences.push(seq),
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("lookup task: {e}")))??;
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,41 @@
+//! The gRPC edge: where requests enter and answers leave. The server
+//! (`server`: tonic, health, reflection, limits, the per-RPC span of
+//! `trace`, shutdown), the three services (`ingest`, `query`, `subscribe`),
+//! each parsing its requests into domain values and rendering its answers,
+//! and what they share: the codec that decodes requests (`codec`), bounded
+//! response streams (`stream`), the shutdown signal (`shutdown`) and the one
+//! mapping from errors to statuses (`status`).
+//!
+//! The generated protobuf types are used here, in `convert` and in the
+//! store's disk codec, and nowhere else in the service. Depends on the
+//! store facade, the views, the domain and tonic; never on sled.
+
+pub(crate) mod codec;
+mod ingest;
+mod query;
+pub mod server;
+mod shutdown;
+mod status;
+mod stream;
+mod subscribe;
+mod trace;
+
+pub use ingest::IngestLimits;
+pub use query::QueryLimits;
+pub use subscribe::SubscribeLimits;
+
+/// The defaults of every limit, for the command line.
+pub mod defaults {
+    pub use super::ingest::{DEFAULT_MAX_BATCH_EVENTS, DEFAULT_MAX_LOOKUP, DEFAULT_STREAM_WINDOW};
+    pub use super::query::{
+        DEFAULT_MAX_GROUPS, DEFAULT_MAX_QUERY_STREAMS, DEFAULT_STREAM_BUFFER,
+        DEFAULT_STREAM_BUFFER_BYTES,
+    };
+    pub use super::server::{
+        DEFAULT_DRAIN_DEADLINE, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_STREAMS,
+        DEFAULT_MAX_MESSAGE_BYTES,
+    };
+    pub use super::subscribe::{
+        DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIPTION_BUFFER,
+    };
+}

@@ -1,0 +1,324 @@
+//! The `QueryService`: server-streaming reads over the in-memory views.
+//!
+//! Every handler reads in three steps:
+//! 1. **parse** (`request`): the request becomes a domain query, or
+//!    INVALID_ARGUMENT naming every bad field;
+//! 2. **begin** (`call`): deadline, request fingerprint, snapshot (the as-of
+//!    sequence), a stream slot, and the position to resume after (`cursor`);
+//! 3. **stream** (`call`): a producer task computes the answer one bounded
+//!    chunk at a time under a short read lock and renders it (`render`) into a
+//!    bounded stream; a slow client only slows its own producer, a gone client,
+//!    an expired deadline or shutdown stops it.
+//!
+//! Depends on the views, the store handle, `convert` and the generated code;
+//! never on sled.
+
+mod call;
+mod cursor;
+mod render;
+mod request;
+
+use crate::domain::{AgreementId, Country, Period};
+use crate::error::Error;
+use crate::grpc::shutdown::Shutdown;
+use crate::grpc::stream::Answer;
+use crate::proto::v1 as pb;
+use crate::proto::v1::query_service_server::QueryService;
+use crate::storage::StoreHandle;
+use crate::views::{self, FlowTotals, GroupKey, RecordPosition, SliceSpec, Views};
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+/// Limits of the query API (settings of `caravan serve`).
+#[derive(Clone, Debug)]
+pub struct QueryLimits {
+    /// Query streams running at once; RESOURCE_EXHAUSTED beyond.
+    pub max_streams: usize,
+    /// Most groups one Aggregate may build.
+    pub max_groups: usize,
+    /// Messages buffered per stream before the producer waits for the client.
+    pub stream_buffer: usize,
+    /// Encoded bytes those buffered messages may hold together (a single
+    /// larger message is still sent, alone).
+    pub stream_buffer_bytes: usize,
+}
+
+/// Default: 64 concurrent query streams.
+pub const DEFAULT_MAX_QUERY_STREAMS: usize = 64;
+/// Default: 100,000 groups per Aggregate.
+pub const DEFAULT_MAX_GROUPS: usize = 100_000;
+/// Default: up to 256 messages buffered per query stream…
+pub const DEFAULT_STREAM_BUFFER: usize = 256;
+/// …holding at most 8 MiB together: 8 full StreamTradeRecords messages, or
+/// hundreds of cooperation slices (about 1 KiB each).
+pub const DEFAULT_STREAM_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Records per StreamTradeRecords message.
+const RECORDS_PER_MESSAGE: usize = 1024;
+/// Slices computed per chunk (under one read lock).
+const SLICES_PER_CHUNK: usize = 64;
+/// Agreements or groups computed per chunk.
+const ITEMS_PER_CHUNK: usize = 256;
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            max_streams: DEFAULT_MAX_QUERY_STREAMS,
+            max_groups: DEFAULT_MAX_GROUPS,
+            stream_buffer: DEFAULT_STREAM_BUFFER,
+            stream_buffer_bytes: DEFAULT_STREAM_BUFFER_BYTES,
+        }
+    }
+}
+
+pub(crate) struct QueryApi {
+    views: Arc<Views>,
+    store: StoreHandle,
+    limits: QueryLimits,
+    /// The `--max-query-streams` slots. A call takes one in `begin` without
+    /// waiting (RESOURCE_EXHAUSTED when none is free) and its producer holds
+    /// it until the stream ends.
+    streams: Arc<Semaphore>,
+    shutdown: Shutdown,
+    /// The running producers, which the server waits for at shutdown.
+    tasks: TaskTracker,
+}
+
+impl QueryApi {
+    pub(crate) fn new(
+        views: Arc<Views>,
+        store: StoreHandle,
+        shutdown: Shutdown,
+        tasks: TaskTracker,
+        limits: QueryLimits,
+    ) -> Self {
+        let streams = Arc::new(Semaphore::new(limits.max_streams.max(1)));
+        QueryApi {
+            views,
+            store,
+            limits,
+            streams,
+            shutdown,
+            tasks,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl QueryService for QueryApi {
+    type StreamTradeRecordsStream = Answer<pb::StreamTradeRecordsResponse>;
+
+    async fn stream_trade_records(
+        &self,
+        request: Request<pb::StreamTradeRecordsRequest>,
+    ) -> Result<Response<Self::StreamTradeRecordsStream>, Status> {
+        let req = request.get_ref();
+        let query = request::records(req)?;
+        let mut call = self.begin::<_, RecordPosition>(request.metadata(), req)?;
+        let mut after = call.after.take();
+        Ok(Response::new(self.stream(call, move |views, snapshot| {
+            let found = views::next_records(
+                &views.read(),
+                snapshot.sequence,
+                &query.filter,
+                after,
+                RECORDS_PER_MESSAGE,
+            );
+            let Some((message, last)) = render::records_message(&found, snapshot) else {
+                return Ok(None);
+            };
+            after = Some(last);
+            Ok(Some(vec![message]))
+        })))
+    }
+
+    type StreamCountryCooperationStream = Answer<pb::StreamCountryCooperationResponse>;
+
+    async fn stream_country_cooperation(
+        &self,
+        request: Request<pb::StreamCountryCooperationRequest>,
+    ) -> Result<Response<Self::StreamCountryCooperationStream>, Status> {
+        let req = request.get_ref();
+        let q = request::country(req)?;
+        let mut call = self.begin::<_, (Country, Period)>(request.metadata(), req)?;
+        let mut after = call.after.take();
+        let mut queue: Option<VecDeque<Country>> = None;
+        Ok(Response::new(self.stream(call, move |views, snapshot| {
+            let index = views.read();
+            let pending = queue.get_or_insert_with(|| {
+                views::partners_of(&index, q.country)
+                    .into_iter()
+                    .filter(|p| q.partners.is_empty() || q.partners.contains(p))
+                    .filter(|p| after.is_none_or(|(a, _)| *p >= a))
+                    .collect()
+            });
+            let spec = SliceSpec {
+                range: q.range,
+                level: q.level,
+                breakdown: Some(q.breakdown),
+                sectors: &q.sectors,
+                agreement_sector: None,
+                mirror_only: true,
+            };
+            let mut out = Vec::new();
+            while let Some(partner) = pending.pop_front() {
+                let resume = after.filter(|(a, _)| *a == partner).map(|(_, p)| p);
+                let slices = views::pair_slices(
+                    &index,
+                    snapshot.sequence,
+                    q.country,
+                    partner,
+                    &spec,
+                    resume,
+                );
+                out.extend(slices.iter().map(|s| render::country_message(s, snapshot)));
+                if out.len() >= SLICES_PER_CHUNK {
+                    break;
+                }
+            }
+            after = None;
+            Ok((!out.is_empty()).then_some(out))
+        })))
+    }
+
+    type StreamSectorCooperationStream = Answer<pb::StreamSectorCooperationResponse>;
+
+    async fn stream_sector_cooperation(
+        &self,
+        request: Request<pb::StreamSectorCooperationRequest>,
+    ) -> Result<Response<Self::StreamSectorCooperationStream>, Status> {
+        let req = request.get_ref();
+        let q = request::sector(req)?;
+        let mut call = self.begin::<_, (Country, Country, Period)>(request.metadata(), req)?;
+        let resume = call.after.take();
+        let mut queue: Option<VecDeque<(Country, Country)>> = None;
+        Ok(Response::new(self.stream(call, move |views, snapshot| {
+            let index = views.read();
+            let countries = &q.countries;
+            let pending = queue.get_or_insert_with(|| {
+                views::sector_pairs(&index, q.sector, &q.range)
+                    .into_iter()
+                    .filter(|(r, p)| {
+                        countries.is_empty() || countries.contains(r) || countries.contains(p)
+                    })
+                    .filter(|pair| resume.is_none_or(|(r, p, _)| *pair >= (r, p)))
+                    .collect()
+            });
+            let sectors = [q.sector];
+            let spec = SliceSpec {
+                range: q.range,
+                level: q.level,
+                breakdown: None,
+                sectors: &sectors,
+                agreement_sector: Some(q.sector),
+                mirror_only: false,
+            };
+            let mut out = Vec::new();
+            while let Some((reporter, partner)) = pending.pop_front() {
+                let after_period = resume
+                    .filter(|(r, p, _)| (*r, *p) == (reporter, partner))
+                    .map(|(_, _, period)| period);
+                let slices = views::pair_slices(
+                    &index,
+                    snapshot.sequence,
+                    reporter,
+                    partner,
+                    &spec,
+                    after_period,
+                );
+                out.extend(slices.iter().map(|s| render::sector_message(s, snapshot)));
+                if out.len() >= SLICES_PER_CHUNK {
+                    break;
+                }
+            }
+            Ok((!out.is_empty()).then_some(out))
+        })))
+    }
+
+    type StreamAgreementsStream = Answer<pb::StreamAgreementsResponse>;
+
+    async fn stream_agreements(
+        &self,
+        request: Request<pb::StreamAgreementsRequest>,
+    ) -> Result<Response<Self::StreamAgreementsStream>, Status> {
+        let req = request.get_ref();
+        let q = request::agreements(req)?;
+        let mut call = self.begin::<_, AgreementId>(request.metadata(), req)?;
+        let mut after = call.after.take();
+        Ok(Response::new(self.stream(call, move |views, snapshot| {
+            let index = views.read();
+            let mut out = Vec::new();
+            let lower = after.clone().map_or(Bound::Unbounded, Bound::Excluded);
+            let mut examined = 0;
+            for (id, entries) in index.agreements.range((lower, Bound::Unbounded)) {
+                examined += 1;
+                after = Some(id.clone());
+                let Some(state) = views::agreement_state(entries, snapshot.sequence) else {
+                    continue;
+                };
+                let a = &state.agreement;
+                let keep = (q.parties.is_empty()
+                    || a.parties().iter().any(|p| q.parties.contains(p)))
+                    && (q.sectors.is_empty() || a.sectors().iter().any(|s| q.sectors.contains(s)))
+                    && (q.kinds.is_empty() || q.kinds.contains(&a.kind))
+                    && (q.statuses.is_empty() || q.statuses.contains(&state.status))
+                    && q.signed_from.is_none_or(|f| a.signed_on >= f)
+                    && q.signed_to.is_none_or(|t| a.signed_on <= t);
+                if keep {
+                    out.push(render::agreement_message(id, &state, snapshot));
+                }
+                if examined >= ITEMS_PER_CHUNK {
+                    break;
+                }
+            }
+            Ok((examined > 0).then_some(out))
+        })))
+    }
+
+    type AggregateStream = Answer<pb::AggregateResponse>;
+
+    async fn aggregate(
+        &self,
+        request: Request<pb::AggregateRequest>,
+    ) -> Result<Response<Self::AggregateStream>, Status> {
+        let req = request.get_ref();
+        let q = request::aggregate(req)?;
+        let mut call = self.begin::<_, GroupKey>(request.metadata(), req)?;
+        let mut after = call.after.take();
+        let max_groups = self.limits.max_groups;
+        // Every figure is seen before the first group is sent.
+        let mut groups: Option<BTreeMap<GroupKey, FlowTotals>> = None;
+        Ok(Response::new(self.stream(call, move |views, snapshot| {
+            let all = match &mut groups {
+                Some(all) => all,
+                None => groups.insert(
+                    views::aggregate(
+                        &views.read(),
+                        snapshot.sequence,
+                        &q.filter,
+                        &q.dims,
+                        max_groups,
+                    )
+                    .map_err(|max| {
+                        Error::ResourceExhausted(format!(
+                            "more than {max} groups (--max-groups): filter more or group by less"
+                        ))
+                    })?,
+                ),
+            };
+            let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+            let chunk: Vec<_> = all
+                .range((lower, Bound::Unbounded))
+                .take(ITEMS_PER_CHUNK)
+                .map(|(k, t)| {
+                    after = Some(*k);
+                    render::group_message(k, t, snapshot)
+                })
+                .collect();
+            Ok((!chunk.is_empty()).then_some(chunk))
+        })))
+    }
+}

@@ -1,0 +1,170 @@
+//! The one place where errors become gRPC answers: every [`Status`] the
+//! service sends and every per-event AppendStream rejection is built here,
+//! from an [`Error`], through the code table of [`code`]. The full cause of an
+//! internal error is logged; the client gets a short, useful message with
+//! structured details (`google.rpc.BadRequest`, `google.rpc.ResourceInfo`,
+//! `google.rpc.PreconditionFailure`).
+//!
+//! Depends on `error`, tonic, tonic-types and the generated `Rejection`; must
+//! not depend on the storage engine.
+
+use crate::error::Error;
+use crate::proto::v1 as pb;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The gRPC code of each kind of error: the whole table.
+pub(crate) fn code(e: &Error) -> Code {
+    match e {
+        Error::InvalidArgument(_) => Code::InvalidArgument,
+        // As tonic's own prost decoder answers an undecodable message.
+        Error::Undecodable(_) => Code::Internal,
+        Error::EventIdConflict { .. } => Code::AlreadyExists,
+        Error::UnknownAgreement { .. } => Code::FailedPrecondition,
+        Error::OutOfRange(_) => Code::OutOfRange,
+        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::DeadlineExceeded => Code::DeadlineExceeded,
+        Error::ShuttingDown(_) | Error::Unavailable(_) => Code::Unavailable,
+        Error::Internal(_) => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    /// The status of a request; the events of a batch sit at `events[i]`.
+    fn from(e: Error) -> Status {
+        status_with(e, |i| format!("events[{i}]"))
+    }
+}
+
+fn status_with(e: Error, path: impl Fn(usize) -> String) -> Status {
+    let code = code(&e);
+    if let Error::Internal(cause) = &e {
+        tracing::error!(error = %cause, "internal error");
+        return Status::internal("internal error; see the server log");
+    }
+    let message = e.to_string();
+    let details = match &e {
+        Error::InvalidArgument(vs) => {
+            let mut d = ErrorDetails::new();
+            for v in vs {
+                d.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            Some(d)
+        }
+        Error::EventIdConflict { index, .. } => Some(ErrorDetails::with_resource_info(
+            "caravan.v1.Event",
+            format!("{}.event_id", path(*index)),
+            "",
+            message.clone(),
+        )),
+        Error::UnknownAgreement {
+            index,
+            agreement_id,
+        } => {
+            let mut d = ErrorDetails::new();
+            d.add_precondition_failure_violation(
+                "UNKNOWN_AGREEMENT",
+                format!("{}.agreement_status_changed.agreement_id", path(*index)),
+                format!("agreement {agreement_id:?} is not known"),
+            );
+            Some(d)
+        }
+        _ => None,
+    };
+    match details {
+        Some(d) => Status::with_error_details(code, message, d),
+        None => Status::new(code, message),
+    }
+}
+
+/// The per-event rejection AppendStream sends for `e`, or the status that
+/// must end the stream instead (shutting down, unavailable, internal).
+pub(crate) fn rejection(e: Error) -> Result<pb::Rejection, Status> {
+    let code = code(&e);
+    match code {
+        Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
+            let message = e.to_string();
+            let field_violations = match e {
+                Error::InvalidArgument(vs) => vs
+                    .into_iter()
+                    .map(|v| pb::FieldViolation {
+                        field: v.field,
+                        description: v.description,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(pb::Rejection {
+                code: code as i32,
+                message,
+                field_violations,
+            })
+        }
+        _ => Err(status_with(e, |_| "event".to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldViolation;
+    use crate::error::Retry;
+
+    #[test]
+    fn every_kind_has_its_code_and_internal_causes_stay_in_the_log() {
+        let cases = [
+            (
+                Error::InvalidArgument(vec![FieldViolation::new("f", "bad")]),
+                Code::InvalidArgument,
+            ),
+            (Error::Undecodable("x".into()), Code::Internal),
+            (
+                Error::EventIdConflict {
+                    index: 0,
+                    event_id: "e".into(),
+                    existing_sequence: None,
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                Error::UnknownAgreement {
+                    index: 0,
+                    agreement_id: "a".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (Error::OutOfRange("x".into()), Code::OutOfRange),
+            (
+                Error::ResourceExhausted("x".into()),
+                Code::ResourceExhausted,
+            ),
+            (Error::DeadlineExceeded, Code::DeadlineExceeded),
+            (Error::ShuttingDown(Retry::Later), Code::Unavailable),
+            (Error::Unavailable("x".into()), Code::Unavailable),
+            (Error::Internal("secret cause".into()), Code::Internal),
+        ];
+        for (e, expected) in cases {
+            let status = Status::from(e);
+            assert_eq!(status.code(), expected);
+            assert!(!status.message().contains("secret"), "{status:?}");
+        }
+        let status = Status::from(Error::ShuttingDown(Retry::ResumeFromCursor));
+        assert_eq!(
+            status.message(),
+            "the server is shutting down; resume with the last cursor"
+        );
+    }
+
+    #[test]
+    fn client_mistakes_become_rejections_and_the_rest_ends_the_stream() {
+        let r = rejection(Error::InvalidArgument(vec![FieldViolation::new(
+            "event.feed",
+            "is required",
+        )]))
+        .unwrap();
+        assert_eq!(r.code, Code::InvalidArgument as i32);
+        assert_eq!(r.field_violations[0].field, "event.feed");
+        let end = rejection(Error::ShuttingDown(Retry::ResendUnacknowledged)).unwrap_err();
+        assert_eq!(end.code(), Code::Unavailable);
+    }
+}

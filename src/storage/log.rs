@@ -1,0 +1,142 @@
+//! The log on sled: reading events back out of their chunks (one event, or a
+//! run of them in sequence order) and adding a group's events to a write
+//! batch as chunks and fingerprint chunks. The byte formats are in `layout`;
+//! the encoding of one event is in `event_codec`.
+//!
+//! Depends on sled, `layout`, `event_codec` and the domain.
+
+use super::event_codec::{decode_stored, encode_stored_parts};
+use super::layout::{self, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
+use super::storage_error;
+use crate::domain::{StoredEvent, Timestamp};
+use crate::error::Error;
+
+/// The encoded stored event at `seq`, if the log has it (durable or not).
+pub(super) fn event_bytes(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>, Error> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    let hi = seq_key(LOG_PREFIX, seq);
+    let found = tree
+        .range([LOG_PREFIX].as_slice()..=hi.as_slice())
+        .next_back()
+        .transpose()
+        .map_err(|e| storage_error("read", e))?;
+    let Some((key, value)) = found else {
+        return Ok(None);
+    };
+    let first = parse_seq_key(&key).map_err(|e| storage_error("corrupt key", e))?;
+    let entries = layout::chunk_entries(&value).map_err(|e| storage_error("corrupt chunk", e))?;
+    // `first <= seq` by the range bound.
+    Ok(usize::try_from(seq - first)
+        .ok()
+        .and_then(|i| entries.get(i))
+        .map(|e| e.to_vec()))
+}
+
+/// The decoded stored event at `seq`, checked to say it is `seq`.
+pub(super) fn event(tree: &sled::Tree, seq: u64) -> Result<Option<StoredEvent>, Error> {
+    let Some(bytes) = event_bytes(tree, seq)? else {
+        return Ok(None);
+    };
+    let stored = decode(&bytes)?;
+    if stored.sequence != seq {
+        return Err(storage_error(
+            "corrupt log",
+            format!("event at {seq} says it is {}", stored.sequence),
+        ));
+    }
+    Ok(Some(stored))
+}
+
+/// Decodes one log entry.
+pub(super) fn decode(entry: &[u8]) -> Result<StoredEvent, Error> {
+    decode_stored(entry).map_err(|e| storage_error("corrupt event", e))
+}
+
+/// Up to `max` events after sequence `after` and at most `last`, in order
+/// (one range scan over their chunks).
+pub(super) fn events_after(
+    tree: &sled::Tree,
+    after: u64,
+    last: u64,
+    max: usize,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut out = Vec::new();
+    if after >= last || max == 0 {
+        return Ok(out);
+    }
+    let first = after + 1;
+    let first_key = seq_key(LOG_PREFIX, first);
+    // The chunk that holds `first` starts at or before it.
+    let start = tree
+        .range([LOG_PREFIX].as_slice()..=first_key.as_slice())
+        .next_back()
+        .transpose()
+        .map_err(|e| storage_error("read", e))?
+        .map_or_else(|| first_key.to_vec(), |(k, _)| k.to_vec());
+    for item in tree.range(start..) {
+        let (k, v) = item.map_err(|e| storage_error("read", e))?;
+        if k.first() != Some(&LOG_PREFIX) {
+            break;
+        }
+        let chunk_first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+        let entries = layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        for (i, entry) in entries.iter().enumerate() {
+            let seq = chunk_first + i as u64;
+            if seq < first {
+                continue;
+            }
+            if seq > last || out.len() >= max {
+                return Ok(out);
+            }
+            out.push(decode(entry)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds log chunks holding `events` (encoded events, sequences `first`…) to a
+/// batch: as many consecutive stored events per chunk as fit its value limit.
+pub(super) fn add_entries(
+    batch: &mut sled::Batch,
+    first: u64,
+    events: &[&[u8]],
+    ingested_at: &Timestamp,
+) -> Result<(), Error> {
+    let mut chunk = layout::ChunkBuilder::new();
+    let mut chunk_first = first;
+    for (i, bytes) in events.iter().enumerate() {
+        let seq = first + i as u64;
+        let before = chunk.len();
+        let len = chunk.push_with(|buf| encode_stored_parts(seq, ingested_at, bytes, buf));
+        if len > layout::ChunkBuilder::MAX_ENTRY {
+            return Err(storage_error(
+                "event too large",
+                format!("event {seq} encodes to {len} bytes"),
+            ));
+        }
+        if chunk.len() > layout::MAX_VALUE_BYTES {
+            chunk.truncate_to(before);
+            let full = std::mem::replace(&mut chunk, layout::ChunkBuilder::new());
+            batch.insert(&seq_key(LOG_PREFIX, chunk_first), full.finish());
+            chunk_first = seq;
+            chunk.push_with(|buf| encode_stored_parts(seq, ingested_at, bytes, buf));
+        }
+    }
+    if !chunk.is_empty() {
+        batch.insert(&seq_key(LOG_PREFIX, chunk_first), chunk.finish());
+    }
+    Ok(())
+}
+
+/// Adds the fingerprint chunks of events `first`… to a batch.
+pub(super) fn add_fingerprints(batch: &mut sled::Batch, first: u64, fingerprints: &[u64]) {
+    for (k, part) in fingerprints
+        .chunks(layout::FINGERPRINTS_PER_CHUNK)
+        .enumerate()
+    {
+        let seq = first + (k * layout::FINGERPRINTS_PER_CHUNK) as u64;
+        batch.insert(&seq_key(IDS_PREFIX, seq), layout::encode_fingerprints(part));
+    }
+}

@@ -1,0 +1,16 @@
+//! Everything that runs the service or talks to it from outside, through the
+//! gRPC API only: the demo (`caravan demo`), the benchmark (`caravan bench`),
+//! the command-line clients (`client/`: `caravan ingest`, `query`,
+//! `subscribe`), the dataset generator (`caravan gen`), proto3 JSON Lines
+//! (`jsonl`) and terminal tables (`terminal`).
+//!
+//! Depends on the generated clients and messages and on the server's start
+//! function; never on the services' internals or sled (the bench's sled
+//! ceiling goes through the store facade).
+
+pub(crate) mod bench;
+pub(crate) mod client;
+pub(crate) mod demo;
+pub(crate) mod gen;
+pub mod jsonl;
+pub(crate) mod terminal;

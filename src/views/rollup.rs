@@ -1,0 +1,85 @@
+//! Rollups: per pair, the current sums of its summing cells per (commodity
+//! level, period, sector), kept as sums and counts so that a cell can be taken
+//! out again when one of its figures is revised or retracted.
+//!
+//! Depends only on the domain and the summing rules.
+
+use super::filter::CommodityLevel;
+use super::totals::{Cell, FlowTotals};
+use crate::domain::{Period, Sector};
+
+/// A rollup group of one pair: the cells of one commodity level in one
+/// period and one sector; all-commodity cells (which have no sector) under
+/// `None`. A level's period range is one range scan, and the totals of every
+/// sector are the merge of the period's groups.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub(crate) struct RollupKey {
+    // Field order is the sort order.
+    pub level: CommodityLevel,
+    pub period: Period,
+    pub sector: Option<Sector>,
+}
+
+/// Exact sums of a set of summing cells, kept as counts so that a cell can
+/// be taken out again when one of its figures is revised or retracted.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Sums {
+    flows: [u128; 5],
+    /// Cells that have a figure of each flow.
+    with_flow: [u32; 5],
+    total: u128,
+    with_total: u32,
+    without_total: u32,
+    /// Figures in those cells (at most five per cell): a u32 keeps `Sums`
+    /// at 128 bytes.
+    figures: u32,
+}
+
+impl Sums {
+    pub(super) fn add(&mut self, c: &Cell) {
+        self.change(c, |a, b| a + b, |a, b| a + b);
+    }
+
+    /// Takes out a cell added before.
+    pub(super) fn remove(&mut self, c: &Cell) {
+        self.change(c, |a, b| a - b, |a, b| a - b);
+    }
+
+    /// Adds or takes out `c`: `sum` on amounts, `count` on counts.
+    fn change(&mut self, c: &Cell, sum: fn(u128, u128) -> u128, count: fn(u32, u32) -> u32) {
+        let mut figures = 0;
+        for (i, v) in c.flows().into_iter().enumerate() {
+            if let Some(v) = v {
+                self.flows[i] = sum(self.flows[i], v);
+                self.with_flow[i] = count(self.with_flow[i], 1);
+                figures += 1;
+            }
+        }
+        match c.total() {
+            Some(t) => {
+                self.total = sum(self.total, t);
+                self.with_total = count(self.with_total, 1);
+            }
+            None => self.without_total = count(self.without_total, 1),
+        }
+        self.figures = count(self.figures, figures);
+    }
+
+    /// The totals, or `None` when no cell is left.
+    pub(crate) fn totals(&self) -> Option<FlowTotals> {
+        if self.with_total + self.without_total == 0 {
+            return None;
+        }
+        let flow = |i: usize| (self.with_flow[i] > 0).then_some(self.flows[i]);
+        Some(FlowTotals {
+            exports: flow(0),
+            imports: flow(1),
+            re_exports: flow(2),
+            re_imports: flow(3),
+            turnover: flow(4),
+            total: (self.with_total > 0).then_some(self.total),
+            figures: u64::from(self.figures),
+            cells_without_total: u64::from(self.without_total),
+        })
+    }
+}

@@ -1,0 +1,394 @@
+//! Cooperation slices: for one ordered (reporter, partner) pair and period,
+//! its totals, growth on the year before, sector breakdown, the partner's
+//! mirror figures and the agreements signed in the period, from the pair's
+//! rollups when they describe the snapshot, else summed from its figures.
+//! Also the pairs a country or sector view visits.
+//!
+//! Depends only on the domain and the index.
+
+use super::agreements::{pair_agreements, AgreementState};
+use super::filter::{pair_in_range, period_dates, previous_year, CommodityLevel, PeriodRange};
+use super::index::{scope_sector, FigureKey, Index, Pair, Revision};
+use super::rollup::RollupKey;
+use super::totals::{for_each_cell, FlowTotals};
+use crate::domain::{Country, Period, Sector};
+use std::collections::BTreeMap;
+
+/// Per-period totals of the figures that pass `keep`.
+fn period_totals<'a>(
+    figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<Revision>)>,
+    snapshot: u64,
+    range: &PeriodRange,
+    keep: impl Fn(&FigureKey) -> bool,
+) -> BTreeMap<Period, FlowTotals> {
+    let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
+    for_each_cell(
+        figures,
+        snapshot,
+        |k| range.contains(&k.period) && keep(k),
+        |period, _, cell| out.entry(period).or_default().add_cell(cell),
+    );
+    out
+}
+
+/// Per-(period, sector) totals of one pair's figures at `level`.
+fn sector_totals(
+    pair: Option<&Pair>,
+    snapshot: u64,
+    range: &PeriodRange,
+    level: CommodityLevel,
+    sectors: &[Sector],
+) -> BTreeMap<(Period, Sector), FlowTotals> {
+    let mut out: BTreeMap<(Period, Sector), FlowTotals> = BTreeMap::new();
+    let keep = |k: &FigureKey| {
+        range.contains(&k.period)
+            && level.matches(&k.scope)
+            && scope_sector(&k.scope).is_some_and(|s| sectors.is_empty() || sectors.contains(&s))
+    };
+    for_each_cell(
+        pair_in_range(pair, range),
+        snapshot,
+        keep,
+        |period, scope, cell| {
+            if let Some(sector) = scope_sector(&scope) {
+                out.entry((period, sector)).or_default().add_cell(cell);
+            }
+        },
+    );
+    out
+}
+
+/// Per-period totals of one pair at `level` (of `sectors` only, when not
+/// empty) from its rollups: the same sums as [`period_totals`] over its
+/// current figures.
+fn rolled_up_totals(
+    pair: Option<&Pair>,
+    range: &PeriodRange,
+    level: CommodityLevel,
+    sectors: &[Sector],
+) -> BTreeMap<Period, FlowTotals> {
+    let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
+    let Some(pair) = pair else { return out };
+    for (key, sums) in pair.rollups.range(rollup_bounds(level, range)) {
+        let wanted = sectors.is_empty() || key.sector.is_some_and(|s| sectors.contains(&s));
+        if !wanted || !range.contains(&key.period) {
+            continue;
+        }
+        if let Some(t) = sums.totals() {
+            out.entry(key.period).or_default().merge(&t);
+        }
+    }
+    out
+}
+
+/// Per-(period, sector) totals of one pair at `level` from its rollups: the
+/// same sums as [`sector_totals`].
+fn rolled_up_sectors(
+    pair: Option<&Pair>,
+    range: &PeriodRange,
+    level: CommodityLevel,
+    sectors: &[Sector],
+) -> BTreeMap<(Period, Sector), FlowTotals> {
+    let mut out = BTreeMap::new();
+    let Some(pair) = pair else { return out };
+    for (key, sums) in pair.rollups.range(rollup_bounds(level, range)) {
+        let Some(sector) = key.sector else { continue };
+        if !range.contains(&key.period) || !(sectors.is_empty() || sectors.contains(&sector)) {
+            continue;
+        }
+        if let Some(t) = sums.totals() {
+            out.insert((key.period, sector), t);
+        }
+    }
+    out
+}
+
+/// The rollup keys at `level` that can hold a period of `range`.
+fn rollup_bounds(
+    level: CommodityLevel,
+    range: &PeriodRange,
+) -> std::ops::RangeInclusive<RollupKey> {
+    let (first, last) = Period::bounds(range.frequency);
+    let key = |period, sector| RollupKey {
+        level,
+        period,
+        sector,
+    };
+    key(range.from.unwrap_or(first), None)..=key(range.to.unwrap_or(last), Some(Sector::Other))
+}
+
+/// Everything a cooperation slice shows, before rendering.
+#[derive(Clone, Debug)]
+pub(crate) struct SliceData {
+    pub reporter: Country,
+    pub partner: Country,
+    pub period: Period,
+    pub own: FlowTotals,
+    pub previous: Option<FlowTotals>,
+    pub sectors: Vec<(Sector, FlowTotals)>,
+    pub mirror: Option<FlowTotals>,
+    pub agreements: Vec<AgreementState>,
+}
+
+/// What to compute for the slices of one pair.
+pub(crate) struct SliceSpec<'a> {
+    pub range: PeriodRange,
+    pub level: CommodityLevel,
+    /// Sector breakdown level, if any.
+    pub breakdown: Option<CommodityLevel>,
+    /// Only figures in these sectors; all when empty.
+    pub sectors: &'a [Sector],
+    /// Only agreements covering this sector.
+    pub agreement_sector: Option<Sector>,
+    /// Emit slices for periods where only the partner reported.
+    pub mirror_only: bool,
+}
+
+/// The slices of one ordered pair, in period order, after `after` (if any).
+pub(crate) fn pair_slices(
+    index: &Index,
+    snapshot: u64,
+    reporter: Country,
+    partner: Country,
+    spec: &SliceSpec<'_>,
+    after: Option<Period>,
+) -> Vec<SliceData> {
+    let wide = spec.range.with_previous_year();
+    let pair = index.pair(reporter, partner);
+    let mirror_pair = index.pair(partner, reporter);
+    // The rollups describe every snapshot since the pair's last change.
+    let current = |p: Option<&Pair>| p.is_none_or(|p| p.changed <= snapshot);
+    let fast = current(pair) && current(mirror_pair);
+    let keep = |k: &FigureKey| {
+        spec.level.matches(&k.scope)
+            && (spec.sectors.is_empty()
+                || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(&s)))
+    };
+    let totals = |p: Option<&Pair>| {
+        if fast {
+            rolled_up_totals(p, &wide, spec.level, spec.sectors)
+        } else {
+            period_totals(pair_in_range(p, &wide), snapshot, &wide, keep)
+        }
+    };
+    let own = totals(pair);
+    let in_range = |m: &BTreeMap<Period, FlowTotals>| {
+        m.keys()
+            .any(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
+    };
+    if !spec.mirror_only && !in_range(&own) {
+        return Vec::new();
+    }
+    let mirror = totals(mirror_pair);
+    if !in_range(&own) && !in_range(&mirror) {
+        return Vec::new();
+    }
+    let breakdown = spec.breakdown.map(|level| {
+        if fast {
+            rolled_up_sectors(pair, &spec.range, level, spec.sectors)
+        } else {
+            sector_totals(pair, snapshot, &spec.range, level, spec.sectors)
+        }
+    });
+    let mut periods: Vec<Period> = own.keys().copied().collect();
+    if spec.mirror_only {
+        periods.extend(mirror.keys().copied());
+        periods.sort_unstable();
+        periods.dedup();
+    }
+    let agreements = pair_agreements(index, snapshot, reporter, partner, spec.agreement_sector);
+    periods
+        .into_iter()
+        .filter(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
+        .map(|period| {
+            let (first, last) = period_dates(&period);
+            SliceData {
+                reporter,
+                partner,
+                period,
+                own: own.get(&period).copied().unwrap_or_default(),
+                previous: previous_year(&period).and_then(|p| own.get(&p).copied()),
+                sectors: breakdown
+                    .as_ref()
+                    .map(|b| {
+                        b.range((period, Sector::ALL[0])..=(period, Sector::Other))
+                            .map(|((_, s), t)| (*s, *t))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                mirror: mirror.get(&period).copied(),
+                agreements: agreements
+                    .iter()
+                    .filter(|a| a.agreement.signed_on >= first && a.agreement.signed_on <= last)
+                    .cloned()
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The partners of `country` in either direction, in order.
+pub(crate) fn partners_of(index: &Index, country: Country) -> Vec<Country> {
+    let mut out: Vec<Country> = index
+        .figures
+        .get(&country)
+        .map(|m| m.keys().copied().collect())
+        .unwrap_or_default();
+    for (reporter, partners) in &index.figures {
+        if partners.contains_key(&country) {
+            out.push(*reporter);
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The (reporter, partner) pairs that may have figures of `sector` in
+/// `range`, in order.
+pub(crate) fn sector_pairs(
+    index: &Index,
+    sector: Sector,
+    range: &PeriodRange,
+) -> Vec<(Country, Country)> {
+    let (first, last) = Period::bounds(range.frequency);
+    let year = |p: Option<Period>, or: Period| p.unwrap_or(or).year();
+    let years = (sector, range.frequency, year(range.from, first))
+        ..=(sector, range.frequency, year(range.to, last));
+    // A set, not a vector to sort: its size is bounded by the number of
+    // distinct pairs however many years the range spans.
+    let pairs: std::collections::BTreeSet<(Country, Country)> = index
+        .by_sector
+        .range(years)
+        .flat_map(|(_, pairs)| pairs.iter().copied())
+        .collect();
+    pairs.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random records, revisions and retractions over three countries; after
+    /// every few events the rollups must give exactly the sums computed from
+    /// the figures at the same snapshot, for every pair, level and sector.
+    #[test]
+    fn rollups_equal_the_sums_of_the_current_figures() {
+        use crate::domain::{
+            CommodityScope, Event, EventId, FeedName, Flow, Frequency, HsCode, Payload, Text,
+            Timestamp, TradeFigureKey, TradeRecord, TradeRecordRetracted, UsdAmount,
+        };
+        let mut rng = crate::tools::gen::Rng::new(42);
+        let countries: Vec<Country> = ["CN", "KZ", "UZ"]
+            .iter()
+            .map(|c| Country::parse(c).unwrap())
+            .collect();
+        let scopes: Vec<CommodityScope> = vec![
+            CommodityScope::All,
+            CommodityScope::Hs(HsCode::parse("27").unwrap()),
+            CommodityScope::Hs(HsCode::parse("2711").unwrap()),
+            CommodityScope::Hs(HsCode::parse("8471").unwrap()),
+            CommodityScope::Hs(HsCode::parse("271111").unwrap()),
+            CommodityScope::Sector(Sector::Energy),
+            CommodityScope::Sector(Sector::DigitalEconomy),
+        ];
+        let flows = [
+            Flow::Export,
+            Flow::Import,
+            Flow::ReExport,
+            Flow::ReImport,
+            Flow::Turnover,
+        ];
+        let periods: Vec<Period> = [
+            (2021, Frequency::Annual, 0),
+            (2022, Frequency::Annual, 0),
+            (2022, Frequency::Monthly, 3),
+        ]
+        .iter()
+        .map(|(y, f, n)| Period::new(*y, *f, *n).unwrap())
+        .collect();
+        let mut index = Index::default();
+        let pick = |rng: &mut crate::tools::gen::Rng, n: usize| rng.below(n as u64) as usize;
+        for sequence in 1..=3000u64 {
+            let r = pick(&mut rng, 3);
+            let p = (r + 1 + pick(&mut rng, 2)) % 3;
+            let key = TradeFigureKey::new(
+                countries[r],
+                countries[p],
+                flows[pick(&mut rng, 5)],
+                periods[pick(&mut rng, 3)],
+                scopes[pick(&mut rng, scopes.len())],
+            )
+            .unwrap();
+            let payload = if rng.below(5) == 0 {
+                Payload::TradeRecordRetracted(TradeRecordRetracted {
+                    key,
+                    reason: Text::parse("test").unwrap(),
+                })
+            } else {
+                Payload::TradeRecord(TradeRecord {
+                    key,
+                    value: UsdAmount::new("USD", rng.below(1_000) as i64, 0).unwrap(),
+                    quantity: None,
+                    source: Text::parse("test").unwrap(),
+                    note: Text::parse("").unwrap(),
+                })
+            };
+            index.apply(crate::domain::StoredEvent {
+                sequence,
+                ingested_at: Timestamp::new(0, 0).unwrap(),
+                event: Event {
+                    id: EventId::parse(&format!("e{sequence}")).unwrap(),
+                    feed: FeedName::parse("test").unwrap(),
+                    occurred_at: None,
+                    payload,
+                },
+            });
+            if sequence % 100 != 0 {
+                continue;
+            }
+            for frequency in [Frequency::Annual, Frequency::Monthly] {
+                let range = PeriodRange {
+                    frequency,
+                    from: None,
+                    to: None,
+                };
+                for &a in &countries {
+                    for &b in &countries {
+                        let pair = index.pair(a, b);
+                        for level in [
+                            CommodityLevel::All,
+                            CommodityLevel::Hs2,
+                            CommodityLevel::Hs4,
+                            CommodityLevel::Hs6,
+                            CommodityLevel::Sector,
+                        ] {
+                            for sectors in [&[][..], &[Sector::Energy][..]] {
+                                let keep = |k: &FigureKey| {
+                                    level.matches(&k.scope)
+                                        && (sectors.is_empty()
+                                            || scope_sector(&k.scope)
+                                                .is_some_and(|s| sectors.contains(&s)))
+                                };
+                                assert_eq!(
+                                    rolled_up_totals(pair, &range, level, sectors),
+                                    period_totals(
+                                        pair_in_range(pair, &range),
+                                        sequence,
+                                        &range,
+                                        keep
+                                    ),
+                                    "{a:?}->{b:?} {level:?} {sectors:?} after {sequence}"
+                                );
+                                assert_eq!(
+                                    rolled_up_sectors(pair, &range, level, sectors),
+                                    sector_totals(pair, sequence, &range, level, sectors),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

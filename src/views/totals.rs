@@ -1,0 +1,216 @@
+//! The summing rules: a cell (one pair, period and commodity item, at most
+//! one figure per flow), its total (exports + imports, else the published
+//! turnover, never both), totals of cells, and growth and gap percentages in
+//! exact integer arithmetic. Also the fold of a pair's figures into cells as
+//! of a snapshot.
+//!
+//! Depends only on the domain and the index.
+
+use super::index::{figure_at, FigureKey, Revision};
+use crate::domain::{CommodityScope, Flow, Period};
+
+/// One (reporter, partner, period, commodity) cell: at most one figure per flow.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Cell {
+    pub exports: Option<u128>,
+    pub imports: Option<u128>,
+    pub re_exports: Option<u128>,
+    pub re_imports: Option<u128>,
+    pub turnover: Option<u128>,
+    pub figures: u64,
+}
+
+impl Cell {
+    fn slot(&mut self, flow: Flow) -> &mut Option<u128> {
+        match flow {
+            Flow::Export => &mut self.exports,
+            Flow::Import => &mut self.imports,
+            Flow::ReExport => &mut self.re_exports,
+            Flow::ReImport => &mut self.re_imports,
+            Flow::Turnover => &mut self.turnover,
+        }
+    }
+
+    pub(crate) fn add(&mut self, flow: Flow, nanos: u128) {
+        let slot = self.slot(flow);
+        *slot = Some(slot.unwrap_or(0) + nanos);
+        self.figures += 1;
+    }
+
+    /// Replaces the figure of `flow` (`old`, as added before) by `new`.
+    pub(crate) fn replace(&mut self, flow: Flow, old: Option<u128>, new: Option<u128>) {
+        *self.slot(flow) = new;
+        self.figures = self.figures - u64::from(old.is_some()) + u64::from(new.is_some());
+    }
+
+    /// The value of each flow, in `Flow` order.
+    pub(crate) fn flows(&self) -> [Option<u128>; 5] {
+        [
+            self.exports,
+            self.imports,
+            self.re_exports,
+            self.re_imports,
+            self.turnover,
+        ]
+    }
+
+    /// The pair-total rule: exports + imports when both are reported, else
+    /// the published turnover, never both.
+    pub(crate) fn total(&self) -> Option<u128> {
+        match (self.exports, self.imports) {
+            (Some(e), Some(i)) => Some(e + i),
+            _ => self.turnover,
+        }
+    }
+}
+
+fn add_opt(a: Option<u128>, b: Option<u128>) -> Option<u128> {
+    match (a, b) {
+        (None, None) => None,
+        _ => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+    }
+}
+
+/// Sums of cells, in billionths of a US dollar.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct FlowTotals {
+    pub exports: Option<u128>,
+    pub imports: Option<u128>,
+    pub re_exports: Option<u128>,
+    pub re_imports: Option<u128>,
+    pub turnover: Option<u128>,
+    pub total: Option<u128>,
+    pub figures: u64,
+    pub cells_without_total: u64,
+}
+
+impl FlowTotals {
+    pub(crate) fn add_cell(&mut self, c: &Cell) {
+        self.exports = add_opt(self.exports, c.exports);
+        self.imports = add_opt(self.imports, c.imports);
+        self.re_exports = add_opt(self.re_exports, c.re_exports);
+        self.re_imports = add_opt(self.re_imports, c.re_imports);
+        self.turnover = add_opt(self.turnover, c.turnover);
+        match c.total() {
+            Some(t) => self.total = Some(self.total.unwrap_or(0) + t),
+            None => self.cells_without_total += 1,
+        }
+        self.figures += c.figures;
+    }
+
+    /// Adds the totals of other cells.
+    pub(crate) fn merge(&mut self, o: &FlowTotals) {
+        self.exports = add_opt(self.exports, o.exports);
+        self.imports = add_opt(self.imports, o.imports);
+        self.re_exports = add_opt(self.re_exports, o.re_exports);
+        self.re_imports = add_opt(self.re_imports, o.re_imports);
+        self.turnover = add_opt(self.turnover, o.turnover);
+        self.total = add_opt(self.total, o.total);
+        self.figures += o.figures;
+        self.cells_without_total += o.cells_without_total;
+    }
+
+    pub(super) fn add_flow_only(&mut self, flow: Flow, c: &Cell) {
+        let (mine, theirs) = match flow {
+            Flow::Export => (&mut self.exports, c.exports),
+            Flow::Import => (&mut self.imports, c.imports),
+            Flow::ReExport => (&mut self.re_exports, c.re_exports),
+            Flow::ReImport => (&mut self.re_imports, c.re_imports),
+            Flow::Turnover => (&mut self.turnover, c.turnover),
+        };
+        if theirs.is_some() {
+            *mine = add_opt(*mine, theirs);
+            self.figures += 1;
+        }
+    }
+}
+
+/// Growth from `prev` to `cur` in hundredths of a percent, rounded half away
+/// from zero; `None` when the base is zero.
+pub(crate) fn growth_hundredths(cur: u128, prev: u128) -> Option<i64> {
+    if prev == 0 {
+        return None;
+    }
+    percent_of_hundredths(cur as i128 - prev as i128, prev)
+}
+
+/// `part` in hundredths of a percent of `base`, rounded half away from zero.
+pub(crate) fn percent_of_hundredths(part: i128, base: u128) -> Option<i64> {
+    if base == 0 {
+        return None;
+    }
+    let base = base as i128;
+    let scaled = part.checked_mul(10_000)?;
+    let q = scaled / base;
+    let r = scaled % base;
+    let rounded = if 2 * r.abs() >= base {
+        q + scaled.signum()
+    } else {
+        q
+    };
+    i64::try_from(rounded).ok()
+}
+
+/// Calls `each` once per summing cell (period, commodity) of the figures
+/// that pass `keep`, as of `snapshot`. Figures arrive in `FigureKey` order, so
+/// a cell's flows are adjacent and no map is needed.
+pub(super) fn for_each_cell<'a>(
+    figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<Revision>)>,
+    snapshot: u64,
+    keep: impl Fn(&FigureKey) -> bool,
+    mut each: impl FnMut(Period, CommodityScope, &Cell),
+) {
+    let mut current: Option<(Period, CommodityScope, Cell)> = None;
+    for (key, revisions) in figures {
+        if !keep(key) {
+            continue;
+        }
+        let Some(f) = figure_at(revisions, snapshot) else {
+            continue;
+        };
+        match &mut current {
+            Some((p, s, cell)) if *p == key.period && *s == key.scope => {
+                cell.add(key.flow, f.value)
+            }
+            _ => {
+                if let Some((p, s, cell)) = current.take() {
+                    each(p, s, &cell);
+                }
+                let mut cell = Cell::default();
+                cell.add(key.flow, f.value);
+                current = Some((key.period, key.scope, cell));
+            }
+        }
+    }
+    if let Some((p, s, cell)) = current {
+        each(p, s, &cell);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_rounds_half_away_from_zero_and_needs_a_base() {
+        // Kazakhstan 2021 → 2022 from China's figures: 25.25 bn → 31.2 bn.
+        assert_eq!(growth_hundredths(31_200, 25_250), Some(2356));
+        assert_eq!(growth_hundredths(95, 100), Some(-500));
+        assert_eq!(growth_hundredths(1, 3), Some(-6667));
+        assert_eq!(growth_hundredths(5, 0), None);
+        assert_eq!(percent_of_hundredths(1, 8), Some(1250));
+    }
+
+    #[test]
+    fn the_pair_total_is_exports_plus_imports_else_turnover_never_both() {
+        let mut c = Cell::default();
+        c.add(Flow::Export, 22);
+        c.add(Flow::Turnover, 25);
+        assert_eq!(c.total(), Some(25));
+        c.add(Flow::Import, 4);
+        assert_eq!(c.total(), Some(26));
+        let mut only_exports = Cell::default();
+        only_exports.add(Flow::Export, 5);
+        assert_eq!(only_exports.total(), None);
+    }
+}
