@@ -6,8 +6,11 @@
 //! `BytesMut::advance`; on ingest, decoding was the largest single cost
 //! (callgrind, BENCHMARKS.md).
 //!
-//! Used through `build.rs` (`codec_path`); depends only on tonic and prost.
+//! Used through `build.rs` (`codec_path`) by the generated servers and
+//! clients; depends on tonic, prost and `error` (an undecodable message is
+//! answered through `status`, like every other error).
 
+use crate::error::Error;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
@@ -15,7 +18,7 @@ use tonic::Status;
 
 /// Encodes `T` and decodes `U` with prost.
 #[derive(Debug, Clone)]
-pub struct Codec<T, U>(PhantomData<(T, U)>);
+pub(crate) struct Codec<T, U>(PhantomData<(T, U)>);
 
 impl<T, U> Default for Codec<T, U> {
     fn default() -> Self {
@@ -44,7 +47,7 @@ where
 
 /// Decodes one message from a contiguous copy-free view of its bytes.
 #[derive(Debug, Clone)]
-pub struct SliceDecoder<U>(PhantomData<U>);
+pub(crate) struct SliceDecoder<U>(PhantomData<U>);
 
 impl<U: Message + Default> Decoder for SliceDecoder<U> {
     type Item = U;
@@ -54,9 +57,8 @@ impl<U: Message + Default> Decoder for SliceDecoder<U> {
         use prost::bytes::Buf;
         // `BytesMut::copy_to_bytes` splits the buffer off: no copy.
         let bytes = buf.copy_to_bytes(buf.remaining());
-        // The same status as tonic-prost's decoder for undecodable input.
         U::decode(bytes.as_ref())
             .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+            .map_err(|e| Error::Undecodable(e.to_string()).into())
     }
 }

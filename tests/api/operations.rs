@@ -9,40 +9,53 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
-async fn health_is_serving_and_turns_not_serving_on_shutdown() {
+async fn every_service_is_serving_and_turns_not_serving_on_shutdown() {
     let app = spawn_app().await;
     let mut health = HealthClient::new(app.channel().await);
-    for service in ["", "caravan.v1.IngestService"] {
+    // Every caravan service the server lists, and the server as a whole ("").
+    let mut services: Vec<String> = listed_services_v1(&app)
+        .await
+        .into_iter()
+        .filter(|s| s.starts_with("caravan.v1."))
+        .collect();
+    assert_eq!(services.len(), 3, "{services:?}");
+    services.push(String::new());
+    let mut watches = Vec::new();
+    for service in &services {
         let status = health
             .check(HealthCheckRequest {
-                service: service.into(),
+                service: service.clone(),
             })
             .await
-            .expect("health check")
+            .unwrap_or_else(|e| panic!("health check of {service:?}: {e}"))
             .into_inner()
             .status;
         assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: service.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            watch.next().await.unwrap().unwrap().status,
+            ServingStatus::Serving as i32
+        );
+        watches.push(watch);
     }
-    let mut watch = health
-        .watch(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        watch.next().await.unwrap().unwrap().status,
-        ServingStatus::Serving as i32
-    );
     let stopping = tokio::spawn(app.stop());
-    let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
-        .await
-        .expect("a health update");
-    assert_eq!(
-        next.unwrap().unwrap().status,
-        ServingStatus::NotServing as i32
-    );
-    drop(watch);
+    for (service, watch) in services.iter().zip(&mut watches) {
+        let next = tokio::time::timeout(Duration::from_secs(10), watch.next())
+            .await
+            .expect("a health update");
+        assert_eq!(
+            next.unwrap().unwrap().status,
+            ServingStatus::NotServing as i32,
+            "{service:?}"
+        );
+    }
+    drop(watches);
     stopping.await.unwrap();
 }
 
