@@ -145,7 +145,10 @@ impl Finish {
     fn log(self, ended: &str) {
         let request_bytes = self.received.load(Ordering::Relaxed);
         let duration_us = self.started.elapsed().as_micros() as u64;
-        let code = self.code.map(tracing::field::debug);
+        let code: &dyn std::fmt::Debug = match &self.code {
+            Some(code) => code,
+            None => &"none",
+        };
         tracing::debug!(parent: &self.span, ?code, request_bytes, duration_us, ended, "rpc finished");
     }
 }

@@ -1,5 +1,6 @@
 //! The real `caravan` binary: SIGKILL right after acknowledgements loses
-//! nothing acknowledged; SIGTERM shuts down cleanly with exit status 0.
+//! nothing acknowledged; SIGTERM shuts down cleanly with exit status 0; the
+//! debug log follows a request from the edge to fsync and back.
 
 use crate::helpers::*;
 use caravan::proto::v1 as pb;
@@ -247,5 +248,81 @@ async fn a_stalled_subscriber_keeps_the_servers_memory_bounded() {
         stalled - baseline < 64.0,
         "a stalled subscriber cost {:.0} MiB",
         stalled - baseline
+    );
+}
+
+#[tokio::test]
+async fn the_debug_log_follows_one_request_from_the_edge_to_fsync_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(store_path(dir.path()))
+        .env("RUST_LOG", "caravan=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+        .await
+        .expect("the server announces its address")
+        .unwrap()
+        .unwrap();
+    let url = format!(
+        "http://{}",
+        line.trim_start_matches("caravan listening on ")
+    );
+    let mut client = IngestServiceClient::connect(url).await.unwrap();
+    let events = vec![
+        trade("log-1", "CN", "KZ", 2021, 1),
+        trade("log-2", "CN", "KZ", 2022, 2),
+    ];
+    append(&mut client, events).await.unwrap();
+    drop(client);
+    // SIGTERM: a clean shutdown, after which stderr is complete.
+    let pid = child.id().expect("running").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = log.lines().collect();
+    let find = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no log line with {needle:?} in:\n{log}"))
+            .to_string()
+    };
+    // The RPC's span names the method and the peer; its id ties the lines.
+    let parsed = find("parsed; queued for the writer events=2");
+    assert!(
+        parsed.contains("method=\"/caravan.v1.IngestService/Append\"") && parsed.contains("peer="),
+        "{parsed}"
+    );
+    let id = parsed
+        .split("rpc{id=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .expect("an rpc id")
+        .to_owned();
+    let in_span = format!("rpc{{id={id} ");
+    // The group commit that fsynced the two events, with its time…
+    let fsynced = find("written and fsynced first_sequence=1 new_events=2");
+    assert!(fsynced.contains("group_commit{group=1"), "{fsynced}");
+    assert!(fsynced.contains("fsync_us="), "{fsynced}");
+    // …then, inside the RPC's span, the acknowledgement and the outcome.
+    let durable = find("durable and visible; acknowledging group=1");
+    assert!(durable.contains(&in_span), "{durable}");
+    let finished = find("rpc finished code=Ok");
+    assert!(finished.contains(&in_span), "{finished}");
+    assert!(finished.contains("request_bytes=") && finished.contains("duration_us="));
+    let at = |l: &str| lines.iter().position(|x| *x == l).unwrap();
+    assert!(
+        at(&parsed) < at(&fsynced) && at(&fsynced) < at(&durable) && at(&durable) < at(&finished)
     );
 }

@@ -116,11 +116,14 @@ async fn read(
                 Err(status) => Pending::End(status),
             },
             Ok(p) => match store.submit(vec![p]).await {
-                Ok(outcome) => Pending::Waiting {
-                    index,
-                    event_id,
-                    outcome,
-                },
+                Ok(outcome) => {
+                    tracing::debug!(index, "parsed; queued for the writer");
+                    Pending::Waiting {
+                        index,
+                        event_id,
+                        outcome,
+                    }
+                }
                 Err(e) => Pending::End(e.into()),
             },
         };

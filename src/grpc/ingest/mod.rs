@@ -101,7 +101,7 @@ impl IngestService for IngestApi {
         self.refuse_when_shutting_down()?;
         let events = request.into_inner().events;
         let prepared = request::append(&events, self.limits.max_batch_events)?;
-        tracing::debug!(events = prepared.len(), "parsed; queueing for the writer");
+        tracing::debug!(events = prepared.len(), "parsed; queued for the writer");
         let outcomes = self.store.append(prepared).await?;
         let acks = events
             .into_iter()

@@ -120,6 +120,7 @@ impl QueryApi {
                 self.limits.max_streams
             ))
         })?;
+        tracing::debug!(snapshot = sequence, resuming = after.is_some(), "begun");
         Ok(Begun {
             snapshot: Snapshot {
                 sequence,
