@@ -16,15 +16,26 @@ async fn start_binary(data_dir: &Path) -> (Child, String) {
     start_binary_with(data_dir, &[]).await
 }
 
-/// Starts `caravan serve` with extra flags.
+/// Starts `caravan serve` with extra flags; its warnings go to the test's
+/// stderr.
 async fn start_binary_with(data_dir: &Path, flags: &[&str]) -> (Child, String) {
+    start_binary_logging(data_dir, flags, "warn", Stdio::inherit()).await
+}
+
+/// Starts `caravan serve` with extra flags, `RUST_LOG` and its stderr.
+async fn start_binary_logging(
+    data_dir: &Path,
+    flags: &[&str],
+    log: &str,
+    stderr: Stdio,
+) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(flags)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .expect("binary starts");

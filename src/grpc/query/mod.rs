@@ -25,7 +25,10 @@ use crate::grpc::stream::Answer;
 use crate::proto::v1 as pb;
 use crate::proto::v1::query_service_server::QueryService;
 use crate::storage::StoreHandle;
-use crate::views::{self, FlowTotals, GroupKey, RecordPosition, SliceSpec, Views};
+use crate::views::{
+    self, FlowTotals, GroupKey, Index, RecordPosition, SliceData, SliceSpec, Views,
+};
+use call::Snapshot;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -144,17 +147,10 @@ impl QueryService for QueryApi {
         let req = request.get_ref();
         let q = request::country(req)?;
         let mut call = self.begin::<_, (Country, Period)>(request.metadata(), req)?;
-        let mut after = call.after.take();
-        let mut queue: Option<VecDeque<Country>> = None;
+        let after = call.after.take();
+        let mut pairs = PairSlices::after(after.map(|(partner, p)| ((q.country, partner), p)));
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let index = views.read();
-            let pending = queue.get_or_insert_with(|| {
-                views::partners_of(&index, q.country)
-                    .into_iter()
-                    .filter(|p| q.partners.is_empty() || q.partners.contains(p))
-                    .filter(|p| after.is_none_or(|(a, _)| *p >= a))
-                    .collect()
-            });
             let spec = SliceSpec {
                 range: q.range,
                 level: q.level,
@@ -163,24 +159,14 @@ impl QueryService for QueryApi {
                 agreement_sector: None,
                 mirror_only: true,
             };
-            let mut out = Vec::new();
-            while let Some(partner) = pending.pop_front() {
-                let resume = after.filter(|(a, _)| *a == partner).map(|(_, p)| p);
-                let slices = views::pair_slices(
-                    &index,
-                    snapshot.sequence,
-                    q.country,
-                    partner,
-                    &spec,
-                    resume,
-                );
-                out.extend(slices.iter().map(|s| render::country_message(s, snapshot)));
-                if out.len() >= SLICES_PER_CHUNK {
-                    break;
-                }
-            }
-            after = None;
-            Ok((!out.is_empty()).then_some(out))
+            let visit = || {
+                views::partners_of(&index, q.country)
+                    .into_iter()
+                    .filter(|p| q.partners.is_empty() || q.partners.contains(p))
+                    .map(|p| (q.country, p))
+                    .collect()
+            };
+            Ok(pairs.next_chunk(&index, snapshot, &spec, visit, render::country_message))
         })))
     }
 
@@ -193,20 +179,10 @@ impl QueryService for QueryApi {
         let req = request.get_ref();
         let q = request::sector(req)?;
         let mut call = self.begin::<_, (Country, Country, Period)>(request.metadata(), req)?;
-        let resume = call.after.take();
-        let mut queue: Option<VecDeque<(Country, Country)>> = None;
+        let after = call.after.take();
+        let mut pairs = PairSlices::after(after.map(|(r, p, period)| ((r, p), period)));
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let index = views.read();
-            let countries = &q.countries;
-            let pending = queue.get_or_insert_with(|| {
-                views::sector_pairs(&index, q.sector, &q.range)
-                    .into_iter()
-                    .filter(|(r, p)| {
-                        countries.is_empty() || countries.contains(r) || countries.contains(p)
-                    })
-                    .filter(|pair| resume.is_none_or(|(r, p, _)| *pair >= (r, p)))
-                    .collect()
-            });
             let sectors = [q.sector];
             let spec = SliceSpec {
                 range: q.range,
@@ -216,25 +192,16 @@ impl QueryService for QueryApi {
                 agreement_sector: Some(q.sector),
                 mirror_only: false,
             };
-            let mut out = Vec::new();
-            while let Some((reporter, partner)) = pending.pop_front() {
-                let after_period = resume
-                    .filter(|(r, p, _)| (*r, *p) == (reporter, partner))
-                    .map(|(_, _, period)| period);
-                let slices = views::pair_slices(
-                    &index,
-                    snapshot.sequence,
-                    reporter,
-                    partner,
-                    &spec,
-                    after_period,
-                );
-                out.extend(slices.iter().map(|s| render::sector_message(s, snapshot)));
-                if out.len() >= SLICES_PER_CHUNK {
-                    break;
-                }
-            }
-            Ok((!out.is_empty()).then_some(out))
+            let countries = &q.countries;
+            let visit = || {
+                views::sector_pairs(&index, q.sector, &q.range)
+                    .into_iter()
+                    .filter(|(r, p)| {
+                        countries.is_empty() || countries.contains(r) || countries.contains(p)
+                    })
+                    .collect()
+            };
+            Ok(pairs.next_chunk(&index, snapshot, &spec, visit, render::sector_message))
         })))
     }
 
@@ -320,5 +287,54 @@ impl QueryService for QueryApi {
                 .collect();
             Ok((!chunk.is_empty()).then_some(chunk))
         })))
+    }
+}
+
+/// The (reporter, partner) pairs a country or sector view visits, listed on
+/// its first chunk, and the position it resumes after.
+struct PairSlices {
+    pending: Option<VecDeque<(Country, Country)>>,
+    resume: Option<((Country, Country), Period)>,
+}
+
+impl PairSlices {
+    fn after(resume: Option<((Country, Country), Period)>) -> Self {
+        PairSlices {
+            pending: None,
+            resume,
+        }
+    }
+
+    /// The next slices, pair by pair in order, until a chunk is full; `None`
+    /// once every pair is done. `visit` lists the pairs (in order) the first
+    /// time.
+    fn next_chunk<T>(
+        &mut self,
+        index: &Index,
+        snapshot: &Snapshot,
+        spec: &SliceSpec<'_>,
+        visit: impl FnOnce() -> Vec<(Country, Country)>,
+        render: impl Fn(&SliceData, &Snapshot) -> T,
+    ) -> Option<Vec<T>> {
+        let resume = self.resume;
+        let pending = self.pending.get_or_insert_with(|| {
+            visit()
+                .into_iter()
+                .filter(|pair| resume.is_none_or(|(at, _)| *pair >= at))
+                .collect()
+        });
+        let mut out = Vec::new();
+        while let Some((reporter, partner)) = pending.pop_front() {
+            let after = resume
+                .filter(|(at, _)| *at == (reporter, partner))
+                .map(|(_, period)| period);
+            let slices =
+                views::pair_slices(index, snapshot.sequence, reporter, partner, spec, after);
+            out.extend(slices.iter().map(|s| render(s, snapshot)));
+            if out.len() >= SLICES_PER_CHUNK {
+                break;
+            }
+        }
+        (!out.is_empty()).then_some(out)
     }
 }
