@@ -34,13 +34,16 @@ type IdMap = HashMap<EventId, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 /// What the writer is asked to do.
 pub(super) enum Msg {
     Append(Job),
-    /// Commit what is queued before this message, then stop.
+    /// Commit what is queued before this message, then stop; the sender is
+    /// answered once everything before it is committed and fsynced.
     Close(oneshot::Sender<()>),
 }
 
 /// One all-or-nothing append request.
 pub(super) struct Job {
     pub events: Vec<Prepared>,
+    /// Answered once: by the publisher after the group is durable and
+    /// visible, or by the writer when it refuses the request.
     pub reply: Reply,
     /// The span of the request that sent it: what the writer and the
     /// publisher log about this request is logged inside it.

@@ -147,6 +147,8 @@ async fn feed(
         }
         Work::Stream(events) => {
             let n = events.len();
+            // When each event was sent, for its latency. Unbounded, but it
+            // holds at most one instant per event of this run.
             let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
             let requests = tokio_stream::iter(events).map(move |e| {
                 let _ = sent_tx.send(Instant::now());

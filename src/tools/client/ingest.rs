@@ -253,6 +253,8 @@ fn rejection_text(r: &pb::Rejection) -> String {
 pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     let window = args.window.max(1);
+    // Parsed events from the reader thread, at most a window of them: the
+    // reader waits when the sender is a window ahead (the server is slow).
     let (source_tx, mut source) = mpsc::channel::<Parsed>(window);
     let (files, format, feed) = (args.files.clone(), args.format, args.feed.clone());
     let reader = tokio::task::spawn_blocking(move || read_files(files, format, feed, source_tx));
@@ -282,6 +284,9 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
                 continue;
             }
         };
+        // The connection's outgoing requests, at most a window of them; the
+        // loop below never puts more than a window in flight, so `try_send`
+        // of the re-sent events cannot fail for lack of room.
         let (tx, rx) = mpsc::channel::<pb::AppendStreamRequest>(window);
         let mut client = IngestServiceClient::new(channel);
         // Re-send what the last connection did not acknowledge, in order.
