@@ -278,7 +278,12 @@ mod tests {
             CommodityScope, Event, EventId, FeedName, Flow, Frequency, HsCode, Payload, Text,
             Timestamp, TradeFigureKey, TradeRecord, TradeRecordRetracted, UsdAmount,
         };
-        let mut rng = crate::tools::gen::Rng::new(42);
+        // Deterministic pseudo-random draws: xxh3 of a counter.
+        let mut draws = 0u64;
+        let mut below = |n: usize| {
+            draws += 1;
+            (xxhash_rust::xxh3::xxh3_64(&draws.to_le_bytes()) % n as u64) as usize
+        };
         let countries: Vec<Country> = ["CN", "KZ", "UZ"]
             .iter()
             .map(|c| Country::parse(c).unwrap())
@@ -308,19 +313,18 @@ mod tests {
         .map(|(y, f, n)| Period::new(*y, *f, *n).unwrap())
         .collect();
         let mut index = Index::default();
-        let pick = |rng: &mut crate::tools::gen::Rng, n: usize| rng.below(n as u64) as usize;
         for sequence in 1..=3000u64 {
-            let r = pick(&mut rng, 3);
-            let p = (r + 1 + pick(&mut rng, 2)) % 3;
+            let r = below(3);
+            let p = (r + 1 + below(2)) % 3;
             let key = TradeFigureKey::new(
                 countries[r],
                 countries[p],
-                flows[pick(&mut rng, 5)],
-                periods[pick(&mut rng, 3)],
-                scopes[pick(&mut rng, scopes.len())],
+                flows[below(5)],
+                periods[below(3)],
+                scopes[below(scopes.len())],
             )
             .unwrap();
-            let payload = if rng.below(5) == 0 {
+            let payload = if below(5) == 0 {
                 Payload::TradeRecordRetracted(TradeRecordRetracted {
                     key,
                     reason: Text::parse("test").unwrap(),
@@ -328,7 +332,7 @@ mod tests {
             } else {
                 Payload::TradeRecord(TradeRecord {
                     key,
-                    value: UsdAmount::new("USD", rng.below(1_000) as i64, 0).unwrap(),
+                    value: UsdAmount::new("USD", below(1_000) as i64, 0).unwrap(),
                     quantity: None,
                     source: Text::parse("test").unwrap(),
                     note: Text::parse("").unwrap(),
