@@ -1,13 +1,15 @@
 //! The byte layout of the store: tree name, key prefixes, the format version,
 //! and the encoding of log chunks and fingerprint chunks. Documented byte by
 //! byte in docs/ARCHITECTURE.md; a change here needs a new format version.
-//! Depends on nothing but `xxhash-rust`.
+//! Depends on nothing but `xxhash-rust`. The encoding of one event inside a
+//! chunk is `event_codec`'s.
 
 /// The one sled tree that holds everything, so that one `apply_batch` writes
 /// the log and its derived keys atomically.
 pub const TREE: &str = "caravan";
 
-/// Key of the format version (a big-endian u32). Sorts before every other key.
+/// Key of the format version (a big-endian u32), kept in sled's default tree,
+/// not in [`TREE`], so that it is read before anything of the data.
 pub const FORMAT_KEY: &[u8] = b"\x00format";
 /// The only format this build reads and writes.
 pub const FORMAT_VERSION: u32 = 1;
