@@ -1,4 +1,5 @@
 //! The `caravan` binary: parses the command line and hands over to the library.
+//! Depends only on the library's `cli`.
 
 use clap::Parser;
 

@@ -17,6 +17,10 @@
 //! A failed write or fsync poisons the writer: what reached the disk is
 //! unknown, so it refuses every later job until the server restarts and
 //! recovers from the log.
+//!
+//! Depends on sled, the store's `layout`, `log` and shared state, the domain
+//! and `error`; what it does with a committed group beyond the store is the
+//! projection's business.
 
 use super::{layout, log};
 use super::{storage_error, Prepared, Projection, Shared, Syncer};

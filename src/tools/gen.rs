@@ -3,6 +3,9 @@
 //! traders, HS chapters, annual and monthly periods, some revisions and exact
 //! duplicates, and agreements — as JSON Lines (events in proto3 JSON) or as a
 //! UN Comtrade-layout CSV (trade records only).
+//!
+//! Depends on the generated messages, `jsonl` and the Comtrade layout; never on
+//! the server.
 
 use super::client::comtrade::GEN_HEADER;
 use super::client::CliError;

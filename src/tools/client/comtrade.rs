@@ -8,6 +8,8 @@
 //! `1234567.89`, converted exactly), `qty` with `qtyUnitAbbr` (optional), and
 //! `reporterDesc`/`partnerDesc`/`cmdDesc` for messages. Text may be UTF-8 or
 //! ISO-8859-1 (decided per field).
+//!
+//! Depends only on the generated messages.
 
 use crate::proto::v1 as pb;
 

@@ -1,6 +1,9 @@
 //! `caravan query …`: the query RPCs from a terminal, as aligned tables with
 //! money in readable units, or as one proto3 JSON object per line
 //! (`--output json`).
+//!
+//! Depends on the generated query client, `terminal` and the shared client
+//! flags; never on the server's internals.
 
 use super::{drain, json, list, CliError, ConnectArgs, Output, SectorArg};
 use crate::proto::v1 as pb;

@@ -1,5 +1,8 @@
 //! `caravan subscribe`: prints events from a running service as they arrive,
 //! as one line each or as proto3 JSON (`--output json`), until interrupted.
+//!
+//! Depends on the generated subscription client, `terminal` and the shared
+//! client flags; never on the server's internals.
 
 use super::{drain, json, list, CliError, ConnectArgs, Output, SectorArg};
 use crate::proto::v1 as pb;
