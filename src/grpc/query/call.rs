@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
+use tonic::Request;
 use tracing::Instrument;
 
 /// The snapshot a call answers at, and what its cursors pin.
@@ -37,12 +38,10 @@ impl Snapshot {
     }
 }
 
-/// A call that may stream: its snapshot, where it resumes, its deadline, and
-/// its slot among the running query streams.
-pub(super) struct Begun<P> {
-    pub snapshot: Snapshot,
-    /// The position after which the answer continues, when resuming.
-    pub after: Option<P>,
+/// A call that may stream: its snapshot, its deadline, and its slot among
+/// the running query streams.
+pub(super) struct Begun {
+    snapshot: Snapshot,
     deadline: Option<Instant>,
     /// One of `--max-query-streams` slots, held by the producer until the
     /// stream ends: bounds the producers (and their buffers) running at once.
@@ -74,15 +73,18 @@ fn bad_cursor(description: &str) -> Error {
 }
 
 impl QueryApi {
-    /// Fixes the call's snapshot (from its cursor when resuming, else its
-    /// `as_of_sequence`, 0 being the newest durable sequence) and resume
-    /// position, and takes a stream slot.
-    pub(super) fn begin<R: Resumable, P: Position>(
+    /// Parses the request with `parse`, then fixes the call's snapshot (from
+    /// its cursor when resuming, else its `as_of_sequence`, 0 being the newest
+    /// durable sequence) and the position it resumes after, and takes a
+    /// stream slot.
+    pub(super) fn begin<R: Resumable, Q, P: Position>(
         &self,
-        metadata: &MetadataMap,
-        request: &R,
-    ) -> Result<Begun<P>, Error> {
-        let deadline = deadline_of(metadata);
+        request: &Request<R>,
+        parse: fn(&R) -> Result<Q, Error>,
+    ) -> Result<(Q, Option<P>, Begun), Error> {
+        let query = parse(request.get_ref())?;
+        let deadline = deadline_of(request.metadata());
+        let request = request.get_ref();
         let newest = self.store.last_sequence();
         let as_of = request.as_of_sequence();
         if as_of > newest {
@@ -121,15 +123,15 @@ impl QueryApi {
             ))
         })?;
         tracing::debug!(snapshot = sequence, resuming = after.is_some(), "begun");
-        Ok(Begun {
+        let call = Begun {
             snapshot: Snapshot {
                 sequence,
                 fingerprint,
             },
-            after,
             deadline,
             permit,
-        })
+        };
+        Ok((query, after, call))
     }
 
     /// Spawns the producer: runs `next_chunk` until it returns `Ok(None)`,
@@ -137,9 +139,9 @@ impl QueryApi {
     /// leaves, and ends the stream with DEADLINE_EXCEEDED or UNAVAILABLE after
     /// the messages already queued when the deadline passes or the server
     /// shuts down.
-    pub(super) fn stream<T: Message + Send + 'static, P: Send + 'static>(
+    pub(super) fn stream<T: Message + Send + 'static>(
         &self,
-        call: Begun<P>,
+        call: Begun,
         mut next_chunk: impl FnMut(&Views, &Snapshot) -> Chunk<T> + Send + 'static,
     ) -> Answer<T> {
         // Bounded by messages and by their encoded bytes (both settings): a
@@ -155,7 +157,6 @@ impl QueryApi {
             snapshot,
             deadline,
             permit,
-            ..
         } = call;
         let task = async move {
             let _permit = permit;

@@ -118,10 +118,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::StreamTradeRecordsRequest>,
     ) -> Result<Response<Self::StreamTradeRecordsStream>, Status> {
-        let req = request.get_ref();
-        let query = request::records(req)?;
-        let mut call = self.begin::<_, RecordPosition>(request.metadata(), req)?;
-        let mut after = call.after.take();
+        let (query, mut after, call) =
+            self.begin::<_, _, RecordPosition>(&request, request::records)?;
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let found = views::next_records(
                 &views.read(),
@@ -144,10 +142,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::StreamCountryCooperationRequest>,
     ) -> Result<Response<Self::StreamCountryCooperationStream>, Status> {
-        let req = request.get_ref();
-        let q = request::country(req)?;
-        let mut call = self.begin::<_, (Country, Period)>(request.metadata(), req)?;
-        let after = call.after.take();
+        let (q, after, call) = self.begin::<_, _, (Country, Period)>(&request, request::country)?;
         let mut pairs = PairSlices::after(after.map(|(partner, p)| ((q.country, partner), p)));
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let index = views.read();
@@ -176,10 +171,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::StreamSectorCooperationRequest>,
     ) -> Result<Response<Self::StreamSectorCooperationStream>, Status> {
-        let req = request.get_ref();
-        let q = request::sector(req)?;
-        let mut call = self.begin::<_, (Country, Country, Period)>(request.metadata(), req)?;
-        let after = call.after.take();
+        let (q, after, call) =
+            self.begin::<_, _, (Country, Country, Period)>(&request, request::sector)?;
         let mut pairs = PairSlices::after(after.map(|(r, p, period)| ((r, p), period)));
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let index = views.read();
@@ -211,10 +204,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::StreamAgreementsRequest>,
     ) -> Result<Response<Self::StreamAgreementsStream>, Status> {
-        let req = request.get_ref();
-        let q = request::agreements(req)?;
-        let mut call = self.begin::<_, AgreementId>(request.metadata(), req)?;
-        let mut after = call.after.take();
+        let (q, mut after, call) =
+            self.begin::<_, _, AgreementId>(&request, request::agreements)?;
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let index = views.read();
             let mut out = Vec::new();
@@ -251,10 +242,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<pb::AggregateRequest>,
     ) -> Result<Response<Self::AggregateStream>, Status> {
-        let req = request.get_ref();
-        let q = request::aggregate(req)?;
-        let mut call = self.begin::<_, GroupKey>(request.metadata(), req)?;
-        let mut after = call.after.take();
+        let (q, mut after, call) = self.begin::<_, _, GroupKey>(&request, request::aggregate)?;
         let max_groups = self.limits.max_groups;
         // Every figure is seen before the first group is sent.
         let mut groups: Option<BTreeMap<GroupKey, FlowTotals>> = None;
