@@ -86,6 +86,13 @@ pub struct ServeArgs {
     /// Largest gRPC message, in bytes.
     #[arg(long, env = "CARAVAN_MAX_MESSAGE_BYTES", default_value_t = defaults::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Bytes of request messages all requests together may hold while they
+    /// are read and handled; a request waits for room.
+    #[arg(long, env = "CARAVAN_MAX_DECODING_BYTES", default_value_t = defaults::DEFAULT_MAX_DECODING_BYTES)]
+    pub max_decoding_bytes: usize,
+    /// Seconds a request with one message may take to arrive whole.
+    #[arg(long, env = "CARAVAN_REQUEST_READ_TIMEOUT_SECS", default_value_t = defaults::DEFAULT_REQUEST_READ_TIMEOUT.as_secs())]
+    pub request_read_timeout_secs: u64,
     /// Concurrent calls per connection.
     #[arg(long, env = "CARAVAN_MAX_CONCURRENT_STREAMS", default_value_t = defaults::DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
@@ -143,6 +150,8 @@ impl ServeArgs {
             ..SubscribeLimits::default()
         };
         c.max_message_bytes = self.max_message_bytes;
+        c.max_decoding_bytes = self.max_decoding_bytes;
+        c.request_read_timeout = Duration::from_secs(self.request_read_timeout_secs.max(1));
         c.max_concurrent_streams = self.max_concurrent_streams;
         c.keepalive_interval = Duration::from_secs(self.keepalive_secs.max(1));
         c.keepalive_timeout = Duration::from_secs(self.keepalive_secs.max(1));

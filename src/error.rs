@@ -15,9 +15,19 @@ pub enum Error {
     #[error("invalid argument: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
 
-    /// A request body that is not a protobuf message of its type.
-    #[error("undecodable message: {0}")]
+    /// A request body that is not a protobuf message of its type, or not
+    /// framed as gRPC frames it (a unary call with no message or two).
+    #[error("undecodable request: {0}")]
     Undecodable(String),
+
+    /// A request message larger than `--max-message-bytes`; refused before it
+    /// is read.
+    #[error("the request message is {size} bytes; the limit is {limit} (--max-message-bytes)")]
+    MessageTooLarge { size: usize, limit: usize },
+
+    /// A request that is not gRPC (its content type).
+    #[error("not a gRPC request (content-type {0:?}); caravan speaks gRPC with protobuf messages")]
+    NotGrpc(String),
 
     /// An event id is already taken by different content (stored, or earlier
     /// in the same batch). `index` is the event's position in its batch.

@@ -31,36 +31,58 @@ impl FieldViolation {
     }
 }
 
+/// The most violations one answer lists; the rest are counted in a last one.
+/// A request of ten thousand bad events is told about the first hundred,
+/// not answered with a message as large as itself.
+pub const MAX_VIOLATIONS: usize = 100;
+
 /// Collects the violations of one request while its fields are parsed.
 ///
 /// Each method records the violations of one field and returns the parsed
 /// value, or `None` when the field was bad; a `None` therefore always comes
 /// with a recorded violation, and [`Violations::finish`] turns the parsed
-/// parts into the whole or into every violation.
+/// parts into the whole or into every violation (at most
+/// [`MAX_VIOLATIONS`] of them, then how many more there were).
 #[derive(Default, Debug)]
-pub struct Violations(Vec<FieldViolation>);
+pub struct Violations {
+    found: Vec<FieldViolation>,
+    /// Violations found beyond [`MAX_VIOLATIONS`].
+    more: usize,
+}
 
 impl Violations {
+    /// Records one violation.
+    pub fn push(&mut self, v: FieldViolation) {
+        if self.found.len() < MAX_VIOLATIONS {
+            self.found.push(v);
+        } else {
+            self.more += 1;
+        }
+    }
+
     /// Records `Err(description)` as a violation of `field`.
     pub fn check<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
-        r.map_err(|d| self.0.push(FieldViolation::new(field, d)))
-            .ok()
+        r.map_err(|d| self.push(FieldViolation::new(field, d))).ok()
     }
 
     /// Records a violation reported relative to `prefix`.
     pub fn nested<T>(&mut self, prefix: &str, r: Result<T, FieldViolation>) -> Option<T> {
-        r.map_err(|v| self.0.push(v.nested(prefix))).ok()
+        r.map_err(|v| self.push(v.nested(prefix))).ok()
     }
 
     /// Records violations reported relative to `prefix`.
     pub fn nested_many<T>(&mut self, prefix: &str, r: Result<T, Vec<FieldViolation>>) -> Option<T> {
-        r.map_err(|vs| self.0.extend(vs.into_iter().map(|v| v.nested(prefix))))
-            .ok()
+        r.map_err(|vs| {
+            for v in vs {
+                self.push(v.nested(prefix));
+            }
+        })
+        .ok()
     }
 
     /// Records a violation of `field` found by a check across fields.
     pub fn bad(&mut self, field: &str, description: impl Into<String>) {
-        self.0.push(FieldViolation::new(field, description));
+        self.push(FieldViolation::new(field, description));
     }
 
     /// Parses each element of a repeated field with `parse`, naming bad ones
@@ -79,18 +101,26 @@ impl Violations {
 
     /// Whether nothing bad was found so far.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.found.is_empty()
     }
 
-    /// The parsed whole when nothing was bad, else every violation. `value` is
+    /// The parsed whole when nothing was bad, else the violations. `value` is
     /// built from the parts the methods above returned.
-    pub fn finish<T>(self, value: Option<T>) -> Result<T, Vec<FieldViolation>> {
+    pub fn finish<T>(mut self, value: Option<T>) -> Result<T, Vec<FieldViolation>> {
         match value {
-            Some(v) if self.0.is_empty() => Ok(v),
+            Some(v) if self.found.is_empty() => Ok(v),
             // A part can only be missing with its violation recorded; should
             // one ever not be, the request is still refused, never accepted.
-            _ if self.0.is_empty() => Err(vec![FieldViolation::new("", "is invalid")]),
-            _ => Err(self.0),
+            _ if self.found.is_empty() => Err(vec![FieldViolation::new("", "is invalid")]),
+            _ => {
+                if self.more > 0 {
+                    self.found.push(FieldViolation::new(
+                        "",
+                        format!("and {} more violations", self.more),
+                    ));
+                }
+                Err(self.found)
+            }
         }
     }
 }
@@ -116,6 +146,18 @@ mod tests {
             .map(|f| f.field)
             .collect();
         assert_eq!(fields, ["b", "c[1]", "d.year"]);
+    }
+
+    #[test]
+    fn at_most_a_hundred_violations_are_listed_then_counted() {
+        let mut v = Violations::default();
+        for i in 0..250 {
+            v.bad(&format!("events[{i}]"), "is bad");
+        }
+        let found = v.finish(None::<()>).unwrap_err();
+        assert_eq!(found.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(found[99].field, "events[99]");
+        assert_eq!(found[100].description, "and 150 more violations");
     }
 
     #[test]

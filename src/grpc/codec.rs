@@ -6,11 +6,17 @@
 //! `BytesMut::advance`; on ingest, decoding was the largest single cost
 //! (callgrind, BENCHMARKS.md).
 //!
+//! Messages a client streams (AppendStream's) are checked by `wire` before
+//! they are decoded, as each arrives; unary requests were checked earlier, by
+//! `admission`, which holds their whole message.
+//!
 //! Used through `build.rs` (`codec_path`) by the generated servers and
-//! clients; depends on tonic, prost and `error` (an undecodable message is
-//! answered through `status`, like every other error).
+//! clients; depends on tonic, prost, `wire` and `error` (an undecodable message
+//! is answered through `status`, like every other error).
 
+use super::wire;
 use crate::error::Error;
+use crate::proto::v1 as pb;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
@@ -29,7 +35,7 @@ impl<T, U> Default for Codec<T, U> {
 impl<T, U> tonic::codec::Codec for Codec<T, U>
 where
     T: Message + Send + 'static,
-    U: Message + Default + Send + 'static,
+    U: Message + Default + Admit + Send + 'static,
 {
     type Encode = T;
     type Decode = U;
@@ -49,7 +55,43 @@ where
 #[derive(Debug, Clone)]
 pub(crate) struct SliceDecoder<U>(PhantomData<U>);
 
-impl<U: Message + Default> Decoder for SliceDecoder<U> {
+/// What is checked on a decoded message's bytes before prost decodes it.
+pub(crate) trait Admit {
+    /// The shape bounding its repeated fields, for a message a client streams.
+    const STREAMED: Option<&'static wire::Shape> = None;
+}
+
+impl Admit for pb::AppendStreamRequest {
+    const STREAMED: Option<&'static wire::Shape> = Some(&wire::APPEND_STREAM);
+}
+
+/// Unary requests (checked by `admission`) and responses (decoded by our own
+/// clients).
+macro_rules! admitted_as_is {
+    ($($message:ty),+ $(,)?) => {$( impl Admit for $message {} )+};
+}
+
+admitted_as_is!(
+    pb::AppendRequest,
+    pb::AppendResponse,
+    pb::AppendStreamResponse,
+    pb::LookupEventsRequest,
+    pb::LookupEventsResponse,
+    pb::StreamTradeRecordsRequest,
+    pb::StreamTradeRecordsResponse,
+    pb::StreamCountryCooperationRequest,
+    pb::StreamCountryCooperationResponse,
+    pb::StreamSectorCooperationRequest,
+    pb::StreamSectorCooperationResponse,
+    pb::StreamAgreementsRequest,
+    pb::StreamAgreementsResponse,
+    pb::AggregateRequest,
+    pb::AggregateResponse,
+    pb::SubscribeRequest,
+    pb::SubscribeResponse,
+);
+
+impl<U: Message + Default + Admit> Decoder for SliceDecoder<U> {
     type Item = U;
     type Error = Status;
 
@@ -57,6 +99,10 @@ impl<U: Message + Default> Decoder for SliceDecoder<U> {
         use prost::bytes::Buf;
         // `BytesMut::copy_to_bytes` splits the buffer off: no copy.
         let bytes = buf.copy_to_bytes(buf.remaining());
+        if let Some(shape) = U::STREAMED {
+            // A streamed message's shape has only the contract's fixed caps.
+            wire::check(&bytes, shape, &wire::Limits::FIXED_ONLY)?;
+        }
         U::decode(bytes.as_ref())
             .map(Some)
             .map_err(|e| Error::Undecodable(e.to_string()).into())

@@ -1,6 +1,7 @@
 //! The gRPC edge: where requests enter and answers leave. The server
 //! (`server`: tonic, health, reflection, limits, the per-RPC span of
-//! `trace`, shutdown), the three services (`ingest`, `query`, `subscribe`),
+//! `trace`, what a request must be before it is decoded in `admission` and
+//! `wire`, shutdown), the three services (`ingest`, `query`, `subscribe`),
 //! each parsing its requests into domain values and rendering its answers,
 //! and what they share: the codec that decodes requests (`codec`), bounded
 //! response streams (`stream`), the shutdown signal (`shutdown`) and the one
@@ -10,6 +11,7 @@
 //! store's disk codec, and nowhere else in the service. Depends on the
 //! store facade, the views, the domain and tonic; never on sled.
 
+mod admission;
 pub(crate) mod codec;
 mod ingest;
 mod query;
@@ -19,6 +21,7 @@ mod status;
 mod stream;
 mod subscribe;
 mod trace;
+mod wire;
 
 pub use ingest::IngestLimits;
 pub use query::QueryLimits;
@@ -33,7 +36,7 @@ pub mod defaults {
     };
     pub use super::server::{
         DEFAULT_DRAIN_DEADLINE, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_STREAMS,
-        DEFAULT_MAX_MESSAGE_BYTES,
+        DEFAULT_MAX_DECODING_BYTES, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_REQUEST_READ_TIMEOUT,
     };
     pub use super::subscribe::{
         DEFAULT_MAX_SUBSCRIPTIONS, DEFAULT_RECENT_EVENTS, DEFAULT_SUBSCRIPTION_BUFFER,

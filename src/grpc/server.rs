@@ -12,11 +12,13 @@
 
 use crate::domain::StoredEvent;
 use crate::error::Error;
+use crate::grpc::admission::{self, AdmissionLayer};
 use crate::grpc::ingest::{IngestApi, IngestLimits};
 use crate::grpc::query::{QueryApi, QueryLimits};
 use crate::grpc::shutdown::{self, ShutdownTrigger};
 use crate::grpc::subscribe::{Recent, SubscribeApi, SubscribeLimits};
 use crate::grpc::trace::TraceLayer;
+use crate::grpc::wire;
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
@@ -56,6 +58,11 @@ pub struct ServerConfig {
     /// (an AppendStream answering what it has read) before the server stops
     /// waiting for them.
     pub drain_deadline: Duration,
+    /// Bytes of request messages all requests together may hold while they
+    /// are read, decoded and handled; a request waits for room.
+    pub max_decoding_bytes: usize,
+    /// How long a request with one message may take to arrive whole.
+    pub request_read_timeout: Duration,
 }
 
 /// Default listen address.
@@ -66,6 +73,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
 /// Default drain deadline: 5 seconds.
 pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+/// Default decoding budget: 64 MiB, sixteen messages of the largest size.
+pub const DEFAULT_MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
+/// Default time for a request message to arrive: 30 seconds.
+pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ServerConfig {
     /// Defaults for everything but where to listen and store.
@@ -82,6 +93,8 @@ impl ServerConfig {
             keepalive_interval: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(20),
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
+            max_decoding_bytes: DEFAULT_MAX_DECODING_BYTES,
+            request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
         }
     }
 }
@@ -260,6 +273,15 @@ async fn serve_until_shutdown(
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .layer(TraceLayer)
+        .layer(AdmissionLayer::new(admission::Limits {
+            max_message_bytes: config.max_message_bytes,
+            wire: wire::Limits {
+                batch_events: config.ingest.max_batch_events,
+                lookup: config.ingest.max_lookup,
+            },
+            max_decoding_bytes: config.max_decoding_bytes,
+            read_timeout: config.request_read_timeout,
+        }))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

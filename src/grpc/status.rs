@@ -16,9 +16,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The gRPC code of each kind of error: the whole table.
 pub(crate) fn code(e: &Error) -> Code {
     match e {
-        Error::InvalidArgument(_) => Code::InvalidArgument,
-        // As tonic's own prost decoder answers an undecodable message.
-        Error::Undecodable(_) => Code::Internal,
+        Error::InvalidArgument(_) | Error::Undecodable(_) | Error::NotGrpc(_) => {
+            Code::InvalidArgument
+        }
+        // What the gRPC spec asks for a message over the size limit.
+        Error::MessageTooLarge { .. } => Code::ResourceExhausted,
         Error::EventIdConflict { .. } => Code::AlreadyExists,
         Error::UnknownAgreement { .. } => Code::FailedPrecondition,
         Error::OutOfRange(_) => Code::OutOfRange,
@@ -104,6 +106,25 @@ pub(crate) fn rejection(e: Error) -> Result<pb::Rejection, Status> {
     }
 }
 
+/// The status that ends an AppendStream whose request stream failed, as
+/// tonic reported it, or `None` when the client went away. tonic's own
+/// answers are mapped to the gRPC spec's codes: a message over the size
+/// limit is RESOURCE_EXHAUSTED, a malformed frame INVALID_ARGUMENT.
+pub(crate) fn request_stream_failed(s: Status) -> Option<Status> {
+    match s.code() {
+        Code::Cancelled => None,
+        Code::OutOfRange => Some(Status::resource_exhausted(format!(
+            "{} (--max-message-bytes)",
+            s.message()
+        ))),
+        Code::Internal | Code::Unknown => Some(Status::invalid_argument(format!(
+            "the request stream is malformed: {}",
+            s.message()
+        ))),
+        _ => Some(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +138,12 @@ mod tests {
                 Error::InvalidArgument(vec![FieldViolation::new("f", "bad")]),
                 Code::InvalidArgument,
             ),
-            (Error::Undecodable("x".into()), Code::Internal),
+            (Error::Undecodable("x".into()), Code::InvalidArgument),
+            (
+                Error::MessageTooLarge { size: 5, limit: 4 },
+                Code::ResourceExhausted,
+            ),
+            (Error::NotGrpc("text/plain".into()), Code::InvalidArgument),
             (
                 Error::EventIdConflict {
                     index: 0,

@@ -5,6 +5,7 @@ mod binary;
 mod cli;
 mod durability;
 mod helpers;
+mod hostile;
 mod ingest;
 mod operations;
 mod query;

@@ -101,7 +101,12 @@ async fn read(
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(status) => {
-                tracing::debug!(%status, "append stream: client error");
+                tracing::debug!(%status, "append stream: the request stream failed");
+                // Answered after everything read before it, unless the
+                // client is gone.
+                if let Some(end) = status::request_stream_failed(status) {
+                    let _ = pending_tx.send(Pending::End(end)).await;
+                }
                 return;
             }
         };
