@@ -56,6 +56,11 @@ impl Country {
             .ok_or_else(|| format!("{code:?} is not an ISO 3166-1 alpha-2 or alpha-3 country code"))
     }
 
+    /// The position of its alpha-2 code among the 26 × 26 possible ones.
+    pub(crate) fn index(self) -> usize {
+        alpha2_index(self.0)
+    }
+
     /// The canonical alpha-2 code, e.g. "KZ".
     pub fn alpha2(&self) -> &str {
         // Built only from the ISO table's ASCII codes.

@@ -278,7 +278,12 @@ impl Agreement {
                 "an agreement needs two or more parties",
             ));
         }
-        if let Some(dup) = first_repeat(&parties) {
+        let mut seen = super::CountrySet::default();
+        if let Some(dup) = parties.iter().find(|p| {
+            let again = seen.contains(**p);
+            seen.insert(**p);
+            again
+        }) {
             bad.push(FieldViolation::new(
                 "parties",
                 format!("{dup} is listed more than once"),
@@ -290,7 +295,12 @@ impl Agreement {
                 "at least one sector is required",
             ));
         }
-        if let Some(dup) = first_repeat(&sectors) {
+        let mut seen = super::SectorSet::default();
+        if let Some(dup) = sectors.iter().find(|s| {
+            let again = seen.contains(**s);
+            seen.insert(**s);
+            again
+        }) {
             bad.push(FieldViolation::new(
                 "sectors",
                 format!("{dup} is listed more than once"),
@@ -331,14 +341,6 @@ impl Agreement {
     pub fn sectors(&self) -> &[Sector] {
         &self.sectors
     }
-}
-
-fn first_repeat<T: PartialEq + Copy>(items: &[T]) -> Option<T> {
-    items
-        .iter()
-        .enumerate()
-        .find(|(i, x)| items[..*i].contains(x))
-        .map(|(_, x)| *x)
 }
 
 /// A new status for an existing agreement.

@@ -11,6 +11,7 @@ mod event;
 mod money;
 mod period;
 mod sector;
+mod sets;
 mod text;
 mod time;
 mod violations;
@@ -24,6 +25,7 @@ pub use event::{
 pub use money::{Quantity, UsdAmount};
 pub use period::{Frequency, Period};
 pub use sector::Sector;
+pub use sets::{BitSet, CountrySet, SectorSet};
 pub use text::Text;
 pub use time::{Date, Timestamp};
 pub use violations::{FieldViolation, Violations};

@@ -86,13 +86,13 @@ impl Violations {
     }
 
     /// Parses each element of a repeated field with `parse`, naming bad ones
-    /// `field[i]`; the good ones, in order.
-    pub fn each<'a, S: 'a, T>(
+    /// `field[i]`; the good ones, in order, collected into a list or a set.
+    pub fn each<'a, S: 'a, T, C: FromIterator<T>>(
         &mut self,
         field: &str,
         raw: impl IntoIterator<Item = &'a S>,
         parse: impl Fn(&S) -> Result<T, String>,
-    ) -> Vec<T> {
+    ) -> C {
         raw.into_iter()
             .enumerate()
             .filter_map(|(i, s)| self.check(&format!("{field}[{i}]"), parse(s)))
@@ -134,7 +134,7 @@ mod tests {
         let mut v = Violations::default();
         let a = v.check("a", Ok::<_, String>(1));
         let b: Option<u8> = v.check("b", Err("is required".into()));
-        let c = v.each("c", &["1", "x", "3"], |s: &&str| {
+        let c: Vec<u8> = v.each("c", &["1", "x", "3"], |s: &&str| {
             s.parse::<u8>().map_err(|e| e.to_string())
         });
         let d: Option<u8> = v.nested("d", Err(FieldViolation::new("year", "too early")));

@@ -41,11 +41,11 @@ pub(crate) fn aggregate(
     let has = |d| dims.contains(&d);
     let mut groups: BTreeMap<GroupKey, FlowTotals> = BTreeMap::new();
     for (reporter, partners) in &index.figures {
-        if !FigureFilter::country_ok(&filter.reporters, reporter) {
+        if !filter.reporters.admits(*reporter) {
             continue;
         }
         for (partner, figures) in partners {
-            if !FigureFilter::country_ok(&filter.partners, partner) {
+            if !filter.partners.admits(*partner) {
                 continue;
             }
             let mut too_many = false;

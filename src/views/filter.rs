@@ -4,7 +4,7 @@
 //! Depends only on the domain and the index's key types.
 
 use super::index::{scope_sector, FigureKey, Pair, Revision};
-use crate::domain::{CommodityScope, Country, Date, Flow, Frequency, Period, Sector};
+use crate::domain::{BitSet, CommodityScope, CountrySet, Date, Flow, Frequency, Period, SectorSet};
 use std::ops::Bound;
 
 /// Which commodity level is summed.
@@ -81,12 +81,12 @@ pub(crate) fn previous_year(p: &Period) -> Option<Period> {
 /// Which figures count.
 #[derive(Clone, Debug)]
 pub(crate) struct FigureFilter {
-    pub reporters: Vec<Country>,
-    pub partners: Vec<Country>,
-    pub flows: Vec<Flow>,
+    pub reporters: CountrySet,
+    pub partners: CountrySet,
+    pub flows: BitSet<Flow>,
     pub level: CommodityLevel,
     pub hs_prefix: Option<String>,
-    pub sectors: Vec<Sector>,
+    pub sectors: SectorSet,
     pub periods: PeriodRange,
 }
 
@@ -98,7 +98,7 @@ impl FigureFilter {
             flow,
             scope,
         } = key;
-        (self.flows.is_empty() || self.flows.contains(flow))
+        self.flows.admits(*flow)
             && self.periods.contains(period)
             && self.level.matches(scope)
             && self.hs_prefix.as_deref().is_none_or(|prefix| match scope {
@@ -106,11 +106,7 @@ impl FigureFilter {
                 _ => false,
             })
             && (self.sectors.is_empty()
-                || scope_sector(scope).is_some_and(|s| self.sectors.contains(&s)))
-    }
-
-    pub(super) fn country_ok(list: &[Country], c: &Country) -> bool {
-        list.is_empty() || list.contains(c)
+                || scope_sector(scope).is_some_and(|s| self.sectors.contains(s)))
     }
 }
 

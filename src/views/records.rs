@@ -25,7 +25,7 @@ pub(crate) fn next_records(
         None => Bound::Unbounded,
     };
     for (reporter, partners) in index.figures.range((start, Bound::Unbounded)) {
-        if !FigureFilter::country_ok(&filter.reporters, reporter) {
+        if !filter.reporters.admits(*reporter) {
             continue;
         }
         let pstart = match after {
@@ -33,7 +33,7 @@ pub(crate) fn next_records(
             _ => Bound::Unbounded,
         };
         for (partner, figures) in partners.range((pstart, Bound::Unbounded)) {
-            if !FigureFilter::country_ok(&filter.partners, partner) {
+            if !filter.partners.admits(*partner) {
                 continue;
             }
             let (mut fstart, fend) = key_bounds(&filter.periods);

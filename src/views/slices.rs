@@ -11,7 +11,7 @@ use super::filter::{pair_in_range, period_dates, previous_year, CommodityLevel, 
 use super::index::{scope_sector, FigureKey, Index, Pair, Revision};
 use super::rollup::RollupKey;
 use super::totals::{for_each_cell, FlowTotals};
-use crate::domain::{Country, Period, Sector};
+use crate::domain::{Country, Period, Sector, SectorSet};
 use std::collections::BTreeMap;
 
 /// Per-period totals of the figures that pass `keep`.
@@ -37,13 +37,13 @@ fn sector_totals(
     snapshot: u64,
     range: &PeriodRange,
     level: CommodityLevel,
-    sectors: &[Sector],
+    sectors: SectorSet,
 ) -> BTreeMap<(Period, Sector), FlowTotals> {
     let mut out: BTreeMap<(Period, Sector), FlowTotals> = BTreeMap::new();
     let keep = |k: &FigureKey| {
         range.contains(&k.period)
             && level.matches(&k.scope)
-            && scope_sector(&k.scope).is_some_and(|s| sectors.is_empty() || sectors.contains(&s))
+            && scope_sector(&k.scope).is_some_and(|s| sectors.admits(s))
     };
     for_each_cell(
         pair_in_range(pair, range),
@@ -65,12 +65,12 @@ fn rolled_up_totals(
     pair: Option<&Pair>,
     range: &PeriodRange,
     level: CommodityLevel,
-    sectors: &[Sector],
+    sectors: SectorSet,
 ) -> BTreeMap<Period, FlowTotals> {
     let mut out: BTreeMap<Period, FlowTotals> = BTreeMap::new();
     let Some(pair) = pair else { return out };
     for (key, sums) in pair.rollups.range(rollup_bounds(level, range)) {
-        let wanted = sectors.is_empty() || key.sector.is_some_and(|s| sectors.contains(&s));
+        let wanted = sectors.is_empty() || key.sector.is_some_and(|s| sectors.contains(s));
         if !wanted || !range.contains(&key.period) {
             continue;
         }
@@ -87,13 +87,13 @@ fn rolled_up_sectors(
     pair: Option<&Pair>,
     range: &PeriodRange,
     level: CommodityLevel,
-    sectors: &[Sector],
+    sectors: SectorSet,
 ) -> BTreeMap<(Period, Sector), FlowTotals> {
     let mut out = BTreeMap::new();
     let Some(pair) = pair else { return out };
     for (key, sums) in pair.rollups.range(rollup_bounds(level, range)) {
         let Some(sector) = key.sector else { continue };
-        if !range.contains(&key.period) || !(sectors.is_empty() || sectors.contains(&sector)) {
+        if !range.contains(&key.period) || !sectors.admits(sector) {
             continue;
         }
         if let Some(t) = sums.totals() {
@@ -131,13 +131,13 @@ pub(crate) struct SliceData {
 }
 
 /// What to compute for the slices of one pair.
-pub(crate) struct SliceSpec<'a> {
+pub(crate) struct SliceSpec {
     pub range: PeriodRange,
     pub level: CommodityLevel,
     /// Sector breakdown level, if any.
     pub breakdown: Option<CommodityLevel>,
     /// Only figures in these sectors; all when empty.
-    pub sectors: &'a [Sector],
+    pub sectors: SectorSet,
     /// Only agreements covering this sector.
     pub agreement_sector: Option<Sector>,
     /// Emit slices for periods where only the partner reported.
@@ -150,7 +150,7 @@ pub(crate) fn pair_slices(
     snapshot: u64,
     reporter: Country,
     partner: Country,
-    spec: &SliceSpec<'_>,
+    spec: &SliceSpec,
     after: Option<Period>,
 ) -> Vec<SliceData> {
     let wide = spec.range.with_previous_year();
@@ -162,7 +162,7 @@ pub(crate) fn pair_slices(
     let keep = |k: &FigureKey| {
         spec.level.matches(&k.scope)
             && (spec.sectors.is_empty()
-                || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(&s)))
+                || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(s)))
     };
     let totals = |p: Option<&Pair>| {
         if fast {
@@ -367,12 +367,14 @@ mod tests {
                             CommodityLevel::Hs6,
                             CommodityLevel::Sector,
                         ] {
-                            for sectors in [&[][..], &[Sector::Energy][..]] {
+                            for sectors in
+                                [SectorSet::default(), [Sector::Energy].into_iter().collect()]
+                            {
                                 let keep = |k: &FigureKey| {
                                     level.matches(&k.scope)
                                         && (sectors.is_empty()
                                             || scope_sector(&k.scope)
-                                                .is_some_and(|s| sectors.contains(&s)))
+                                                .is_some_and(|s| sectors.contains(s)))
                                 };
                                 assert_eq!(
                                     rolled_up_totals(pair, &range, level, sectors),

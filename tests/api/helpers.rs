@@ -178,10 +178,7 @@ pub async fn append(
 
 pub async fn last_sequence(client: &mut IngestServiceClient<Channel>) -> u64 {
     client
-        .lookup_events(pb::LookupEventsRequest {
-            event_ids: vec![],
-            sequences: vec![u64::MAX],
-        })
+        .lookup_events(pb::LookupEventsRequest::default())
         .await
         .expect("lookup")
         .into_inner()

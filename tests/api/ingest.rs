@@ -390,14 +390,19 @@ async fn many_concurrent_streams_get_distinct_gapless_sequences() {
 }
 
 #[tokio::test]
-async fn lookup_validates_its_request() {
+async fn lookup_validates_its_request_and_an_empty_one_tells_the_newest_sequence() {
     let app = spawn_app().await;
     let mut client = app.ingest().await;
-    let err = client
+    append(&mut client, vec![trade("n1", "CN", "KZ", 2020, 1)])
+        .await
+        .unwrap();
+    let newest = client
         .lookup_events(pb::LookupEventsRequest::default())
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument);
+        .unwrap()
+        .into_inner();
+    assert_eq!(newest.last_sequence, 1);
+    assert!(newest.events.is_empty() && newest.missing_sequences.is_empty());
     let err = client
         .lookup_events(pb::LookupEventsRequest {
             event_ids: vec![String::new()],

@@ -150,14 +150,14 @@ impl QueryService for QueryApi {
                 range: q.range,
                 level: q.level,
                 breakdown: Some(q.breakdown),
-                sectors: &q.sectors,
+                sectors: q.sectors,
                 agreement_sector: None,
                 mirror_only: true,
             };
             let visit = || {
                 views::partners_of(&index, q.country)
                     .into_iter()
-                    .filter(|p| q.partners.is_empty() || q.partners.contains(p))
+                    .filter(|p| q.partners.admits(*p))
                     .map(|p| (q.country, p))
                     .collect()
             };
@@ -176,12 +176,11 @@ impl QueryService for QueryApi {
         let mut pairs = PairSlices::after(after.map(|(r, p, period)| ((r, p), period)));
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let index = views.read();
-            let sectors = [q.sector];
             let spec = SliceSpec {
                 range: q.range,
                 level: q.level,
                 breakdown: None,
-                sectors: &sectors,
+                sectors: [q.sector].into_iter().collect(),
                 agreement_sector: Some(q.sector),
                 mirror_only: false,
             };
@@ -190,7 +189,7 @@ impl QueryService for QueryApi {
                 views::sector_pairs(&index, q.sector, &q.range)
                     .into_iter()
                     .filter(|(r, p)| {
-                        countries.is_empty() || countries.contains(r) || countries.contains(p)
+                        countries.is_empty() || countries.contains(*r) || countries.contains(*p)
                     })
                     .collect()
             };
@@ -219,10 +218,10 @@ impl QueryService for QueryApi {
                 };
                 let a = &state.agreement;
                 let keep = (q.parties.is_empty()
-                    || a.parties().iter().any(|p| q.parties.contains(p)))
-                    && (q.sectors.is_empty() || a.sectors().iter().any(|s| q.sectors.contains(s)))
-                    && (q.kinds.is_empty() || q.kinds.contains(&a.kind))
-                    && (q.statuses.is_empty() || q.statuses.contains(&state.status))
+                    || a.parties().iter().any(|p| q.parties.contains(*p)))
+                    && (q.sectors.is_empty() || a.sectors().iter().any(|s| q.sectors.contains(*s)))
+                    && q.kinds.admits(a.kind)
+                    && q.statuses.admits(state.status)
                     && q.signed_from.is_none_or(|f| a.signed_on >= f)
                     && q.signed_to.is_none_or(|t| a.signed_on <= t);
                 if keep {
@@ -300,7 +299,7 @@ impl PairSlices {
         &mut self,
         index: &Index,
         snapshot: &Snapshot,
-        spec: &SliceSpec<'_>,
+        spec: &SliceSpec,
         visit: impl FnOnce() -> Vec<(Country, Country)>,
         render: impl Fn(&SliceData, &Snapshot) -> T,
     ) -> Option<Vec<T>> {

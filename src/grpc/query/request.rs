@@ -12,7 +12,8 @@
 
 use crate::convert;
 use crate::domain::{
-    AgreementKind, AgreementStatus, Country, Date, Flow, Period, Sector, Violations,
+    AgreementKind, AgreementStatus, BitSet, Country, CountrySet, Date, Flow, Period, Sector,
+    SectorSet, Violations,
 };
 use crate::error::Error;
 use crate::proto::v1 as pb;
@@ -27,8 +28,8 @@ pub(super) struct RecordsQuery {
 /// StreamCountryCooperation.
 pub(super) struct CountryQuery {
     pub country: Country,
-    pub partners: Vec<Country>,
-    pub sectors: Vec<Sector>,
+    pub partners: CountrySet,
+    pub sectors: SectorSet,
     pub range: PeriodRange,
     pub level: CommodityLevel,
     pub breakdown: CommodityLevel,
@@ -37,17 +38,17 @@ pub(super) struct CountryQuery {
 /// StreamSectorCooperation.
 pub(super) struct SectorQuery {
     pub sector: Sector,
-    pub countries: Vec<Country>,
+    pub countries: CountrySet,
     pub range: PeriodRange,
     pub level: CommodityLevel,
 }
 
 /// StreamAgreements.
 pub(super) struct AgreementsQuery {
-    pub parties: Vec<Country>,
-    pub sectors: Vec<Sector>,
-    pub kinds: Vec<AgreementKind>,
-    pub statuses: Vec<AgreementStatus>,
+    pub parties: CountrySet,
+    pub sectors: SectorSet,
+    pub kinds: BitSet<AgreementKind>,
+    pub statuses: BitSet<AgreementStatus>,
     pub signed_from: Option<Date>,
     pub signed_to: Option<Date>,
 }
@@ -119,11 +120,11 @@ fn level_below_all(raw: i32, default: CommodityLevel) -> Result<CommodityLevel, 
     }
 }
 
-fn countries(v: &mut Violations, field: &str, raw: &[String]) -> Vec<Country> {
+fn countries(v: &mut Violations, field: &str, raw: &[String]) -> CountrySet {
     v.each(field, raw, |c| Country::parse(c))
 }
 
-fn sectors(v: &mut Violations, field: &str, raw: &[i32]) -> Vec<Sector> {
+fn sectors(v: &mut Violations, field: &str, raw: &[i32]) -> SectorSet {
     v.each(field, raw, |s| convert::sector(*s))
 }
 
@@ -174,7 +175,7 @@ fn figure_filter(
     };
     let reporters = countries(v, &format!("{field}.reporters"), &f.reporters);
     let partners = countries(v, &format!("{field}.partners"), &f.partners);
-    let flows: Vec<Flow> = v.each(&format!("{field}.flows"), &f.flows, |x| convert::flow(*x));
+    let flows: BitSet<Flow> = v.each(&format!("{field}.flows"), &f.flows, |x| convert::flow(*x));
     let lvl = v.check(
         &format!("{field}.level"),
         level(f.level, CommodityLevel::All),

@@ -5,20 +5,22 @@
 //!
 //! Depends on the domain and the views (for a status change's agreement).
 
-use crate::domain::{Country, EventKind, Payload, Sector, StoredEvent};
+use crate::domain::{
+    BitSet, Country, CountrySet, EventKind, Payload, Sector, SectorSet, StoredEvent,
+};
 use crate::views::{scope_sector, Views};
 
 /// Which events a subscription delivers; an empty list means any.
 pub(super) struct Filter {
-    pub kinds: Vec<EventKind>,
-    pub countries: Vec<Country>,
-    pub sectors: Vec<Sector>,
+    pub kinds: BitSet<EventKind>,
+    pub countries: CountrySet,
+    pub sectors: SectorSet,
 }
 
 impl Filter {
     pub(super) fn matches(&self, e: &StoredEvent, views: &Views) -> bool {
         let kind = e.event.payload.kind();
-        if !self.kinds.is_empty() && !self.kinds.contains(&kind) {
+        if !self.kinds.admits(kind) {
             return false;
         }
         if self.countries.is_empty() && self.sectors.is_empty() {
@@ -41,7 +43,7 @@ impl Filter {
                 }
             }
         };
-        (self.countries.is_empty() || countries.iter().any(|c| self.countries.contains(c)))
-            && (self.sectors.is_empty() || sectors.iter().any(|s| self.sectors.contains(s)))
+        (self.countries.is_empty() || countries.iter().any(|c| self.countries.contains(*c)))
+            && (self.sectors.is_empty() || sectors.iter().any(|s| self.sectors.contains(*s)))
     }
 }
