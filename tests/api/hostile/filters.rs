@@ -344,7 +344,7 @@ async fn a_list_matches_as_the_set_of_what_it_names_however_spelled() {
     .await
     .unwrap());
     assert!(!once.is_empty());
-    let spelled = agreements(vec!["KG", "kgz", "KGZ", "kg"].repeat(60));
+    let spelled = agreements(["KG", "kgz", "KGZ", "kg"].repeat(60));
     let many = ids(
         drain(q.stream_agreements(spelled).await.unwrap().into_inner())
             .await
