@@ -93,6 +93,12 @@ pub struct ServeArgs {
     /// Seconds a request with one message may take to arrive whole.
     #[arg(long, env = "CARAVAN_REQUEST_READ_TIMEOUT_SECS", default_value_t = defaults::DEFAULT_REQUEST_READ_TIMEOUT.as_secs())]
     pub request_read_timeout_secs: u64,
+    /// Connections open at once; one beyond is closed when accepted.
+    #[arg(long, env = "CARAVAN_MAX_CONNECTIONS", default_value_t = defaults::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a new connection may take to begin HTTP/2 before it is closed.
+    #[arg(long, env = "CARAVAN_HANDSHAKE_TIMEOUT_SECS", default_value_t = defaults::DEFAULT_HANDSHAKE_TIMEOUT.as_secs())]
+    pub handshake_timeout_secs: u64,
     /// Concurrent calls per connection.
     #[arg(long, env = "CARAVAN_MAX_CONCURRENT_STREAMS", default_value_t = defaults::DEFAULT_MAX_CONCURRENT_STREAMS)]
     pub max_concurrent_streams: u32,
@@ -151,6 +157,8 @@ impl ServeArgs {
         };
         c.max_message_bytes = self.max_message_bytes;
         c.max_decoding_bytes = self.max_decoding_bytes;
+        c.max_connections = self.max_connections;
+        c.handshake_timeout = Duration::from_secs(self.handshake_timeout_secs.max(1));
         c.request_read_timeout = Duration::from_secs(self.request_read_timeout_secs.max(1));
         c.max_concurrent_streams = self.max_concurrent_streams;
         c.keepalive_interval = Duration::from_secs(self.keepalive_secs.max(1));

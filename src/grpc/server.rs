@@ -13,6 +13,7 @@
 use crate::domain::StoredEvent;
 use crate::error::Error;
 use crate::grpc::admission::{self, AdmissionLayer};
+use crate::grpc::connections;
 use crate::grpc::ingest::{IngestApi, IngestLimits};
 use crate::grpc::query::{QueryApi, QueryLimits};
 use crate::grpc::shutdown::{self, ShutdownTrigger};
@@ -63,6 +64,10 @@ pub struct ServerConfig {
     pub max_decoding_bytes: usize,
     /// How long a request with one message may take to arrive whole.
     pub request_read_timeout: Duration,
+    /// Connections open at once; one beyond is closed when accepted.
+    pub max_connections: usize,
+    /// How long a new connection may take to begin HTTP/2.
+    pub handshake_timeout: Duration,
 }
 
 /// Default listen address.
@@ -77,6 +82,10 @@ pub const DEFAULT_DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_DECODING_BYTES: usize = 64 * 1024 * 1024;
 /// Default time for a request message to arrive: 30 seconds.
 pub const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most connections at once: 1,024.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default time for a connection to begin HTTP/2: 10 seconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ServerConfig {
     /// Defaults for everything but where to listen and store.
@@ -95,6 +104,8 @@ impl ServerConfig {
             drain_deadline: DEFAULT_DRAIN_DEADLINE,
             max_decoding_bytes: DEFAULT_MAX_DECODING_BYTES,
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -301,6 +312,13 @@ async fn serve_until_shutdown(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.keepalive_interval));
+    let incoming = connections::guard(
+        incoming,
+        connections::Limits {
+            max_connections: config.max_connections,
+            handshake_timeout: config.handshake_timeout,
+        },
+    );
     let server = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
 

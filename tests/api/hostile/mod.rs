@@ -2,6 +2,7 @@
 //! (and field violation, where there is one), the server keeps answering, and
 //! the store is unchanged (newest sequence and a digest of the whole log).
 
+mod connections;
 mod filters;
 mod framing;
 
