@@ -265,25 +265,13 @@ async fn a_stalled_subscriber_keeps_the_servers_memory_bounded() {
 #[tokio::test]
 async fn the_debug_log_follows_one_request_from_the_edge_to_fsync_and_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(store_path(dir.path()))
-        .env("RUST_LOG", "caravan=debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("binary starts");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
-        .await
-        .expect("the server announces its address")
-        .unwrap()
-        .unwrap();
-    let url = format!(
-        "http://{}",
-        line.trim_start_matches("caravan listening on ")
-    );
+    let (child, url) = start_binary_logging(
+        &store_path(dir.path()),
+        &[],
+        "caravan=debug",
+        Stdio::piped(),
+    )
+    .await;
     let mut client = IngestServiceClient::connect(url).await.unwrap();
     let events = vec![
         trade("log-1", "CN", "KZ", 2021, 1),
