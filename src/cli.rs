@@ -114,6 +114,10 @@ pub struct ServeArgs {
     /// Encoded bytes the buffered messages of one query stream may hold together.
     #[arg(long, env = "CARAVAN_QUERY_STREAM_BUFFER_BYTES", default_value_t = defaults::DEFAULT_STREAM_BUFFER_BYTES)]
     pub query_stream_buffer_bytes: usize,
+    /// Seconds a query stream or subscription may go without its client
+    /// accepting a message before it is ended and its slot released.
+    #[arg(long, env = "CARAVAN_STALL_TIMEOUT_SECS", default_value_t = defaults::DEFAULT_STALL_TIMEOUT.as_secs())]
+    pub stall_timeout_secs: u64,
     /// Subscriptions running at once; more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "CARAVAN_MAX_SUBSCRIPTIONS", default_value_t = defaults::DEFAULT_MAX_SUBSCRIPTIONS)]
     pub max_subscriptions: usize,
@@ -148,11 +152,13 @@ impl ServeArgs {
             max_groups: self.max_groups,
             stream_buffer: self.query_stream_buffer,
             stream_buffer_bytes: self.query_stream_buffer_bytes,
+            stall_timeout: Duration::from_secs(self.stall_timeout_secs.max(1)),
         };
         c.subscribe = SubscribeLimits {
             max_subscriptions: self.max_subscriptions,
             buffer: self.subscription_buffer,
             recent_events: self.recent_events,
+            stall_timeout: Duration::from_secs(self.stall_timeout_secs.max(1)),
             ..SubscribeLimits::default()
         };
         c.max_message_bytes = self.max_message_bytes;

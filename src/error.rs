@@ -54,6 +54,14 @@ pub enum Error {
     #[error("the deadline expired")]
     DeadlineExceeded,
 
+    /// A stream whose client accepted nothing for `after` was ended, so that
+    /// it does not hold a slot others need.
+    #[error("the client accepted no message for {after:?} (--stall-timeout-secs); the stream was released{}", .retry.advice())]
+    Stalled {
+        after: std::time::Duration,
+        retry: Retry,
+    },
+
     /// The server is shutting down; `.0` says how the client carries on.
     #[error("the server is shutting down{}", .0.advice())]
     ShuttingDown(Retry),
@@ -82,7 +90,7 @@ pub enum Retry {
 }
 
 impl Retry {
-    fn advice(self) -> &'static str {
+    pub(crate) fn advice(self) -> &'static str {
         match self {
             Retry::Later => "",
             Retry::ResendUnacknowledged => "; re-send the events that were not acknowledged",

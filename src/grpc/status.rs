@@ -24,7 +24,7 @@ pub(crate) fn code(e: &Error) -> Code {
         Error::EventIdConflict { .. } => Code::AlreadyExists,
         Error::UnknownAgreement { .. } => Code::FailedPrecondition,
         Error::OutOfRange(_) => Code::OutOfRange,
-        Error::ResourceExhausted(_) => Code::ResourceExhausted,
+        Error::ResourceExhausted(_) | Error::Stalled { .. } => Code::ResourceExhausted,
         Error::DeadlineExceeded => Code::DeadlineExceeded,
         Error::ShuttingDown(_) | Error::Unavailable(_) => Code::Unavailable,
         Error::Internal(_) => Code::Internal,

@@ -901,3 +901,56 @@ async fn an_expired_deadline_ends_a_stalled_stream() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_whose_client_accepts_nothing_is_released_after_the_stall_timeout() {
+    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| {
+        c.query.max_streams = 1;
+        c.query.stream_buffer_bytes = 256 * 1024;
+        c.query.stall_timeout = Duration::from_secs(1);
+    })
+    .await;
+    many_records(&app, "st", 20_000, 2022).await;
+    let all = pb::StreamTradeRecordsRequest {
+        filter: Some(pb::FigureFilter {
+            level: pb::CommodityLevel::Hs6 as i32,
+            periods: Some(annual_range(2000, 2030)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut stalled_client = small_window_query(&app).await;
+    let mut stalled = stalled_client
+        .stream_trade_records(all.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    // The one slot is taken…
+    let mut q = query(&app).await;
+    let err = q.stream_trade_records(all.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    // …until the stalled stream is released.
+    let freed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match q.stream_trade_records(all.clone()).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the slot is released");
+    drop(freed);
+    // The stalled client, reading at last, gets what was buffered and why it
+    // ended: never a stream that looks complete.
+    let end = loop {
+        match stalled.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a released stream must not end with OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(end.message().contains("--stall-timeout-secs"), "{end:?}");
+    app.stop().await;
+}

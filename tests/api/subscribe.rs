@@ -567,3 +567,55 @@ async fn a_client_that_vanishes_without_closing_is_released_by_keepalive() {
     drop(vanishing);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_subscription_whose_client_accepts_nothing_is_released_after_the_stall_timeout() {
+    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| {
+        c.subscribe.max_subscriptions = 1;
+        c.subscribe.buffer = 1;
+        c.subscribe.stall_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut ingest = app.ingest().await;
+    for b in 0..10 {
+        let events = (0..1_000).map(|i| feed_event(b, i)).collect();
+        append(&mut ingest, events).await.unwrap();
+    }
+    let all = Want {
+        kinds: vec![],
+        countries: vec![],
+        sectors: vec![],
+    };
+    let mut stalled = SubscriptionServiceClient::new(small_window_channel(&app.url()).await)
+        .subscribe(all.request(from_beginning()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = subscriber(&app).await;
+    let err = client
+        .subscribe(all.request(from_beginning()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let freed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match client.subscribe(all.request(from_beginning())).await {
+                Ok(s) => break s,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the slot is released");
+    drop(freed);
+    let end = loop {
+        match stalled.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a released subscription must not end with OK"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(end.message().contains("resubscribe"), "{end:?}");
+    app.stop().await;
+}

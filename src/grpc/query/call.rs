@@ -138,7 +138,8 @@ impl QueryApi {
     /// sending each message while the client reads; stops when the client
     /// leaves, and ends the stream with DEADLINE_EXCEEDED or UNAVAILABLE after
     /// the messages already queued when the deadline passes or the server
-    /// shuts down.
+    /// shuts down, or with RESOURCE_EXHAUSTED when the client has accepted
+    /// nothing for the stall timeout (its slot goes to others).
     pub(super) fn stream<T: Message + Send + 'static>(
         &self,
         call: Begun,
@@ -153,6 +154,7 @@ impl QueryApi {
         );
         let views = Arc::clone(&self.views);
         let mut shutdown = self.shutdown.clone();
+        let stall = self.limits.stall_timeout;
         let Begun {
             snapshot,
             deadline,
@@ -168,6 +170,13 @@ impl QueryApi {
             };
             tokio::pin!(expired);
             let shutting_down = || Error::ShuttingDown(Retry::ResumeFromCursor).into();
+            let stalled = || {
+                Error::Stalled {
+                    after: stall,
+                    retry: Retry::ResumeFromCursor,
+                }
+                .into()
+            };
             loop {
                 // Checked here too: while the client keeps up, messages never
                 // wait in the `select!` below.
@@ -190,10 +199,12 @@ impl QueryApi {
                         Err(TrySend::Closed) => return,
                         Err(TrySend::Full(item)) => item,
                     };
+                    // The buffer is full: the client is not reading.
                     tokio::select! {
                         sent = producer.send(item, bytes) => if sent.is_err() { return },
                         _ = &mut expired => return producer.fail(Error::DeadlineExceeded.into()),
                         _ = shutdown.wait() => return producer.fail(shutting_down()),
+                        _ = tokio::time::sleep(stall) => return producer.fail(stalled()),
                     }
                 }
                 tokio::task::yield_now().await;

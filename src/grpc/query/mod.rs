@@ -32,6 +32,7 @@ use call::Snapshot;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
@@ -48,6 +49,9 @@ pub struct QueryLimits {
     /// Encoded bytes those buffered messages may hold together (a single
     /// larger message is still sent, alone).
     pub stream_buffer_bytes: usize,
+    /// A stream whose client accepts nothing for this long is ended and its
+    /// slot released.
+    pub stall_timeout: Duration,
 }
 
 /// Default: 64 concurrent query streams.
@@ -59,6 +63,8 @@ pub const DEFAULT_STREAM_BUFFER: usize = 256;
 /// …holding at most 8 MiB together: 8 full StreamTradeRecords messages, or
 /// hundreds of cooperation slices (about 1 KiB each).
 pub const DEFAULT_STREAM_BUFFER_BYTES: usize = 8 * 1024 * 1024;
+/// Default stall timeout of query streams and subscriptions: 60 seconds.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Records per StreamTradeRecords message.
 const RECORDS_PER_MESSAGE: usize = 1024;
 /// Slices computed per chunk (under one read lock).
@@ -73,6 +79,7 @@ impl Default for QueryLimits {
             max_groups: DEFAULT_MAX_GROUPS,
             stream_buffer: DEFAULT_STREAM_BUFFER,
             stream_buffer_bytes: DEFAULT_STREAM_BUFFER_BYTES,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
         }
     }
 }

@@ -57,6 +57,9 @@ pub struct SubscribeLimits {
     pub checkpoint_events: u64,
     /// … or after this long, whichever comes first.
     pub checkpoint_interval: Duration,
+    /// A subscription whose client accepts nothing for this long is ended
+    /// and its slot released.
+    pub stall_timeout: Duration,
 }
 
 /// Default: 256 subscriptions.
@@ -78,6 +81,7 @@ impl Default for SubscribeLimits {
             recent_events: DEFAULT_RECENT_EVENTS,
             checkpoint_events: 10_000,
             checkpoint_interval: Duration::from_secs(1),
+            stall_timeout: crate::grpc::query::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -218,6 +222,7 @@ impl SubscriptionService for SubscribeApi {
         // Wakes the task when new events are durable; only the newest
         // sequence is kept, so the publisher never waits for it.
         let mut durable = self.store.watch_durable();
+        let stall = self.limits.stall_timeout;
         let task = async move {
             // Held for the subscription's life: its slot and its ring interest.
             let _permit = permit;
@@ -234,6 +239,7 @@ impl SubscriptionService for SubscribeApi {
                         tokio::select! {
                             sent = producer.send(message, 0) => if sent.is_err() { return },
                             _ = shutdown.wait() => return producer.fail(unavailable()),
+                            _ = tokio::time::sleep(stall) => return producer.fail(stalled(stall)),
                         }
                         unreported = 0;
                         last_sent = Instant::now();
@@ -253,8 +259,9 @@ impl SubscriptionService for SubscribeApi {
                             },
                             _ = checkpoint_due => {
                                 let message = render::checkpoint(sub.cursor);
-                                if producer.send(message, 0).await.is_err() {
-                                    return;
+                                tokio::select! {
+                                    sent = producer.send(message, 0) => if sent.is_err() { return },
+                                    _ = tokio::time::sleep(stall) => return producer.fail(stalled(stall)),
                                 }
                                 unreported = 0;
                                 last_sent = Instant::now();
@@ -273,4 +280,12 @@ impl SubscriptionService for SubscribeApi {
 
 fn unavailable() -> Status {
     Error::ShuttingDown(Retry::ResubscribeFromCheckpoint).into()
+}
+
+fn stalled(after: Duration) -> Status {
+    Error::Stalled {
+        after,
+        retry: Retry::ResubscribeFromCheckpoint,
+    }
+    .into()
 }
