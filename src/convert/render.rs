@@ -69,8 +69,7 @@ pub(crate) fn pb_commodity(c: &CommodityScope) -> pb::CommodityScope {
 pub(crate) fn pb_money(m: &UsdAmount) -> pb::Money {
     pb::Money {
         currency_code: "USD".into(),
-        // Parsed amounts never exceed 10^15 units.
-        units: i64::try_from(m.units()).unwrap_or(i64::MAX),
+        units: m.units(),
         nanos: m.sub_nanos() as i32,
     }
 }
@@ -167,7 +166,7 @@ pub(crate) fn pb_trade_record(r: &TradeRecord) -> pb::TradeRecord {
 /// The wire form of a quantity.
 pub(crate) fn pb_quantity(q: &Quantity) -> pb::Quantity {
     pb::Quantity {
-        whole: i64::try_from(q.whole()).unwrap_or(i64::MAX),
+        whole: q.whole(),
         nanos: q.sub_nanos() as i32,
         unit: q.unit().to_owned(),
     }

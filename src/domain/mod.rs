@@ -22,7 +22,7 @@ pub use event::{
     CommodityScope, Event, EventId, EventKind, FeedName, Flow, HsCode, Payload, StoredEvent,
     TradeFigureKey, TradeRecord, TradeRecordRetracted,
 };
-pub use money::{Quantity, UsdAmount};
+pub use money::{Quantity, UsdAmount, MAX_UNITS};
 pub use period::{Frequency, Period};
 pub use sector::Sector;
 pub use sets::{BitSet, CountrySet, SectorSet};

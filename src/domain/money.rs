@@ -6,7 +6,8 @@ use std::fmt;
 
 const NANOS_PER_UNIT: u128 = 1_000_000_000;
 
-/// The largest amount accepted for one figure: 10^15 whole units.
+/// The largest amount accepted for one figure, agreement value or quantity:
+/// exactly 10^15 whole units (and no fraction above it).
 pub const MAX_UNITS: i64 = 1_000_000_000_000_000;
 
 fn exact(units: i64, nanos: i32) -> Result<u128, FieldViolation> {
@@ -22,6 +23,12 @@ fn exact(units: i64, nanos: i32) -> Result<u128, FieldViolation> {
             format!("must be 0 to 999,999,999, got {nanos}"),
         ));
     }
+    if units == MAX_UNITS && nanos > 0 {
+        return Err(FieldViolation::new(
+            "nanos",
+            format!("must be 0 when units is {MAX_UNITS}: amounts are at most {MAX_UNITS}"),
+        ));
+    }
     // Both non-negative and bounded above.
     Ok(units as u128 * NANOS_PER_UNIT + nanos as u128)
 }
@@ -34,10 +41,11 @@ pub struct UsdAmount {
 }
 
 impl UsdAmount {
-    /// Parses a google.type.Money-style amount. Only "USD" is accepted.
+    /// Parses a google.type.Money-style amount. The currency code must be
+    /// exactly "USD" (ISO 4217 codes are upper case; "usd" is refused).
     pub fn new(currency_code: &str, units: i64, nanos: i32) -> Result<Self, FieldViolation> {
-        match currency_code.trim() {
-            "USD" | "usd" => {}
+        match currency_code {
+            "USD" => {}
             "" => {
                 return Err(FieldViolation::new(
                     "currency_code",
@@ -56,9 +64,10 @@ impl UsdAmount {
         })
     }
 
-    /// Whole dollars (the part before the decimal point).
-    pub fn units(&self) -> u128 {
-        self.nanos / NANOS_PER_UNIT
+    /// Whole dollars (the part before the decimal point): at most
+    /// [`MAX_UNITS`], so the cast is exact.
+    pub fn units(&self) -> i64 {
+        (self.nanos / NANOS_PER_UNIT) as i64
     }
 
     /// Billionths of a dollar after the whole dollars.
@@ -98,8 +107,9 @@ impl Quantity {
         Ok(Quantity { nanos, unit })
     }
 
-    pub fn whole(&self) -> u128 {
-        self.nanos / NANOS_PER_UNIT
+    /// Whole units: at most [`MAX_UNITS`], so the cast is exact.
+    pub fn whole(&self) -> i64 {
+        (self.nanos / NANOS_PER_UNIT) as i64
     }
     pub fn sub_nanos(&self) -> u32 {
         (self.nanos % NANOS_PER_UNIT) as u32
@@ -124,5 +134,27 @@ mod tests {
         assert_eq!(eur.field, "currency_code");
         assert!(eur.description.contains("only USD"));
         assert_eq!(UsdAmount::new("", 1, 0).unwrap_err().field, "currency_code");
+        for other in ["usd", "Usd", " USD", "USD "] {
+            assert_eq!(
+                UsdAmount::new(other, 1, 0).unwrap_err().field,
+                "currency_code",
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_limit_holds_whole_amounts_and_fractions_alike() {
+        assert!(UsdAmount::new("USD", MAX_UNITS, 0).is_ok());
+        assert_eq!(
+            UsdAmount::new("USD", MAX_UNITS, 1).unwrap_err().field,
+            "nanos"
+        );
+        assert!(UsdAmount::new("USD", MAX_UNITS - 1, 999_999_999).is_ok());
+        assert_eq!(Quantity::new(MAX_UNITS, 1, "t").unwrap_err().field, "nanos");
+        assert_eq!(
+            UsdAmount::new("USD", MAX_UNITS, 0).unwrap().units(),
+            MAX_UNITS
+        );
     }
 }

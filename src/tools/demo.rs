@@ -53,7 +53,7 @@ fn country_name(alpha2: &str) -> String {
 }
 
 /// The published C5 total for a year, from `regional_totals.csv`.
-fn published_total(year: &str) -> Option<(u128, String)> {
+fn published_total(year: &str) -> Option<(i64, String)> {
     let mut reader = csv::Reader::from_reader(REGIONAL.as_bytes());
     reader.records().filter_map(|r| r.ok()).find_map(|r| {
         (r.get(0)? == year && r.get(1)? == "FY" && r.get(4)? == "total")
@@ -144,7 +144,7 @@ async fn china_2022(query: &mut QueryServiceClient<Channel>) -> Result<()> {
     if let Some((value, source)) = published_total("2022") {
         let m = pb::Money {
             currency_code: "USD".into(),
-            units: i64::try_from(value).unwrap_or(i64::MAX),
+            units: value,
             nanos: 0,
         };
         t.add_row([

@@ -97,3 +97,110 @@ pub(crate) fn aggregate(
     }
     Ok(groups)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CommodityScope, Frequency, Payload, SectorSet};
+    use crate::views::filter::{CommodityLevel, PeriodRange};
+    use std::collections::HashMap;
+
+    /// Per (reporter, partner, period): exports, pair total, cells without one.
+    type Sums = BTreeMap<(Country, Country, Period), (Option<u128>, Option<u128>, u64)>;
+
+    /// The reference: each key's latest value (a retraction removes it), then
+    /// per (reporter, partner, period) the cells' pair totals at one level,
+    /// summed in u128 with overflow checked — nothing shared with the index.
+    fn reference(
+        events: &[crate::domain::StoredEvent],
+        level: CommodityLevel,
+        frequency: Frequency,
+    ) -> Sums {
+        type Key = (Country, Country, Period, CommodityScope, Flow);
+        let mut latest: HashMap<Key, u128> = HashMap::new();
+        for e in events {
+            match &e.event.payload {
+                Payload::TradeRecord(r) => {
+                    let k = &r.key;
+                    let key = (k.reporter(), k.partner(), k.period, k.commodity, k.flow);
+                    latest.insert(key, r.value.total_nanos());
+                }
+                Payload::TradeRecordRetracted(r) => {
+                    let k = &r.key;
+                    latest.remove(&(k.reporter(), k.partner(), k.period, k.commodity, k.flow));
+                }
+                _ => {}
+            }
+        }
+        let mut cells: HashMap<(Country, Country, Period, CommodityScope), [Option<u128>; 5]> =
+            HashMap::new();
+        for ((r, p, period, scope, flow), v) in latest {
+            if period.frequency() == frequency && level.matches(&scope) {
+                cells.entry((r, p, period, scope)).or_default()[flow as usize] = Some(v);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for ((r, p, period, _), flows) in cells {
+            let total = match (flows[0], flows[1]) {
+                (Some(e), Some(i)) => Some(e.checked_add(i).unwrap()),
+                _ => flows[4],
+            };
+            let entry: &mut (Option<u128>, Option<u128>, u64) =
+                out.entry((r, p, period)).or_default();
+            if let Some(e) = flows[0] {
+                entry.0 = Some(entry.0.unwrap_or(0).checked_add(e).unwrap());
+            }
+            if let Some(t) = total {
+                entry.1 = Some(entry.1.unwrap_or(0).checked_add(t).unwrap());
+            } else {
+                entry.2 += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn aggregate_sums_equal_a_wide_reference_at_every_level() {
+        for seed in 1..=4 {
+            let events = crate::views::testing::random_events(2_000, seed);
+            let mut index = Index::default();
+            for e in events.clone() {
+                index.apply(e);
+            }
+            for frequency in [Frequency::Annual, Frequency::Monthly] {
+                for level in [
+                    CommodityLevel::All,
+                    CommodityLevel::Hs2,
+                    CommodityLevel::Hs4,
+                    CommodityLevel::Hs6,
+                    CommodityLevel::Sector,
+                ] {
+                    let filter = FigureFilter {
+                        reporters: Default::default(),
+                        partners: Default::default(),
+                        flows: Default::default(),
+                        level,
+                        hs_prefix: None,
+                        sectors: SectorSet::default(),
+                        periods: PeriodRange {
+                            frequency,
+                            from: None,
+                            to: None,
+                        },
+                    };
+                    let dims = [GroupDim::Reporter, GroupDim::Partner, GroupDim::Period];
+                    let got = aggregate(&index, 2_000, &filter, &dims, 100_000).unwrap();
+                    let want = reference(&events, level, frequency);
+                    let got: BTreeMap<_, _> = got
+                        .into_iter()
+                        .map(|(k, t)| {
+                            let key = (k.reporter.unwrap(), k.partner.unwrap(), k.period.unwrap());
+                            (key, (t.exports, t.total, t.cells_without_total))
+                        })
+                        .collect();
+                    assert_eq!(got, want, "seed {seed} {level:?} {frequency:?}");
+                }
+            }
+        }
+    }
+}

@@ -28,6 +28,8 @@ mod index;
 mod records;
 mod rollup;
 mod slices;
+#[cfg(test)]
+mod testing;
 mod totals;
 
 pub(crate) use aggregate::{aggregate, GroupDim, GroupKey};
@@ -36,7 +38,9 @@ pub(crate) use filter::{CommodityLevel, FigureFilter, PeriodRange};
 pub(crate) use index::{scope_sector, FigureAt, FigureKey, Index};
 pub(crate) use records::{next_records, RecordPosition};
 pub(crate) use slices::{pair_slices, partners_of, sector_pairs, SliceData, SliceSpec};
-pub(crate) use totals::{growth_hundredths, percent_of_hundredths, FlowTotals};
+pub(crate) use totals::{
+    difference, growth_hundredths, percent_of_hundredths, FlowTotals, TooWide,
+};
 
 use crate::domain::StoredEvent;
 use std::sync::{Arc, RwLock, RwLockReadGuard};

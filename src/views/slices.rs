@@ -274,80 +274,12 @@ mod tests {
     /// the figures at the same snapshot, for every pair, level and sector.
     #[test]
     fn rollups_equal_the_sums_of_the_current_figures() {
-        use crate::domain::{
-            CommodityScope, Event, EventId, FeedName, Flow, Frequency, HsCode, Payload, Text,
-            Timestamp, TradeFigureKey, TradeRecord, TradeRecordRetracted, UsdAmount,
-        };
-        // Deterministic pseudo-random draws: xxh3 of a counter.
-        let mut draws = 0u64;
-        let mut below = |n: usize| {
-            draws += 1;
-            (xxhash_rust::xxh3::xxh3_64(&draws.to_le_bytes()) % n as u64) as usize
-        };
-        let countries: Vec<Country> = ["CN", "KZ", "UZ"]
-            .iter()
-            .map(|c| Country::parse(c).unwrap())
-            .collect();
-        let scopes: Vec<CommodityScope> = vec![
-            CommodityScope::All,
-            CommodityScope::Hs(HsCode::parse("27").unwrap()),
-            CommodityScope::Hs(HsCode::parse("2711").unwrap()),
-            CommodityScope::Hs(HsCode::parse("8471").unwrap()),
-            CommodityScope::Hs(HsCode::parse("271111").unwrap()),
-            CommodityScope::Sector(Sector::Energy),
-            CommodityScope::Sector(Sector::DigitalEconomy),
-        ];
-        let flows = [
-            Flow::Export,
-            Flow::Import,
-            Flow::ReExport,
-            Flow::ReImport,
-            Flow::Turnover,
-        ];
-        let periods: Vec<Period> = [
-            (2021, Frequency::Annual, 0),
-            (2022, Frequency::Annual, 0),
-            (2022, Frequency::Monthly, 3),
-        ]
-        .iter()
-        .map(|(y, f, n)| Period::new(*y, *f, *n).unwrap())
-        .collect();
+        use crate::domain::Frequency;
+        let countries = super::super::testing::countries();
         let mut index = Index::default();
-        for sequence in 1..=3000u64 {
-            let r = below(3);
-            let p = (r + 1 + below(2)) % 3;
-            let key = TradeFigureKey::new(
-                countries[r],
-                countries[p],
-                flows[below(5)],
-                periods[below(3)],
-                scopes[below(scopes.len())],
-            )
-            .unwrap();
-            let payload = if below(5) == 0 {
-                Payload::TradeRecordRetracted(TradeRecordRetracted {
-                    key,
-                    reason: Text::parse("test").unwrap(),
-                })
-            } else {
-                Payload::TradeRecord(TradeRecord {
-                    key,
-                    value: UsdAmount::new("USD", below(1_000) as i64, 0).unwrap(),
-                    quantity: None,
-                    source: Text::parse("test").unwrap(),
-                    note: Text::parse("").unwrap(),
-                })
-            };
-            index.apply(crate::domain::StoredEvent {
-                sequence,
-                ingested_at: Timestamp::new(0, 0).unwrap(),
-                event: Event {
-                    id: EventId::parse(&format!("e{sequence}")).unwrap(),
-                    feed: FeedName::parse("test").unwrap(),
-                    occurred_at: None,
-                    payload,
-                },
-            });
+        for event in super::super::testing::random_events(3_000, 42) {
+            let sequence = event.sequence;
+            index.apply(event);
             if sequence % 100 != 0 {
                 continue;
             }

@@ -125,30 +125,45 @@ impl FlowTotals {
     }
 }
 
-/// Growth from `prev` to `cur` in hundredths of a percent, rounded half away
-/// from zero; `None` when the base is zero.
-pub(crate) fn growth_hundredths(cur: u128, prev: u128) -> Option<i64> {
-    if prev == 0 {
-        return None;
-    }
-    percent_of_hundredths(cur as i128 - prev as i128, prev)
+/// A result that exists but does not fit the integers it is answered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TooWide;
+
+/// `own - other`, exactly.
+pub(crate) fn difference(own: u128, other: u128) -> Result<i128, TooWide> {
+    let (own, other) = (
+        i128::try_from(own).map_err(|_| TooWide)?,
+        i128::try_from(other).map_err(|_| TooWide)?,
+    );
+    own.checked_sub(other).ok_or(TooWide)
 }
 
-/// `part` in hundredths of a percent of `base`, rounded half away from zero.
-pub(crate) fn percent_of_hundredths(part: i128, base: u128) -> Option<i64> {
-    if base == 0 {
-        return None;
+/// Growth from `prev` to `cur` in hundredths of a percent, rounded half away
+/// from zero; `None` when the base is zero.
+pub(crate) fn growth_hundredths(cur: u128, prev: u128) -> Result<Option<i64>, TooWide> {
+    if prev == 0 {
+        return Ok(None);
     }
-    let base = base as i128;
-    let scaled = part.checked_mul(10_000)?;
-    let q = scaled / base;
-    let r = scaled % base;
-    let rounded = if 2 * r.abs() >= base {
+    percent_of_hundredths(difference(cur, prev)?, prev)
+}
+
+/// `part` in hundredths of a percent of `base`, rounded half away from zero;
+/// `None` when the base is zero.
+pub(crate) fn percent_of_hundredths(part: i128, base: u128) -> Result<Option<i64>, TooWide> {
+    if base == 0 {
+        return Ok(None);
+    }
+    let wide_base = i128::try_from(base).map_err(|_| TooWide)?;
+    let scaled = part.checked_mul(10_000).ok_or(TooWide)?;
+    let q = scaled / wide_base;
+    let r = scaled % wide_base;
+    // |r| < base ≤ i128::MAX, so twice it fits a u128.
+    let rounded = if 2 * r.unsigned_abs() >= base {
         q + scaled.signum()
     } else {
         q
     };
-    i64::try_from(rounded).ok()
+    i64::try_from(rounded).map(Some).map_err(|_| TooWide)
 }
 
 /// Calls `each` once per summing cell (period, commodity) of the figures
@@ -194,11 +209,21 @@ mod tests {
     #[test]
     fn growth_rounds_half_away_from_zero_and_needs_a_base() {
         // Kazakhstan 2021 → 2022 from China's figures: 25.25 bn → 31.2 bn.
-        assert_eq!(growth_hundredths(31_200, 25_250), Some(2356));
-        assert_eq!(growth_hundredths(95, 100), Some(-500));
-        assert_eq!(growth_hundredths(1, 3), Some(-6667));
-        assert_eq!(growth_hundredths(5, 0), None);
-        assert_eq!(percent_of_hundredths(1, 8), Some(1250));
+        assert_eq!(growth_hundredths(31_200, 25_250), Ok(Some(2356)));
+        assert_eq!(growth_hundredths(95, 100), Ok(Some(-500)));
+        assert_eq!(growth_hundredths(1, 3), Ok(Some(-6667)));
+        assert_eq!(growth_hundredths(5, 0), Ok(None));
+        assert_eq!(percent_of_hundredths(1, 8), Ok(Some(1250)));
+    }
+
+    #[test]
+    fn what_does_not_fit_is_too_wide_never_clamped() {
+        // Growth from a billionth of a dollar to 10^15 dollars: 10^26 %.
+        assert_eq!(growth_hundredths(10u128.pow(24), 1), Err(TooWide));
+        assert_eq!(difference(u128::MAX, 0), Err(TooWide));
+        assert_eq!(difference(5, 7), Ok(-2));
+        let max = i128::MAX as u128;
+        assert_eq!(percent_of_hundredths(-1, max), Ok(Some(0)));
     }
 
     #[test]

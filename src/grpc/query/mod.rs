@@ -135,7 +135,7 @@ impl QueryService for QueryApi {
                 after,
                 RECORDS_PER_MESSAGE,
             );
-            let Some((message, last)) = render::records_message(&found, snapshot) else {
+            let Some((message, last)) = render::records_message(&found, snapshot)? else {
                 return Ok(None);
             };
             after = Some(last);
@@ -168,7 +168,7 @@ impl QueryService for QueryApi {
                     .map(|p| (q.country, p))
                     .collect()
             };
-            Ok(pairs.next_chunk(&index, snapshot, &spec, visit, render::country_message))
+            pairs.next_chunk(&index, snapshot, &spec, visit, render::country_message)
         })))
     }
 
@@ -200,7 +200,7 @@ impl QueryService for QueryApi {
                     })
                     .collect()
             };
-            Ok(pairs.next_chunk(&index, snapshot, &spec, visit, render::sector_message))
+            pairs.next_chunk(&index, snapshot, &spec, visit, render::sector_message)
         })))
     }
 
@@ -278,7 +278,7 @@ impl QueryService for QueryApi {
                     after = Some(*k);
                     render::group_message(k, t, snapshot)
                 })
-                .collect();
+                .collect::<Result<_, Error>>()?;
             Ok((!chunk.is_empty()).then_some(chunk))
         })))
     }
@@ -308,8 +308,8 @@ impl PairSlices {
         snapshot: &Snapshot,
         spec: &SliceSpec,
         visit: impl FnOnce() -> Vec<(Country, Country)>,
-        render: impl Fn(&SliceData, &Snapshot) -> T,
-    ) -> Option<Vec<T>> {
+        render: impl Fn(&SliceData, &Snapshot) -> Result<T, Error>,
+    ) -> Result<Option<Vec<T>>, Error> {
         let resume = self.resume;
         let pending = self.pending.get_or_insert_with(|| {
             visit()
@@ -324,11 +324,13 @@ impl PairSlices {
                 .map(|(_, period)| period);
             let slices =
                 views::pair_slices(index, snapshot.sequence, reporter, partner, spec, after);
-            out.extend(slices.iter().map(|s| render(s, snapshot)));
+            for s in &slices {
+                out.push(render(s, snapshot)?);
+            }
             if out.len() >= SLICES_PER_CHUNK {
                 break;
             }
         }
-        (!out.is_empty()).then_some(out)
+        Ok((!out.is_empty()).then_some(out))
     }
 }

@@ -5,6 +5,7 @@
 mod connections;
 mod filters;
 mod framing;
+mod sums;
 
 use crate::helpers::*;
 use caravan::proto::v1 as pb;
