@@ -12,8 +12,9 @@ pub const MAX_FEED_NAME: usize = 64;
 /// The longest agreement id.
 pub const MAX_AGREEMENT_ID: usize = 128;
 
-/// A feed-chosen idempotency key: 1 to 128 bytes of text without control
-/// characters, kept exactly as sent (not trimmed).
+/// A feed-chosen idempotency key: 1 to 128 bytes of visible text (no control
+/// or invisible format characters; see `text`), kept exactly as sent (not
+/// trimmed).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(String);
 
@@ -30,6 +31,13 @@ impl EventId {
         }
         if s.chars().any(char::is_control) {
             return Err("control characters are not allowed".into());
+        }
+        if let Some(c) = s.chars().find(|c| super::text::invisible(*c)) {
+            return Err(format!(
+                "U+{:04X} is not allowed: an id holds visible characters only \
+                 (no bidi controls, zero-width or other invisible format characters)",
+                c as u32
+            ));
         }
         Ok(EventId(s.to_owned()))
     }
@@ -418,5 +426,21 @@ mod tests {
         assert!(EventId::parse("").is_err());
         assert!(EventId::parse("a\u{0}b").is_err());
         assert!(EventId::parse(&"x".repeat(129)).is_err());
+        for hidden in [
+            "evil\u{202e}gnp.exe",
+            "a\u{200b}b",
+            "a\u{2066}b",
+            "a\u{feff}",
+            "a\u{2028}b",
+            "\u{e0041}",
+            "a\u{ad}b",
+            "a\u{ffff}",
+        ] {
+            assert!(EventId::parse(hidden).is_err(), "{hidden:?} accepted");
+        }
+        // Any visible script is fine.
+        for visible in ["мофком-2022", "海关-1", "دمشق-٣", "ä ö"] {
+            assert!(EventId::parse(visible).is_ok(), "{visible:?} refused");
+        }
     }
 }

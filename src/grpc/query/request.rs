@@ -271,6 +271,11 @@ pub(super) fn agreements(req: &pb::StreamAgreementsRequest) -> Result<Agreements
         .signed_to
         .as_ref()
         .and_then(|d| v.check("signed_to", convert::date(d)));
+    if let (Some(from), Some(to)) = (signed_from, signed_to) {
+        if from > to {
+            v.bad("signed_to", "must not be before `signed_from`");
+        }
+    }
     Ok(v.finish(Some(AgreementsQuery {
         parties,
         sectors,

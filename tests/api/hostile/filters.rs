@@ -352,3 +352,28 @@ async fn a_list_matches_as_the_set_of_what_it_names_however_spelled() {
     );
     assert_eq!(once, many);
 }
+
+#[tokio::test]
+async fn an_inverted_date_range_is_invalid_argument_like_an_inverted_period_range() {
+    let app = seeded_app().await;
+    let mut q = query(&app).await;
+    let date = |year, month, day| pb::Date { year, month, day };
+    let err = q
+        .stream_agreements(pb::StreamAgreementsRequest {
+            signed_from: Some(date(2024, 1, 1)),
+            signed_to: Some(date(2023, 12, 31)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::InvalidArgument, Some("signed_to"), "dates");
+    let same_day = q
+        .stream_agreements(pb::StreamAgreementsRequest {
+            signed_from: Some(date(2023, 5, 19)),
+            signed_to: Some(date(2023, 5, 19)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!drain(same_day.into_inner()).await.unwrap().is_empty());
+}
