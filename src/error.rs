@@ -42,6 +42,24 @@ pub enum Error {
     #[error("agreement {agreement_id:?} is not known; send the Agreement event first")]
     UnknownAgreement { index: usize, agreement_id: String },
 
+    /// A status change or amendment that does not follow from where its
+    /// agreement stands (`domain::Lifecycle`). `payload` is the event's
+    /// payload field (`agreement` or `agreement_status_changed`).
+    #[error("agreement {agreement_id:?}: {}", .broken.description)]
+    AgreementRule {
+        index: usize,
+        agreement_id: String,
+        payload: &'static str,
+        broken: crate::domain::Broken,
+    },
+
+    /// A retraction of a figure that is not current: never stored, or
+    /// retracted already.
+    #[error(
+        "there is no current figure with this key to retract (never stored, or retracted already)"
+    )]
+    NothingToRetract { index: usize },
+
     /// A value is valid but outside what exists (e.g. a future sequence).
     #[error("{0}")]
     OutOfRange(String),

@@ -8,6 +8,7 @@
 
 mod country;
 mod event;
+mod lifecycle;
 mod money;
 mod period;
 mod sector;
@@ -22,6 +23,7 @@ pub use event::{
     CommodityScope, Event, EventId, EventKind, FeedName, Flow, HsCode, Payload, StoredEvent,
     TradeFigureKey, TradeRecord, TradeRecordRetracted,
 };
+pub use lifecycle::{next_statuses, Broken, Lifecycle};
 pub use money::{Quantity, UsdAmount, MAX_UNITS};
 pub use period::{Frequency, Period};
 pub use sector::Sector;

@@ -10,7 +10,7 @@
 //! the store commits and fsyncs what is queued and closes. Depends on the
 //! services, the store facade and tonic; never on sled.
 
-use crate::domain::StoredEvent;
+use crate::domain::{StoredEvent, TradeFigureKey};
 use crate::error::Error;
 use crate::grpc::admission::{self, AdmissionLayer};
 use crate::grpc::connections;
@@ -129,6 +129,10 @@ impl Projection for Followers {
     fn apply(&self, events: Vec<StoredEvent>) {
         self.recent.push(&events);
         self.views.apply(events);
+    }
+
+    fn figure_is_current(&self, key: &TradeFigureKey) -> bool {
+        self.views.figure_is_current(key)
     }
 }
 

@@ -22,7 +22,9 @@ pub(crate) fn code(e: &Error) -> Code {
         // What the gRPC spec asks for a message over the size limit.
         Error::MessageTooLarge { .. } => Code::ResourceExhausted,
         Error::EventIdConflict { .. } => Code::AlreadyExists,
-        Error::UnknownAgreement { .. } => Code::FailedPrecondition,
+        Error::UnknownAgreement { .. }
+        | Error::AgreementRule { .. }
+        | Error::NothingToRetract { .. } => Code::FailedPrecondition,
         Error::OutOfRange(_) => Code::OutOfRange,
         Error::ResourceExhausted(_) | Error::Stalled { .. } => Code::ResourceExhausted,
         Error::DeadlineExceeded => Code::DeadlineExceeded,
@@ -68,6 +70,29 @@ fn status_with(e: Error, path: impl Fn(usize) -> String) -> Status {
                 "UNKNOWN_AGREEMENT",
                 format!("{}.agreement_status_changed.agreement_id", path(*index)),
                 format!("agreement {agreement_id:?} is not known"),
+            );
+            Some(d)
+        }
+        Error::AgreementRule {
+            index,
+            payload,
+            broken,
+            ..
+        } => {
+            let mut d = ErrorDetails::new();
+            d.add_precondition_failure_violation(
+                broken.rule,
+                format!("{}.{payload}.{}", path(*index), broken.field),
+                broken.description.clone(),
+            );
+            Some(d)
+        }
+        Error::NothingToRetract { index } => {
+            let mut d = ErrorDetails::new();
+            d.add_precondition_failure_violation(
+                "RETRACTION_OF_NO_FIGURE",
+                format!("{}.trade_record_retracted.key", path(*index)),
+                message.clone(),
             );
             Some(d)
         }

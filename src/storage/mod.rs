@@ -10,6 +10,7 @@
 //! - `log`: reading events out of chunks, adding a group's chunks to a batch;
 //! - `ids`: the in-memory event-id index;
 //! - `recovery`: what opening a store checks, rebuilds, loads and replays;
+//! - `stage`: the rules a group's events must meet against the store's state;
 //! - `writer`: the writer and publisher threads (group commit, fsync, acks);
 //! - `ceiling`: sled alone, for `caravan bench`.
 //!
@@ -26,9 +27,10 @@ mod ids;
 mod layout;
 mod log;
 mod recovery;
+mod stage;
 mod writer;
 
-use crate::domain::{Event, EventId, StoredEvent};
+use crate::domain::{Event, EventId, StoredEvent, TradeFigureKey};
 use crate::error::{Error, Retry};
 use ids::IdIndex;
 use std::io;
@@ -38,7 +40,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
-pub use writer::Outcome;
+pub use stage::Outcome;
 
 /// Settings of the store. Every queue here is bounded.
 #[derive(Clone, Debug)]
@@ -90,6 +92,14 @@ impl Syncer for FsyncDataFile {
 /// acknowledged. Query views are built this way.
 pub trait Projection: Send + Sync + 'static {
     fn apply(&self, events: Vec<StoredEvent>);
+
+    /// Whether the figure of `key` is current (stored, not retracted) in
+    /// what was applied: a retraction needs one. Asked by the writer only
+    /// once everything committed has been applied.
+    fn figure_is_current(&self, key: &TradeFigureKey) -> bool {
+        let _ = key;
+        true
+    }
 }
 
 /// A projection that keeps nothing.
@@ -210,12 +220,12 @@ impl Store {
         syncer.sync().map_err(|e| storage_error("fsync", e))?;
 
         let recovered = recovery::recover(&db, &tree, syncer.as_mut())?;
-        recovery::replay(&tree, projection.as_ref())?;
+        let agreements = recovery::replay(&tree, projection.as_ref())?;
         let last = recovered.last_sequence;
         tracing::info!(
             dir = %dir.display(),
             events = last,
-            agreements = recovered.agreements.len(),
+            agreements = agreements.len(),
             "store opened"
         );
         let (durable_tx, _) = watch::channel(last);
@@ -233,7 +243,7 @@ impl Store {
             Arc::clone(&shared),
             syncer,
             projection,
-            recovered.agreements,
+            agreements,
             last + 1,
             config.max_group_events.max(1),
         );

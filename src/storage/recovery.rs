@@ -11,17 +11,15 @@ use super::event_codec::stored_event_id;
 use super::ids::IdIndex;
 use super::layout::{self, fingerprint, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
 use super::{log, storage_error, Projection, Syncer};
-use crate::domain::Payload;
+use crate::domain::{Lifecycle, Payload};
 use crate::error::Error;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
-/// What the store knows once it is open.
+/// What the store knows once it is open, before the replay.
 pub(super) struct Recovered {
     pub last_sequence: u64,
     pub ids: IdIndex,
-    /// Ids of every stored agreement.
-    pub agreements: HashSet<String>,
 }
 
 /// Refuses a store of another format version (or none); writes the version
@@ -58,7 +56,7 @@ pub(super) fn check_format(db: &sled::Db, tree: &sled::Tree, dir: &Path) -> Resu
     }
 }
 
-/// Loads the id index and the agreement set from the derived keys, after
+/// Loads the id index from the derived keys, after
 /// checking that the fingerprint chunks cover exactly the log's gapless
 /// sequence range. If they do not, rebuilds every derived key from the log.
 pub(super) fn recover(
@@ -75,28 +73,40 @@ pub(super) fn recover(
             load_ids(tree, last_sequence)?
         }
     };
-    let mut agreements = HashSet::new();
-    for item in tree.scan_prefix([layout::AGREEMENT_PREFIX]) {
-        let (k, _) = item.map_err(|e| storage_error("scan agreements", e))?;
-        let id =
-            std::str::from_utf8(&k[1..]).map_err(|e| storage_error("corrupt agreement key", e))?;
-        agreements.insert(id.to_owned());
-    }
-    Ok(Recovered {
-        last_sequence,
-        ids,
-        agreements,
-    })
+    Ok(Recovered { last_sequence, ids })
 }
 
-/// Feeds the whole log to `projection`, in order, in bounded batches.
-pub(super) fn replay(tree: &sled::Tree, projection: &dyn Projection) -> Result<(), Error> {
+/// Feeds the whole log to `projection`, in order, in bounded batches, and
+/// returns where every agreement stands (folded as recorded, unchecked: a
+/// log written before the lifecycle rules is read as it is).
+pub(super) fn replay(
+    tree: &sled::Tree,
+    projection: &dyn Projection,
+) -> Result<HashMap<String, Lifecycle>, Error> {
     const EVENTS_PER_BATCH: usize = 4096;
+    let mut agreements: HashMap<String, Lifecycle> = HashMap::new();
     let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
     for item in tree.scan_prefix([LOG_PREFIX]) {
         let (_, v) = item.map_err(|e| storage_error("replay", e))?;
         for entry in layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))? {
-            batch.push(log::decode(entry)?);
+            let stored = log::decode(entry)?;
+            match &stored.event.payload {
+                Payload::Agreement(a) => {
+                    let id = a.id.as_str();
+                    let life = match agreements.get(id) {
+                        Some(life) => life.amended(a),
+                        None => Lifecycle::start(a),
+                    };
+                    agreements.insert(id.to_owned(), life);
+                }
+                Payload::AgreementStatusChanged(c) => {
+                    if let Some(life) = agreements.get_mut(c.agreement_id.as_str()) {
+                        *life = life.changed(c);
+                    }
+                }
+                _ => {}
+            }
+            batch.push(stored);
         }
         if batch.len() >= EVENTS_PER_BATCH {
             projection.apply(std::mem::replace(
@@ -106,7 +116,7 @@ pub(super) fn replay(tree: &sled::Tree, projection: &dyn Projection) -> Result<(
         }
     }
     projection.apply(batch);
-    Ok(())
+    Ok(agreements)
 }
 
 fn last_log_sequence(tree: &sled::Tree) -> Result<u64, Error> {

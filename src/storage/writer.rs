@@ -3,8 +3,8 @@
 //! Appenders queue [`Job`]s on a bounded channel. The writer takes the first
 //! job, then whatever else is already queued (up to `max_group_events`), and
 //! commits them as one group: it checks every job against the store and the
-//! jobs before it (duplicates, id conflicts, unknown agreements), assigns
-//! gapless sequences to the new events, writes the log chunks, fingerprint
+//! jobs before it (`stage`: duplicates, id conflicts, agreements, retractions),
+//! assigns gapless sequences to the new events, writes the log chunks, fingerprint
 //! chunks and agreement keys in one atomic sled batch, flushes and fsyncs.
 //! One fsync is shared by every job in the group.
 //!
@@ -22,18 +22,15 @@
 //! and `error`; what it does with a committed group beyond the store is the
 //! projection's business.
 
-use super::{layout, log};
-use super::{storage_error, Prepared, Projection, Shared, Syncer};
-use crate::domain::{EventId, Payload, StoredEvent, Timestamp};
+use super::log;
+use super::stage::{Group, Outcome, Staged};
+use super::{layout, storage_error, Prepared, Projection, Shared, Syncer};
+use crate::domain::{Lifecycle, StoredEvent, Timestamp};
 use crate::error::{Error, Retry};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-
-/// The group's new event ids; xxh3 rather than SipHash: ids are hashed once
-/// per event on the writer thread.
-type IdMap = HashMap<EventId, usize, xxhash_rust::xxh3::Xxh3DefaultBuilder>;
 
 /// What the writer is asked to do.
 pub(super) enum Msg {
@@ -52,14 +49,6 @@ pub(super) struct Job {
     /// The span of the request that sent it: what the writer and the
     /// publisher log about this request is logged inside it.
     pub span: tracing::Span,
-}
-
-/// What happened to one event of an acknowledged request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub sequence: u64,
-    /// The event was already stored with the same content.
-    pub duplicate: bool,
 }
 
 /// Groups written and fsynced but not yet published, at most. The writer
@@ -110,20 +99,13 @@ fn publish(shared: &Shared, projection: &dyn Projection, group: Committed) {
     }
 }
 
-/// An event of the current group that will be written.
-struct Staged {
-    sequence: u64,
-    fingerprint: u64,
-    prepared: Prepared,
-}
-
 pub(super) struct Writer {
     shared: Arc<Shared>,
     syncer: Box<dyn Syncer>,
     /// Gets each group after its fsync, before the acknowledgements.
     projection: Arc<dyn Projection>,
-    /// Ids of every stored agreement.
-    agreements: HashSet<String>,
+    /// Where every stored agreement stands.
+    agreements: HashMap<String, Lifecycle>,
     next_sequence: u64,
     max_group_events: usize,
     /// Set after a failed write or fsync.
@@ -142,7 +124,7 @@ impl Writer {
         shared: Arc<Shared>,
         syncer: Box<dyn Syncer>,
         projection: Arc<dyn Projection>,
-        agreements: HashSet<String>,
+        agreements: HashMap<String, Lifecycle>,
         next_sequence: u64,
         max_group_events: usize,
     ) -> Self {
@@ -250,37 +232,33 @@ impl Writer {
             events,
         );
         let _entered = span.enter();
-        let mut staged: Vec<Staged> = Vec::with_capacity(events);
-        let mut staged_ids: IdMap = IdMap::with_capacity_and_hasher(events, Default::default());
-        let mut staged_agreements: HashMap<String, usize> = HashMap::new();
+        let mut staging = Group::new(
+            &self.shared,
+            self.projection.as_ref(),
+            &self.agreements,
+            self.next_sequence,
+            events,
+        );
         let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
-
         for job in group {
-            let mark = staged.len();
-            let result = self.stage(
-                job.events,
-                &mut staged,
-                &mut staged_ids,
-                &mut staged_agreements,
-            );
-            if result.is_err() {
-                // Roll this job back; earlier jobs of the group stay.
-                for s in staged.drain(mark..) {
-                    staged_ids.remove(&s.prepared.event().id);
-                }
-                staged_agreements.retain(|_, i| *i < mark);
-            }
+            let result = staging.stage(job.events);
             answers.push(Answer {
                 reply: job.reply,
                 result,
                 span: job.span,
             });
         }
+        let Group {
+            staged,
+            agreements: staged_agreements,
+            lives,
+            ..
+        } = staging;
 
         let mut stored = Vec::new();
         if !staged.is_empty() {
             match self.write(&staged, &staged_agreements) {
-                Ok(now) => stored = self.committed(staged, staged_agreements, now),
+                Ok(now) => stored = self.committed(staged, lives, now),
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; refusing further writes");
                     self.failed = Some(e.to_string());
@@ -310,78 +288,6 @@ impl Writer {
             }
             None => publish(&self.shared, self.projection.as_ref(), group),
         }
-    }
-
-    /// Checks one job against the store and the group so far, staging its
-    /// new events. On error the caller rolls the job's staged events back.
-    fn stage(
-        &self,
-        events: Vec<Prepared>,
-        staged: &mut Vec<Staged>,
-        staged_ids: &mut IdMap,
-        staged_agreements: &mut HashMap<String, usize>,
-    ) -> Result<Vec<Outcome>, Error> {
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (index, prepared) in events.into_iter().enumerate() {
-            let event = prepared.event();
-            if let Some(&k) = staged_ids.get(&event.id) {
-                if staged[k].prepared.event() != event {
-                    return Err(Error::EventIdConflict {
-                        index,
-                        event_id: event.id.to_string(),
-                        existing_sequence: None,
-                    });
-                }
-                outcomes.push(Outcome {
-                    sequence: staged[k].sequence,
-                    duplicate: true,
-                });
-                continue;
-            }
-            if let Some(stored) = self.shared.find_event(event.id.as_str())? {
-                if &stored.event != event {
-                    return Err(Error::EventIdConflict {
-                        index,
-                        event_id: event.id.to_string(),
-                        existing_sequence: Some(stored.sequence),
-                    });
-                }
-                outcomes.push(Outcome {
-                    sequence: stored.sequence,
-                    duplicate: true,
-                });
-                continue;
-            }
-            match &event.payload {
-                Payload::AgreementStatusChanged(c) => {
-                    let id = c.agreement_id.as_str();
-                    if !self.agreements.contains(id) && !staged_agreements.contains_key(id) {
-                        return Err(Error::UnknownAgreement {
-                            index,
-                            agreement_id: id.to_owned(),
-                        });
-                    }
-                    staged_agreements.insert(id.to_owned(), staged.len());
-                }
-                Payload::Agreement(a) => {
-                    staged_agreements.insert(a.id.as_str().to_owned(), staged.len());
-                }
-                Payload::TradeRecord(_) | Payload::TradeRecordRetracted(_) => {}
-            }
-            let sequence = self.next_sequence + staged.len() as u64;
-            let fingerprint = layout::fingerprint(event.id.as_str());
-            staged_ids.insert(event.id.clone(), staged.len());
-            staged.push(Staged {
-                sequence,
-                fingerprint,
-                prepared,
-            });
-            outcomes.push(Outcome {
-                sequence,
-                duplicate: false,
-            });
-        }
-        Ok(outcomes)
     }
 
     /// Writes the staged events in one atomic batch, then flush and fsync.
@@ -429,7 +335,7 @@ impl Writer {
     fn committed(
         &mut self,
         staged: Vec<Staged>,
-        agreements: HashMap<String, usize>,
+        lives: HashMap<String, Lifecycle>,
         now: Timestamp,
     ) -> Vec<StoredEvent> {
         {
@@ -445,7 +351,7 @@ impl Writer {
                 }
             }
         }
-        self.agreements.extend(agreements.into_keys());
+        self.agreements.extend(lives);
         self.next_sequence += staged.len() as u64;
         staged
             .into_iter()

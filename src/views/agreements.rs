@@ -39,6 +39,13 @@ pub(crate) fn agreement_state(
         sequence = *seq;
         match entry {
             AgreementEntry::Version(a) => {
+                // The first entry is the signing: an amendment that corrects
+                // the signing date corrects it.
+                if let Some(first) = history.first_mut() {
+                    first.effective_on = a.signed_on;
+                }
+                // A status set by an amendment happens only in logs written
+                // before amendments had to keep the status.
                 if history.last().is_none_or(|h| h.status != a.status) {
                     history.push(StatusEntry {
                         status: a.status,

@@ -310,4 +310,18 @@ impl Index {
     pub(crate) fn pair(&self, reporter: Country, partner: Country) -> Option<&Pair> {
         self.figures.get(&reporter).and_then(|m| m.get(&partner))
     }
+
+    /// Whether the figure of `natural` is current: stored, and its latest
+    /// revision not a retraction.
+    pub(crate) fn figure_is_current(&self, natural: &TradeFigureKey) -> bool {
+        let key = FigureKey {
+            period: natural.period,
+            flow: natural.flow,
+            scope: natural.commodity,
+        };
+        self.pair(natural.reporter(), natural.partner())
+            .and_then(|p| p.figures.get(&key))
+            .and_then(|revisions| revisions.last())
+            .is_some_and(|r| r.current_value().is_some())
+    }
 }

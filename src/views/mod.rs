@@ -67,6 +67,11 @@ impl Views {
         }
     }
 
+    /// Whether a figure is current in what was applied.
+    pub(crate) fn figure_is_current(&self, key: &crate::domain::TradeFigureKey) -> bool {
+        self.read().figure_is_current(key)
+    }
+
     /// Read access for one bounded piece of work.
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|p| p.into_inner())

@@ -226,10 +226,15 @@ async fn agreements_are_amended_and_status_changes_need_a_known_agreement() {
     .await
     .unwrap();
     assert_eq!(acks.iter().map(|a| a.sequence).collect::<Vec<_>>(), [1, 2]);
-    // An amendment of the same agreement id is a new event.
+    // An amendment keeps the current status (IN_FORCE since s1)…
+    let stale = agreement("a2-stale", "xian-2023");
+    let err = append(&mut client, vec![stale]).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    // …and is a new event of the same agreement id.
     let mut amended = agreement("a2", "xian-2023");
     if let Some(pb::event::Payload::Agreement(a)) = &mut amended.payload {
         a.note = "amended".into();
+        a.status = pb::AgreementStatus::InForce as i32;
     }
     assert_eq!(
         append(&mut client, vec![amended]).await.unwrap()[0].sequence,

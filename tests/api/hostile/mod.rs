@@ -5,6 +5,7 @@
 mod connections;
 mod filters;
 mod framing;
+mod lifecycle;
 mod sums;
 
 use crate::helpers::*;
