@@ -3,9 +3,12 @@
 //! the store is unchanged (newest sequence and a digest of the whole log).
 
 mod connections;
+mod cursors;
+mod events;
 mod filters;
 mod framing;
 mod lifecycle;
+mod random;
 mod sums;
 
 use crate::helpers::*;
