@@ -6,7 +6,10 @@ use prost::Message;
 
 /// A request of each query RPC that has an answer on the seed data, encoded
 /// with a cursor.
-fn requests() -> Vec<(&'static str, fn(Vec<u8>) -> Vec<u8>)> {
+/// A method and how to build its request around a cursor.
+type WithCursor = (&'static str, fn(Vec<u8>) -> Vec<u8>);
+
+fn requests() -> Vec<WithCursor> {
     vec![
         ("/caravan.v1.QueryService/StreamTradeRecords", |c| {
             pb::StreamTradeRecordsRequest {
