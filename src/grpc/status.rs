@@ -40,17 +40,63 @@ impl From<Error> for Status {
     }
 }
 
+/// The most bytes of field violations one status carries: statuses travel
+/// in HTTP/2 headers, which clients limit (16 KiB is common) and refuse
+/// beyond, as a protocol error.
+const MAX_DETAIL_BYTES: usize = 6 * 1024;
+
+/// The status message of invalid arguments: the first three violations and
+/// how many more the details list.
+fn summary(vs: &[crate::domain::FieldViolation]) -> String {
+    let first: Vec<String> = vs
+        .iter()
+        .take(3)
+        .map(|v| {
+            let mut d = v.description.clone();
+            if d.len() > 200 {
+                let cut = (0..=200)
+                    .rev()
+                    .find(|i| d.is_char_boundary(*i))
+                    .unwrap_or(0);
+                d.truncate(cut);
+                d.push('…');
+            }
+            format!("{}: {d}", v.field)
+        })
+        .collect();
+    let mut message = format!("invalid argument: {}", first.join("; "));
+    if vs.len() > 3 {
+        message.push_str(&format!(
+            "; and {} more (google.rpc.BadRequest lists them)",
+            vs.len() - 3
+        ));
+    }
+    message
+}
+
 fn status_with(e: Error, path: impl Fn(usize) -> String) -> Status {
     let code = code(&e);
     if let Error::Internal(cause) = &e {
         tracing::error!(error = %cause, "internal error");
         return Status::internal("internal error; see the server log");
     }
-    let message = e.to_string();
+    let message = match &e {
+        Error::InvalidArgument(vs) => summary(vs),
+        _ => e.to_string(),
+    };
     let details = match &e {
         Error::InvalidArgument(vs) => {
             let mut d = ErrorDetails::new();
-            for v in vs {
+            let mut bytes = 0;
+            for (i, v) in vs.iter().enumerate() {
+                bytes += v.field.len() + v.description.len();
+                if bytes > MAX_DETAIL_BYTES {
+                    d.add_bad_request_violation(
+                        "",
+                        format!("and {} more violations", vs.len() - i),
+                    );
+                    break;
+                }
                 d.add_bad_request_violation(v.field.clone(), v.description.clone());
             }
             Some(d)

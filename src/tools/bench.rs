@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// profiling one of them); the ceiling still runs.
     #[arg(long)]
     pub only: Option<String>,
+    /// Skip the hostile section (resident memory under 16 concurrent
+    /// worst-case requests of each RPC).
+    #[arg(long)]
+    pub no_hostile: bool,
     /// Also build a store of this many events and measure its size on disk,
     /// the time to reopen it and the process's resident memory after that.
     #[arg(long, default_value_t = 0)]
@@ -342,6 +346,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     if args.footprint_events > 0 {
         report.insert("footprint".into(), footprint(args.footprint_events).await?);
     }
+    if !args.no_hostile {
+        report.insert("hostile".into(), super::hostile::hostile().await?);
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
     }
@@ -363,7 +370,7 @@ fn dir_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
 }
 
 /// Resident memory of a process now and at its peak, in MiB, from /proc.
-fn rss_mib(pid: u32) -> (f64, f64) {
+pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -377,7 +384,7 @@ fn rss_mib(pid: u32) -> (f64, f64) {
 }
 
 /// Starts `caravan serve` as a separate process; returns it and its URL.
-async fn spawn_server(
+pub(crate) async fn spawn_server(
     store: &std::path::Path,
 ) -> Result<(std::process::Child, String), Box<dyn Error>> {
     use std::io::BufRead;
@@ -403,7 +410,7 @@ async fn spawn_server(
     Ok((child, format!("http://{addr}")))
 }
 
-fn stop_server(mut child: std::process::Child) -> Result<(), Box<dyn Error>> {
+pub(crate) fn stop_server(mut child: std::process::Child) -> Result<(), Box<dyn Error>> {
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;

@@ -12,5 +12,6 @@ pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod demo;
 pub(crate) mod gen;
+pub(crate) mod hostile;
 pub mod jsonl;
 pub(crate) mod terminal;

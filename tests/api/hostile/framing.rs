@@ -306,3 +306,16 @@ async fn repeated_fields_over_their_caps_are_refused_with_the_field() {
     }
     still_serving(&app).await;
 }
+
+#[tokio::test]
+async fn ten_thousand_bad_events_are_answered_with_the_first_hundred_violations() {
+    let app = spawn_app().await;
+    let events = vec![pb::Event::default(); 10_000];
+    let status = append(&mut app.ingest().await, events).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let fields = violated_fields(&status);
+    assert_eq!(fields.len(), 101, "{fields:?}");
+    assert_eq!(fields[0], "events[0].event_id");
+    assert!(status.message().len() < 1_000, "{}", status.message().len());
+    still_serving(&app).await;
+}
