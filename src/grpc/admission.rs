@@ -10,7 +10,9 @@
 //! - Its bytes are held against a byte budget shared by every request at once
 //!   (`--max-decoding-bytes`): a request waits for room before it is read, and
 //!   keeps its share until its handler has answered, so many large requests
-//!   at once wait instead of exhausting memory.
+//!   at once wait instead of exhausting memory. Where its decoded structs
+//!   will take more than its bytes (an Append of many small events: about 300
+//!   bytes per event, however short on the wire), it holds that much instead.
 //! - Its repeated fields are counted on the encoded bytes (`wire`) before
 //!   prost builds anything.
 //! - It must arrive whole within `--request-read-timeout-secs`.
@@ -67,6 +69,35 @@ impl AdmissionLayer {
         AdmissionLayer {
             decoding: Arc::new(Semaphore::new(limits.max_decoding_bytes)),
             limits: Arc::new(limits),
+        }
+    }
+}
+
+impl AdmissionLayer {
+    /// Grows `permit` to `bytes` (at most the whole budget), waiting for
+    /// room for at most the read timeout.
+    async fn hold_more(
+        &self,
+        permit: &mut OwnedSemaphorePermit,
+        bytes: usize,
+    ) -> Result<(), Error> {
+        let want = bytes.min(self.limits.max_decoding_bytes);
+        let more = want.saturating_sub(permit.num_permits());
+        if more == 0 {
+            return Ok(());
+        }
+        // `more` is below the budget, which fits a u32.
+        let more = u32::try_from(more).unwrap_or(u32::MAX);
+        let acquire = Arc::clone(&self.decoding).acquire_many_owned(more);
+        match tokio::time::timeout(self.limits.read_timeout, acquire).await {
+            Ok(Ok(extra)) => {
+                permit.merge(extra);
+                Ok(())
+            }
+            _ => Err(Error::ResourceExhausted(format!(
+                "the server is busy decoding other requests (--max-decoding-bytes); \
+                 no room for {bytes} decoded bytes; retry later"
+            ))),
         }
     }
 }
@@ -147,11 +178,17 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let (parts, body) = request.into_parts();
-            let (frame, permit) = match read_one(body, &layer).await {
+            let (frame, mut permit) = match read_one(body, &layer).await {
                 Ok(read) => read,
                 Err(e) => return Ok(refuse(e)),
             };
-            if let Err(e) = wire::check(&frame[FRAME_HEADER..], shape, &layer.limits.wire) {
+            let decoded = match wire::check(&frame[FRAME_HEADER..], shape, &layer.limits.wire) {
+                Ok(decoded) => decoded,
+                Err(e) => return Ok(refuse(e)),
+            };
+            // What the decoded request will take beyond its bytes (a batch of
+            // small events) is held against the budget too, before decoding.
+            if let Err(e) = layer.hold_more(&mut permit, decoded).await {
                 return Ok(refuse(e));
             }
             let body = Body::new(http_body_util::Full::new(frame));

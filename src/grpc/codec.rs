@@ -102,6 +102,7 @@ impl<U: Message + Default + Admit> Decoder for SliceDecoder<U> {
         if let Some(shape) = U::STREAMED {
             // A streamed message's shape has only the contract's fixed caps.
             wire::check(&bytes, shape, &wire::Limits::FIXED_ONLY)?;
+            // (An AppendStream message holds one event: nothing to charge.)
         }
         U::decode(bytes.as_ref())
             .map(Some)

@@ -76,6 +76,9 @@ pub(crate) struct Shape {
     /// The most bytes one message of this type may take, with what the
     /// violation says.
     max_bytes: Option<(usize, &'static str)>,
+    /// The bytes one message of this type takes in memory once decoded (its
+    /// struct), where that is far more than it can take on the wire.
+    decoded: usize,
 }
 
 const fn repeated(number: u32, name: &'static str, max: Max, holds: Holds) -> Rule {
@@ -100,6 +103,7 @@ const fn shape(rules: &'static [Rule]) -> Shape {
     Shape {
         rules,
         max_bytes: None,
+        decoded: 0,
     }
 }
 
@@ -121,6 +125,8 @@ static BATCH_EVENT: Shape = Shape {
         crate::convert::MAX_EVENT_BYTES,
         "the encoded event is too large",
     )),
+    // About 300 bytes, for an element that can take 2 on the wire.
+    decoded: std::mem::size_of::<crate::proto::v1::Event>(),
 };
 static FIGURE_FILTER: Shape = shape(&[
     repeated(1, "reporters", COUNTRIES, Holds::Bytes),
@@ -184,12 +190,14 @@ fn malformed(what: impl std::fmt::Display) -> Error {
 
 /// Checks an encoded message of `shape`: well-formed wire format, no
 /// repeated field over its cap, no message over its size. Allocates only for
-/// the violations it reports.
-pub(crate) fn check(bytes: &[u8], shape: &Shape, limits: &Limits) -> Result<(), Error> {
+/// the violations it reports. Returns how many bytes the repeated messages
+/// in it will take once decoded (their structs, with the spare capacity of
+/// the vectors that hold them), where that exceeds their bytes on the wire.
+pub(crate) fn check(bytes: &[u8], shape: &Shape, limits: &Limits) -> Result<usize, Error> {
     let mut v = Violations::default();
-    scan(bytes, shape, limits, "", &mut v)?;
+    let decoded = scan(bytes, shape, limits, "", &mut v)?;
     v.finish(Some(()))?;
-    Ok(())
+    Ok(decoded)
 }
 
 fn path(prefix: &str, name: &str) -> String {
@@ -206,16 +214,17 @@ fn scan(
     limits: &Limits,
     prefix: &str,
     v: &mut Violations,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     if let Some((max, what)) = shape.max_bytes {
         if buf.len() > max {
             v.push(FieldViolation::new(
                 prefix,
                 format!("{what}: {} bytes; the limit is {max}", buf.len()),
             ));
-            return Ok(());
+            return Ok(0);
         }
     }
+    let mut decoded = 0usize;
     let mut counts = [0usize; 8];
     while !buf.is_empty() {
         let (number, wire_type) = decode_key(&mut buf).map_err(malformed)?;
@@ -270,7 +279,7 @@ fn scan(
             };
             let within = rule.repeated.is_none_or(|max| element < cap(max, limits));
             if within {
-                scan(payload, inner, limits, &path(prefix, &name), v)?;
+                decoded += scan(payload, inner, limits, &path(prefix, &name), v)?;
             }
         }
     }
@@ -282,10 +291,13 @@ fn scan(
                     path(prefix, rule.name),
                     too_many(max, cap, count),
                 ));
+            } else if let Holds::Message(inner) = rule.holds {
+                // A vector grows by doubling: up to twice its elements.
+                decoded += count.next_power_of_two() * inner.decoded;
             }
         }
     }
-    Ok(())
+    Ok(decoded)
 }
 
 fn cap(max: Max, limits: &Limits) -> usize {
@@ -330,7 +342,9 @@ mod tests {
         let bytes = [0x0a, 0x00].repeat(4);
         let err = check(&bytes, &APPEND, &LIMITS).unwrap_err();
         assert_eq!(fields(err), ["events"]);
-        assert!(check(&[0x0a, 0x00].repeat(3), &APPEND, &LIMITS).is_ok());
+        // Three fit, and will take four events' structs once decoded.
+        let decoded = check(&[0x0a, 0x00].repeat(3), &APPEND, &LIMITS).unwrap();
+        assert_eq!(decoded, 4 * std::mem::size_of::<pb::Event>());
     }
 
     #[test]

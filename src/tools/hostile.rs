@@ -71,10 +71,10 @@ fn filled(limit: usize, element: &[u8], prefix: &[u8]) -> Vec<u8> {
     message
 }
 
-/// Each RPC's worst case: (name, path, the message).
-fn worst_cases(limit: usize) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+/// Each RPC's worst case: (name, path, the message, how many at once).
+fn worst_cases(limit: usize) -> Vec<(&'static str, &'static str, Vec<u8>, usize)> {
     let country = [0x0a, 0x02, b'C', b'N'];
-    vec![
+    let cases = vec![
         (
             "Append: empty events",
             "/caravan.v1.IngestService/Append",
@@ -127,7 +127,20 @@ fn worst_cases(limit: usize) -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "/caravan.v1.SubscriptionService/Subscribe",
             filled(limit, &[0x2a, 0x02, b'C', b'N'], &[]),
         ),
-    ]
+    ];
+    let mut cases: Vec<_> = cases
+        .into_iter()
+        .map(|(name, path, message)| (name, path, message, CONCURRENT))
+        .collect();
+    // The decoding budget at work: four times as many of the request that
+    // grows most when decoded.
+    cases.push((
+        "Append: 10,000 empty events, 64 at once",
+        "/caravan.v1.IngestService/Append",
+        [0x0a, 0x00].repeat(10_000),
+        4 * CONCURRENT,
+    ));
+    cases
 }
 
 /// Sends one request and waits for its answer (any answer).
@@ -157,7 +170,7 @@ async fn send(channel: tonic::transport::Channel, path: &'static str, message: V
 pub(crate) async fn hostile() -> Result<serde_json::Value, Box<dyn Error>> {
     let limit = crate::grpc::defaults::DEFAULT_MAX_MESSAGE_BYTES;
     let mut table = super::terminal::table(&[
-        "worst-case request (16 at once)",
+        "worst-case request (16 at once unless named)",
         "bytes each",
         "answer",
         "RSS before",
@@ -166,7 +179,7 @@ pub(crate) async fn hostile() -> Result<serde_json::Value, Box<dyn Error>> {
         "growth / bytes sent",
     ]);
     let mut rows = Vec::new();
-    for (name, path, message) in worst_cases(limit) {
+    for (name, path, message, at_once) in worst_cases(limit) {
         let dir = tempfile::tempdir()?;
         let (child, url) = spawn_server(&dir.path().join("store")).await?;
         let pid = child.id();
@@ -188,7 +201,7 @@ pub(crate) async fn hostile() -> Result<serde_json::Value, Box<dyn Error>> {
                 peak.max(rss_mib(pid).0)
             })
         };
-        let requests: Vec<_> = (0..CONCURRENT)
+        let requests: Vec<_> = (0..at_once)
             .map(|_| tokio::spawn(send(channel.clone(), path, message.clone())))
             .collect();
         let mut codes = Vec::new();
@@ -199,7 +212,7 @@ pub(crate) async fn hostile() -> Result<serde_json::Value, Box<dyn Error>> {
         let peak = sampler.await?;
         stop_server(child)?;
         let growth = (peak - before).max(0.0);
-        let sent_mib = (CONCURRENT * message.len()) as f64 / (1024.0 * 1024.0);
+        let sent_mib = (at_once * message.len()) as f64 / (1024.0 * 1024.0);
         codes.dedup();
         let answer = format!("{codes:?}");
         table.add_row([
@@ -214,6 +227,7 @@ pub(crate) async fn hostile() -> Result<serde_json::Value, Box<dyn Error>> {
         rows.push(serde_json::json!({
             "request": name,
             "bytes": message.len(),
+            "at_once": at_once,
             "answer": answer,
             "rss_before_mib": before,
             "rss_peak_mib": peak,
