@@ -195,30 +195,48 @@ fn malformed(what: impl std::fmt::Display) -> Error {
 /// the vectors that hold them), where that exceeds their bytes on the wire.
 pub(crate) fn check(bytes: &[u8], shape: &Shape, limits: &Limits) -> Result<usize, Error> {
     let mut v = Violations::default();
-    let decoded = scan(bytes, shape, limits, "", &mut v)?;
+    let decoded = scan(bytes, shape, limits, None, &mut v)?;
     v.finish(Some(()))?;
     Ok(decoded)
 }
 
-fn path(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{prefix}.{name}")
-    }
+/// Where a nested message sits: its field (and element) inside its parent.
+/// Written out only for a violation, so the scan allocates nothing else.
+struct At<'a> {
+    parent: Option<&'a At<'a>>,
+    name: &'static str,
+    element: Option<usize>,
 }
 
-fn scan(
+/// The field path of `name` inside `at`, e.g. `events[3].agreement.parties`.
+fn path(at: Option<&At<'_>>, name: &str) -> String {
+    let mut parts = Vec::new();
+    let mut next = at;
+    while let Some(a) = next {
+        parts.push(match a.element {
+            Some(i) => format!("{}[{i}]", a.name),
+            None => a.name.to_owned(),
+        });
+        next = a.parent;
+    }
+    parts.reverse();
+    if !name.is_empty() {
+        parts.push(name.to_owned());
+    }
+    parts.join(".")
+}
+
+fn scan<'a>(
     mut buf: &[u8],
     shape: &Shape,
     limits: &Limits,
-    prefix: &str,
+    at: Option<&'a At<'a>>,
     v: &mut Violations,
 ) -> Result<usize, Error> {
     if let Some((max, what)) = shape.max_bytes {
         if buf.len() > max {
             v.push(FieldViolation::new(
-                prefix,
+                path(at, ""),
                 format!("{what}: {} bytes; the limit is {max}", buf.len()),
             ));
             return Ok(0);
@@ -228,7 +246,7 @@ fn scan(
     let mut counts = [0usize; 8];
     while !buf.is_empty() {
         let (number, wire_type) = decode_key(&mut buf).map_err(malformed)?;
-        let Some((at, rule)) = shape
+        let Some((slot, rule)) = shape
             .rules
             .iter()
             .enumerate()
@@ -237,7 +255,7 @@ fn scan(
             skip_field(wire_type, number, &mut buf, DecodeContext::default()).map_err(malformed)?;
             continue;
         };
-        let element = counts[at];
+        let element = counts[slot];
         let payload: Option<&[u8]> = match wire_type {
             WireType::LengthDelimited => {
                 let len = decode_varint(&mut buf).map_err(malformed)?;
@@ -260,7 +278,7 @@ fn scan(
                 )))
             }
         };
-        counts[at] += match (rule.holds, payload) {
+        counts[slot] += match (rule.holds, payload) {
             // A packed run: one element per varint.
             (Holds::Varints, Some(mut packed)) => {
                 let mut n = 0;
@@ -273,13 +291,14 @@ fn scan(
             _ => 1,
         };
         if let (Holds::Message(inner), Some(payload)) = (rule.holds, payload) {
-            let name = match rule.repeated {
-                Some(_) => format!("{}[{element}]", rule.name),
-                None => rule.name.to_owned(),
-            };
             let within = rule.repeated.is_none_or(|max| element < cap(max, limits));
             if within {
-                decoded += scan(payload, inner, limits, &path(prefix, &name), v)?;
+                let inside = At {
+                    parent: at,
+                    name: rule.name,
+                    element: rule.repeated.map(|_| element),
+                };
+                decoded += scan(payload, inner, limits, Some(&inside), v)?;
             }
         }
     }
@@ -288,7 +307,7 @@ fn scan(
             let cap = cap(max, limits);
             if count > cap {
                 v.push(FieldViolation::new(
-                    path(prefix, rule.name),
+                    path(at, rule.name),
                     too_many(max, cap, count),
                 ));
             } else if let Holds::Message(inner) = rule.holds {
