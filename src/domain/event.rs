@@ -32,6 +32,10 @@ impl EventId {
         if s.chars().any(char::is_control) {
             return Err("control characters are not allowed".into());
         }
+        // No ASCII character but the controls is invisible.
+        if s.is_ascii() {
+            return Ok(EventId(s.to_owned()));
+        }
         if let Some(c) = s.chars().find(|c| super::text::invisible(*c)) {
             return Err(format!(
                 "U+{:04X} is not allowed: an id holds visible characters only \

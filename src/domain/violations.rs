@@ -93,9 +93,16 @@ impl Violations {
         raw: impl IntoIterator<Item = &'a S>,
         parse: impl Fn(&S) -> Result<T, String>,
     ) -> C {
+        // The path is written out only for a bad element.
         raw.into_iter()
             .enumerate()
-            .filter_map(|(i, s)| self.check(&format!("{field}[{i}]"), parse(s)))
+            .filter_map(|(i, s)| match parse(s) {
+                Ok(x) => Some(x),
+                Err(d) => {
+                    self.bad(&format!("{field}[{i}]"), d);
+                    None
+                }
+            })
             .collect()
     }
 

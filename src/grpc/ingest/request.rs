@@ -29,8 +29,12 @@ pub(super) fn append(events: &[pb::Event], max_events: usize) -> Result<Vec<Prep
     }
     let mut prepared = Vec::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
-        if let Some(event) = v.nested_many(&format!("events[{i}]"), convert::parse_event(e)) {
-            prepared.push(Prepared::new(event));
+        match convert::parse_event(e) {
+            Ok(event) => prepared.push(Prepared::new(event)),
+            // The path is written out only for a bad event.
+            Err(vs) => {
+                v.nested_many::<()>(&format!("events[{i}]"), Err(vs));
+            }
         }
     }
     Ok(v.finish(Some(prepared))?)
