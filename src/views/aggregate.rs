@@ -168,13 +168,7 @@ mod tests {
                 index.apply(e);
             }
             for frequency in [Frequency::Annual, Frequency::Monthly] {
-                for level in [
-                    CommodityLevel::All,
-                    CommodityLevel::Hs2,
-                    CommodityLevel::Hs4,
-                    CommodityLevel::Hs6,
-                    CommodityLevel::Sector,
-                ] {
+                for level in CommodityLevel::ALL {
                     let filter = FigureFilter {
                         reporters: Default::default(),
                         partners: Default::default(),

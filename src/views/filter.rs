@@ -18,6 +18,16 @@ pub(crate) enum CommodityLevel {
 }
 
 impl CommodityLevel {
+    /// Every level, in order.
+    #[cfg(test)]
+    pub(crate) const ALL: [CommodityLevel; 5] = [
+        CommodityLevel::All,
+        CommodityLevel::Hs2,
+        CommodityLevel::Hs4,
+        CommodityLevel::Hs6,
+        CommodityLevel::Sector,
+    ];
+
     /// The level of a commodity scope.
     pub(crate) fn of(scope: &CommodityScope) -> Self {
         match scope {

@@ -292,13 +292,7 @@ mod tests {
                 for &a in &countries {
                     for &b in &countries {
                         let pair = index.pair(a, b);
-                        for level in [
-                            CommodityLevel::All,
-                            CommodityLevel::Hs2,
-                            CommodityLevel::Hs4,
-                            CommodityLevel::Hs6,
-                            CommodityLevel::Sector,
-                        ] {
+                        for level in CommodityLevel::ALL {
                             for sectors in
                                 [SectorSet::default(), [Sector::Energy].into_iter().collect()]
                             {

@@ -249,3 +249,61 @@ pub async fn small_window_channel(url: &str) -> Channel {
         .await
         .unwrap()
 }
+
+/// A retraction of the all-commodities annual figure `reporter → partner`
+/// of `flow` in `year`.
+pub fn retraction(
+    id: &str,
+    (reporter, partner): (&str, &str),
+    flow: pb::Flow,
+    year: i32,
+    reason: &str,
+) -> pb::Event {
+    pb::Event {
+        event_id: id.into(),
+        feed: "test-feed".into(),
+        occurred_at: None,
+        payload: Some(pb::event::Payload::TradeRecordRetracted(
+            pb::TradeRecordRetracted {
+                key: Some(pb::TradeFigureKey {
+                    reporter: reporter.into(),
+                    partner: partner.into(),
+                    flow: flow as i32,
+                    period: Some(annual(year)),
+                    commodity: Some(all_commodities()),
+                }),
+                reason: reason.into(),
+            },
+        )),
+    }
+}
+
+/// Calls `attempt` until it succeeds, for at most `within`.
+pub async fn eventually<T, E, F, Fut>(within: std::time::Duration, mut attempt: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    tokio::time::timeout(within, async {
+        loop {
+            match attempt().await {
+                Ok(x) => break x,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Reads a stream to its end and returns the status it ended with, which a
+/// stream cut short must have (never OK).
+pub async fn end_status<T>(mut s: tonic::Streaming<T>) -> tonic::Status {
+    loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a stream cut short must not end with OK"),
+            Err(status) => break status,
+        }
+    }
+}

@@ -399,23 +399,13 @@ async fn revisions_and_retractions_are_answered_as_of_any_sequence() {
     record_mut(&mut revised).flow = pb::Flow::Turnover as i32;
     append(&mut ingest, vec![revised]).await.unwrap();
     let after_revision = last_sequence(&mut ingest).await;
-    let retraction = pb::Event {
-        event_id: "kz-2022-retracted".into(),
-        feed: "test-feed".into(),
-        occurred_at: None,
-        payload: Some(pb::event::Payload::TradeRecordRetracted(
-            pb::TradeRecordRetracted {
-                key: Some(pb::TradeFigureKey {
-                    reporter: "CN".into(),
-                    partner: "KZ".into(),
-                    flow: pb::Flow::Turnover as i32,
-                    period: Some(annual(2022)),
-                    commodity: Some(all_commodities()),
-                }),
-                reason: "superseded".into(),
-            },
-        )),
-    };
+    let retraction = retraction(
+        "kz-2022-retracted",
+        ("CN", "KZ"),
+        pb::Flow::Turnover,
+        2022,
+        "superseded",
+    );
     append(&mut ingest, vec![retraction]).await.unwrap();
 
     let records = |as_of| pb::StreamTradeRecordsRequest {
@@ -920,7 +910,7 @@ async fn a_stream_whose_client_accepts_nothing_is_released_after_the_stall_timeo
         ..Default::default()
     };
     let mut stalled_client = small_window_query(&app).await;
-    let mut stalled = stalled_client
+    let stalled = stalled_client
         .stream_trade_records(all.clone())
         .await
         .unwrap()
@@ -930,26 +920,17 @@ async fn a_stream_whose_client_accepts_nothing_is_released_after_the_stall_timeo
     let err = q.stream_trade_records(all.clone()).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     // …until the stalled stream is released.
-    let freed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match q.stream_trade_records(all.clone()).await {
-                Ok(s) => break s,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+    let freed = eventually(Duration::from_secs(20), || {
+        let mut q = q.clone();
+        let all = all.clone();
+        async move { q.stream_trade_records(all).await }
     })
     .await
     .expect("the slot is released");
     drop(freed);
     // The stalled client, reading at last, gets what was buffered and why it
     // ended: never a stream that looks complete.
-    let end = loop {
-        match stalled.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("a released stream must not end with OK"),
-            Err(status) => break status,
-        }
-    };
+    let end = end_status(stalled).await;
     assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
     assert!(end.message().contains("--stall-timeout-secs"), "{end:?}");
     app.stop().await;

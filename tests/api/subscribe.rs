@@ -586,7 +586,7 @@ async fn a_subscription_whose_client_accepts_nothing_is_released_after_the_stall
         countries: vec![],
         sectors: vec![],
     };
-    let mut stalled = SubscriptionServiceClient::new(small_window_channel(&app.url()).await)
+    let stalled = SubscriptionServiceClient::new(small_window_channel(&app.url()).await)
         .subscribe(all.request(from_beginning()))
         .await
         .unwrap()
@@ -597,24 +597,15 @@ async fn a_subscription_whose_client_accepts_nothing_is_released_after_the_stall
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
-    let freed = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            match client.subscribe(all.request(from_beginning())).await {
-                Ok(s) => break s,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+    let freed = eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let request = all.request(from_beginning());
+        async move { client.subscribe(request).await }
     })
     .await
     .expect("the slot is released");
     drop(freed);
-    let end = loop {
-        match stalled.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("a released subscription must not end with OK"),
-            Err(status) => break status,
-        }
-    };
+    let end = end_status(stalled).await;
     assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
     assert!(end.message().contains("resubscribe"), "{end:?}");
     app.stop().await;

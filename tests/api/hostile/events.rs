@@ -33,23 +33,7 @@ fn rt(e: &mut pb::Event) -> &mut pb::TradeRecordRetracted {
 }
 
 fn retraction() -> pb::Event {
-    pb::Event {
-        event_id: "bad".into(),
-        feed: "test-feed".into(),
-        occurred_at: None,
-        payload: Some(pb::event::Payload::TradeRecordRetracted(
-            pb::TradeRecordRetracted {
-                key: Some(pb::TradeFigureKey {
-                    reporter: "CN".into(),
-                    partner: "KZ".into(),
-                    flow: pb::Flow::Export as i32,
-                    period: Some(annual(2022)),
-                    commodity: Some(all_commodities()),
-                }),
-                reason: "typo".into(),
-            },
-        )),
-    }
+    super::retraction("bad", ("CN", "KZ"), pb::Flow::Export, 2022, "typo")
 }
 
 const BAD_COUNTRIES: [&str; 8] = ["", "XX", "C5", "KAZA", "é", "W00", "k z", "Z["];

@@ -225,29 +225,8 @@ async fn a_batch_checks_its_events_in_order_and_a_rule_broken_late_stores_nothin
 async fn a_retraction_needs_a_current_figure_and_a_resent_one_is_a_duplicate() {
     let app = spawn_app().await;
     let mut ingest = app.ingest().await;
-    let retract = |id: &str, year: i32| {
-        let figure = trade("unused", "CN", "KZ", year, 1);
-        let Some(pb::event::Payload::TradeRecord(r)) = figure.payload else {
-            unreachable!()
-        };
-        pb::Event {
-            event_id: id.into(),
-            feed: "test-feed".into(),
-            occurred_at: None,
-            payload: Some(pb::event::Payload::TradeRecordRetracted(
-                pb::TradeRecordRetracted {
-                    key: Some(pb::TradeFigureKey {
-                        reporter: r.reporter,
-                        partner: r.partner,
-                        flow: r.flow,
-                        period: r.period,
-                        commodity: r.commodity,
-                    }),
-                    reason: "typo".into(),
-                },
-            )),
-        }
-    };
+    let retract =
+        |id: &str, year: i32| retraction(id, ("CN", "KZ"), pb::Flow::Export, year, "typo");
     let before = store_state(&app).await;
     // Never stored.
     let err = append(&mut ingest, vec![retract("r-0", 2022)])
