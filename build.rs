@@ -32,6 +32,12 @@ fn main() -> Result<(), Box<dyn Error>> {
         .build_server(true)
         // Decodes from one contiguous slice (src/codec.rs).
         .codec_path("crate::grpc::codec::Codec")
+        // Written by hand, so that the server decodes its events one at a
+        // time (src/proto/append_request.rs).
+        .extern_path(
+            ".caravan.v1.AppendRequest",
+            "crate::proto::append_request::AppendRequest",
+        )
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -10,9 +10,10 @@
 //! - Its bytes are held against a byte budget shared by every request at once
 //!   (`--max-decoding-bytes`): a request waits for room before it is read, and
 //!   keeps its share until its handler has answered, so many large requests
-//!   at once wait instead of exhausting memory. Where its decoded structs
-//!   will take more than its bytes (an Append of many small events: about 300
-//!   bytes per event, however short on the wire), it holds that much instead.
+//!   at once wait instead of exhausting memory. Where what it is parsed into
+//!   may take more than its bytes (an Append of many small good events: about
+//!   320 bytes each for the writer, however short on the wire), it holds that
+//!   much instead.
 //! - Its repeated fields are counted on the encoded bytes (`wire`) before
 //!   prost builds anything.
 //! - It must arrive whole within `--request-read-timeout-secs`.

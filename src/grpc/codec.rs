@@ -8,7 +8,9 @@
 //!
 //! Messages a client streams (AppendStream's) are checked by `wire` before
 //! they are decoded, as each arrives; unary requests were checked earlier, by
-//! `admission`, which holds their whole message.
+//! `admission`, which holds their whole message. An Append is not decoded
+//! here at all: it keeps its bytes, and its events are decoded one at a time
+//! as the handler parses them (`proto::append_request`).
 //!
 //! Used through `build.rs` (`codec_path`) by the generated servers and
 //! clients; depends on tonic, prost, `wire` and `error` (an undecodable message
@@ -17,6 +19,7 @@
 use super::wire;
 use crate::error::Error;
 use crate::proto::v1 as pb;
+use prost::bytes::Bytes;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
@@ -56,13 +59,26 @@ where
 pub(crate) struct SliceDecoder<U>(PhantomData<U>);
 
 /// What is checked on a decoded message's bytes before prost decodes it.
-pub(crate) trait Admit {
+pub(crate) trait Admit: Message + Default {
     /// The shape bounding its repeated fields, for a message a client streams.
     const STREAMED: Option<&'static wire::Shape> = None;
+
+    /// The message of these (checked) bytes.
+    fn decode_checked(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        Self::decode(bytes.as_ref())
+    }
 }
 
 impl Admit for pb::AppendStreamRequest {
     const STREAMED: Option<&'static wire::Shape> = Some(&wire::APPEND_STREAM);
+}
+
+/// Kept as received: its events are decoded one at a time as the handler
+/// parses them (`proto::append_request`).
+impl Admit for pb::AppendRequest {
+    fn decode_checked(bytes: Bytes) -> Result<Self, prost::DecodeError> {
+        Ok(pb::AppendRequest::received(bytes))
+    }
 }
 
 /// Unary requests (checked by `admission`) and responses (decoded by our own
@@ -72,7 +88,6 @@ macro_rules! admitted_as_is {
 }
 
 admitted_as_is!(
-    pb::AppendRequest,
     pb::AppendResponse,
     pb::AppendStreamResponse,
     pb::LookupEventsRequest,
@@ -104,7 +119,7 @@ impl<U: Message + Default + Admit> Decoder for SliceDecoder<U> {
             wire::check(&bytes, shape, &wire::Limits::FIXED_ONLY)?;
             // (An AppendStream message holds one event: nothing to charge.)
         }
-        U::decode(bytes.as_ref())
+        U::decode_checked(bytes)
             .map(Some)
             .map_err(|e| Error::Undecodable(e.to_string()).into())
     }

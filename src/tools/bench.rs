@@ -142,7 +142,7 @@ async fn feed(
     match work {
         Work::Unary(batches) => {
             for b in batches {
-                let n = b.events.len();
+                let n = b.len().unwrap_or(0);
                 let t = Instant::now();
                 client.append(b).await?;
                 let d = t.elapsed();
@@ -184,7 +184,7 @@ async fn pass(url: &str, s: &Scenario, events: &[pb::Event]) -> Result<Measured,
         let work = match s.mode {
             Mode::Unary { batch } => Work::Unary(
                 part.chunks(batch)
-                    .map(|b| pb::AppendRequest { events: b.to_vec() })
+                    .map(|b| pb::AppendRequest::new(b.to_vec()))
                     .collect(),
             ),
             Mode::Stream => Work::Stream(part.to_vec()),
@@ -751,7 +751,7 @@ async fn subscriptions(
             .collect();
         sent += events.len();
         let acks = client
-            .append(pb::AppendRequest { events })
+            .append(pb::AppendRequest::new(events))
             .await?
             .into_inner()
             .acks;

@@ -66,10 +66,8 @@ async fn load(ingest: &mut IngestServiceClient<Channel>) -> Result<(usize, usize
         jsonl::parse_events(AGREEMENTS).map_err(|e| format!("agreements.jsonl: {e}"))?;
     let trade = jsonl::parse_events(TRADE).map_err(|e| format!("trade.jsonl: {e}"))?;
     let (a, t) = (agreements.len(), trade.len());
-    ingest
-        .append(pb::AppendRequest { events: agreements })
-        .await?;
-    ingest.append(pb::AppendRequest { events: trade }).await?;
+    ingest.append(pb::AppendRequest::new(agreements)).await?;
+    ingest.append(pb::AppendRequest::new(trade)).await?;
     Ok((a, t))
 }
 

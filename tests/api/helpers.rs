@@ -171,7 +171,7 @@ pub async fn append(
     events: Vec<pb::Event>,
 ) -> Result<Vec<pb::Ack>, tonic::Status> {
     client
-        .append(pb::AppendRequest { events })
+        .append(pb::AppendRequest::new(events))
         .await
         .map(|r| r.into_inner().acks)
 }

@@ -99,14 +99,19 @@ impl IngestService for IngestApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.refuse_when_shutting_down()?;
-        let events = request.into_inner().events;
-        let prepared = request::append(&events, self.limits.max_batch_events)?;
+        let prepared = request::append(request.get_ref(), self.limits.max_batch_events)?;
+        // The received bytes are let go before the writer is waited for.
+        drop(request);
+        let ids: Vec<String> = prepared
+            .iter()
+            .map(|p| p.event().id.as_str().to_owned())
+            .collect();
         tracing::debug!(events = prepared.len(), "parsed; queued for the writer");
         let outcomes = self.store.append(prepared).await?;
-        let acks = events
+        let acks = ids
             .into_iter()
             .zip(outcomes)
-            .map(|(e, o)| ack(e.event_id, o))
+            .map(|(id, o)| ack(id, o))
             .collect();
         Ok(Response::new(pb::AppendResponse { acks }))
     }

@@ -12,27 +12,43 @@ use crate::proto::v1 as pb;
 use crate::storage::Prepared;
 
 /// The events of an Append, parsed and encoded for the writer, in order.
-pub(super) fn append(events: &[pb::Event], max_events: usize) -> Result<Vec<Prepared>, Error> {
-    if events.len() > max_events {
+///
+/// A received request's events are decoded one at a time, and once one is
+/// bad the good ones are let go: what a request holds in memory is its own
+/// bytes, the good events before its first bad one, and at most
+/// `MAX_VIOLATIONS` violations.
+pub(super) fn append(
+    request: &pb::AppendRequest,
+    max_events: usize,
+) -> Result<Vec<Prepared>, Error> {
+    let undecodable =
+        |e: crate::proto::append_request::Undecodable| Error::Undecodable(format!("events: {e}"));
+    // (`admission` has counted them already; a request that did not pass
+    // through it is counted here, without decoding.)
+    let count = request.len().map_err(undecodable)?;
+    if count > max_events {
         return Err(vec![FieldViolation::new(
             "events",
             format!(
-                "at most {max_events} events per request; got {} (split the batch or use AppendStream)",
-                events.len()
+                "at most {max_events} events per request; got {count} (split the batch or use AppendStream)"
             ),
         )]
         .into());
     }
     let mut v = Violations::default();
-    if events.is_empty() {
+    if count == 0 {
         v.bad("events", "at least one event is required");
     }
-    let mut prepared = Vec::with_capacity(events.len());
-    for (i, e) in events.iter().enumerate() {
-        match convert::parse_event(e) {
-            Ok(event) => prepared.push(Prepared::new(event)),
+    let mut prepared = Vec::new();
+    for (i, e) in request.events().enumerate() {
+        let e = e.map_err(|e| Error::Undecodable(format!("events[{i}]: {e}")))?;
+        match convert::parse_event(&e) {
+            Ok(event) if v.is_empty() => prepared.push(Prepared::new(event)),
+            // The request is refused: only its violations matter now.
+            Ok(_) => {}
             // The path is written out only for a bad event.
             Err(vs) => {
+                prepared = Vec::new();
                 v.nested_many::<()>(&format!("events[{i}]"), Err(vs));
             }
         }

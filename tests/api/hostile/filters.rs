@@ -246,15 +246,13 @@ const CASES: [(Case, usize); 19] = [
             "/caravan.v1.IngestService/Append",
             "events[0].agreement.parties",
             |n| {
-                pb::AppendRequest {
-                    events: vec![pb::Event {
-                        payload: Some(pb::event::Payload::Agreement(pb::Agreement {
-                            parties: countries(n),
-                            ..Default::default()
-                        })),
+                pb::AppendRequest::new(vec![pb::Event {
+                    payload: Some(pb::event::Payload::Agreement(pb::Agreement {
+                        parties: countries(n),
                         ..Default::default()
-                    }],
-                }
+                    })),
+                    ..Default::default()
+                }])
                 .encode_to_vec()
             },
         ),
@@ -265,15 +263,13 @@ const CASES: [(Case, usize); 19] = [
             "/caravan.v1.IngestService/Append",
             "events[0].agreement.sectors",
             |n| {
-                pb::AppendRequest {
-                    events: vec![pb::Event {
-                        payload: Some(pb::event::Payload::Agreement(pb::Agreement {
-                            sectors: vec![2; n],
-                            ..Default::default()
-                        })),
+                pb::AppendRequest::new(vec![pb::Event {
+                    payload: Some(pb::event::Payload::Agreement(pb::Agreement {
+                        sectors: vec![2; n],
                         ..Default::default()
-                    }],
-                }
+                    })),
+                    ..Default::default()
+                }])
                 .encode_to_vec()
             },
         ),

@@ -82,7 +82,30 @@ async fn undecodable_bytes_are_invalid_argument_on_every_rpc_and_store_nothing()
         );
         cases += 1;
     }
-    assert_eq!(cases, 53);
+    // Good events before and after an undecodable one (Append decodes its
+    // events one at a time): nothing of the batch is stored.
+    let mut batch =
+        pb::AppendRequest::new(vec![trade("before-bad", "CN", "KZ", 2031, 1)]).encode_to_vec();
+    batch.extend_from_slice(&[0x0a, 0x04, 0x0a, 0x02, 0xc3, 0x28]);
+    batch.extend(
+        pb::AppendRequest::new(vec![trade("after-bad", "CN", "KZ", 2031, 2)]).encode_to_vec(),
+    );
+    let status = call_raw(&channel, "/caravan.v1.IngestService/Append", vec![batch])
+        .await
+        .expect_err("refused");
+    assert_refused(
+        &status,
+        Code::InvalidArgument,
+        None,
+        "a bad event among good ones",
+    );
+    assert!(
+        status.message().contains("events[1]"),
+        "{}",
+        status.message()
+    );
+    cases += 1;
+    assert_eq!(cases, 54);
     still_serving(&app).await;
     assert_eq!(store_state(&app).await, before);
 }
@@ -92,10 +115,7 @@ async fn a_unary_call_with_no_message_or_two_is_refused_not_served() {
     let app = seeded_app().await;
     let before = store_state(&app).await;
     let channel = app.channel().await;
-    let append = pb::AppendRequest {
-        events: vec![trade("twice", "CN", "KZ", 2030, 1)],
-    }
-    .encode_to_vec();
+    let append = pb::AppendRequest::new(vec![trade("twice", "CN", "KZ", 2030, 1)]).encode_to_vec();
     for path in UNARY_REQUEST_METHODS {
         let message = if path.ends_with("/Append") {
             append.clone()

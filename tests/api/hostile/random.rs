@@ -15,12 +15,10 @@ fn valid(path: &str) -> Vec<u8> {
         ..Default::default()
     };
     match path {
-        "/caravan.v1.IngestService/Append" => pb::AppendRequest {
-            events: vec![
-                trade("rand", "CN", "KZ", 2022, 7),
-                agreement("rand-a", "rand"),
-            ],
-        }
+        "/caravan.v1.IngestService/Append" => pb::AppendRequest::new(vec![
+            trade("rand", "CN", "KZ", 2022, 7),
+            agreement("rand-a", "rand"),
+        ])
         .encode_to_vec(),
         "/caravan.v1.IngestService/LookupEvents" => pb::LookupEventsRequest {
             event_ids: vec!["rand".into()],
