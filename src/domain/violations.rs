@@ -52,6 +52,7 @@ pub struct Violations {
 
 impl Violations {
     /// Records one violation.
+    #[inline]
     pub fn push(&mut self, v: FieldViolation) {
         if self.found.len() < MAX_VIOLATIONS {
             self.found.push(v);
@@ -61,16 +62,19 @@ impl Violations {
     }
 
     /// Records `Err(description)` as a violation of `field`.
+    #[inline]
     pub fn check<T>(&mut self, field: &str, r: Result<T, String>) -> Option<T> {
         r.map_err(|d| self.push(FieldViolation::new(field, d))).ok()
     }
 
     /// Records a violation reported relative to `prefix`.
+    #[inline]
     pub fn nested<T>(&mut self, prefix: &str, r: Result<T, FieldViolation>) -> Option<T> {
         r.map_err(|v| self.push(v.nested(prefix))).ok()
     }
 
     /// Records violations reported relative to `prefix`.
+    #[inline]
     pub fn nested_many<T>(&mut self, prefix: &str, r: Result<T, Vec<FieldViolation>>) -> Option<T> {
         r.map_err(|vs| {
             for v in vs {
