@@ -11,8 +11,12 @@ pub const TREE: &str = "caravan";
 /// Key of the format version (a big-endian u32), kept in sled's default tree,
 /// not in [`TREE`], so that it is read before anything of the data.
 pub const FORMAT_KEY: &[u8] = b"\x00format";
-/// The only format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes. Version 2 added the checksums of log and
+/// fingerprint chunks; a version-1 store is upgraded in place when it opens
+/// (`recovery::upgrade`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The older format this build upgrades.
+pub const FORMAT_VERSION_1: u32 = 1;
 
 /// `E` + first sequence (u64 BE) → a log chunk of consecutive events.
 pub const LOG_PREFIX: u8 = b'E';
@@ -25,11 +29,40 @@ pub const AGREEMENT_PREFIX: u8 = b'A';
 /// blob files it never fsyncs; values of a few KiB stay in its main file.
 pub const MAX_VALUE_BYTES: usize = 4096;
 
-/// First byte of a log chunk.
-const CHUNK_FORMAT: u8 = 1;
+/// First byte of a log chunk of format 2: its last 8 bytes are a checksum.
+const CHUNK_FORMAT: u8 = 2;
+/// First byte of a log chunk written by format 1 (no checksum); read only
+/// while a store is upgraded.
+const CHUNK_FORMAT_1: u8 = 1;
 const CHUNK_HEADER: usize = 3;
-/// Fingerprints per fingerprint chunk (8 bytes each: fits MAX_VALUE_BYTES).
-pub const FINGERPRINTS_PER_CHUNK: usize = MAX_VALUE_BYTES / 8;
+/// The checksum that ends every chunk (xxh3-64, big-endian).
+const CHECKSUM: usize = 8;
+/// Fingerprints per fingerprint chunk (8 bytes each, and the checksum: fits
+/// MAX_VALUE_BYTES).
+pub const FINGERPRINTS_PER_CHUNK: usize = MAX_VALUE_BYTES / 8 - 1;
+
+/// Seeds of the chunk checksums. Part of the format: never change them.
+const LOG_CHECKSUM_SEED: u64 = 0x6361_7261_766c_6f67; // "caravlog"
+const IDS_CHECKSUM_SEED: u64 = 0x6361_7261_7669_6473; // "caravids"
+
+fn checksum(seed: u64, bytes: &[u8]) -> [u8; CHECKSUM] {
+    xxhash_rust::xxh3::xxh3_64_with_seed(bytes, seed).to_be_bytes()
+}
+
+/// `value` without its checksum, if the checksum matches.
+fn verified<'a>(seed: u64, value: &'a [u8], what: &str) -> Result<&'a [u8], String> {
+    let Some(at) = value.len().checked_sub(CHECKSUM) else {
+        return Err(format!(
+            "{what} of {} bytes, too short for its checksum",
+            value.len()
+        ));
+    };
+    let (body, sum) = value.split_at(at);
+    if sum != checksum(seed, body) {
+        return Err(format!("{what} fails its checksum"));
+    }
+    Ok(body)
+}
 
 /// Seed of the event-id fingerprint. Part of the format: never change it.
 const FINGERPRINT_SEED: u64 = 0x6361_7261_7661_6e31; // "caravan1"
@@ -64,8 +97,9 @@ pub fn agreement_key(id: &str) -> Vec<u8> {
     k
 }
 
-/// Builds log chunks: `[format u8][count u16 BE]` then `count` times
-/// `[len u16 BE][StoredEvent protobuf]`, at most [`MAX_VALUE_BYTES`] in all.
+/// Builds log chunks: `[format u8 = 2][count u16 BE]`, then `count` times
+/// `[len u16 BE][StoredEvent protobuf]`, then the xxh3-64 checksum of all of
+/// that (u64 BE); at most [`MAX_VALUE_BYTES`] in all.
 pub struct ChunkBuilder {
     buf: Vec<u8>,
     count: u16,
@@ -82,8 +116,13 @@ impl ChunkBuilder {
         self.count == 0
     }
 
+    /// How many entries it holds.
+    pub fn count(&self) -> u64 {
+        u64::from(self.count)
+    }
+
     /// Largest event encoding a chunk can hold.
-    pub const MAX_ENTRY: usize = MAX_VALUE_BYTES - CHUNK_HEADER - 2;
+    pub const MAX_ENTRY: usize = MAX_VALUE_BYTES - CHUNK_HEADER - 2 - CHECKSUM;
 
     /// Appends an entry written by `write` (which must add ≤ MAX_ENTRY bytes).
     pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> usize {
@@ -98,62 +137,81 @@ impl ChunkBuilder {
 
     /// Removes the last entry (used when it turns out not to fit).
     pub fn truncate_to(&mut self, len_before: usize) {
-        self.buf.truncate(len_before);
+        self.buf.truncate(len_before - CHECKSUM);
         self.count -= 1;
     }
 
+    /// The chunk's length once finished, checksum included.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + CHECKSUM
     }
 
     pub fn finish(mut self) -> Vec<u8> {
         let c = self.count.to_be_bytes();
         self.buf[1..3].copy_from_slice(&c);
+        let sum = checksum(LOG_CHECKSUM_SEED, &self.buf);
+        self.buf.extend_from_slice(&sum);
         self.buf
     }
 }
 
-/// The entries of a log chunk, in order.
-pub fn chunk_entries(value: &[u8]) -> Result<Vec<&[u8]>, String> {
-    if value.len() < CHUNK_HEADER || value[0] != CHUNK_FORMAT {
-        return Err("log chunk with an unknown header".into());
+/// The header and entries of a log chunk, its checksum verified.
+fn chunk_body(value: &[u8]) -> Result<&[u8], String> {
+    match value.first() {
+        Some(&CHUNK_FORMAT) => verified(LOG_CHECKSUM_SEED, value, "log chunk"),
+        _ => Err("log chunk with an unknown header".into()),
     }
-    let count = u16::from_be_bytes([value[1], value[2]]) as usize;
+}
+
+/// The entries of a log chunk, in order, its checksum verified.
+pub fn chunk_entries(value: &[u8]) -> Result<Vec<&[u8]>, String> {
+    entries_of(chunk_body(value)?)
+}
+
+/// The entries of a log chunk written by format 1 (no checksum), read only
+/// to upgrade its store; `None` for a chunk of another format.
+pub fn format_1_chunk_entries(value: &[u8]) -> Option<Result<Vec<&[u8]>, String>> {
+    (value.first() == Some(&CHUNK_FORMAT_1)).then(|| entries_of(value))
+}
+
+fn entries_of(body: &[u8]) -> Result<Vec<&[u8]>, String> {
+    if body.len() < CHUNK_HEADER {
+        return Err("truncated log chunk".into());
+    }
+    let count = u16::from_be_bytes([body[1], body[2]]) as usize;
     let mut entries = Vec::with_capacity(count);
     let mut at = CHUNK_HEADER;
     for _ in 0..count {
-        let len_bytes = value.get(at..at + 2).ok_or("truncated log chunk")?;
+        let len_bytes = body.get(at..at + 2).ok_or("truncated log chunk")?;
         let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
-        let entry = value
+        let entry = body
             .get(at + 2..at + 2 + len)
             .ok_or("truncated log chunk")?;
         entries.push(entry);
         at += 2 + len;
     }
-    if at != value.len() {
+    if at != body.len() {
         return Err("log chunk with trailing bytes".into());
     }
     Ok(entries)
 }
 
-/// Number of events in a log chunk, from its header.
-pub fn chunk_count(value: &[u8]) -> Result<u64, String> {
-    if value.len() < CHUNK_HEADER || value[0] != CHUNK_FORMAT {
-        return Err("log chunk with an unknown header".into());
-    }
-    Ok(u64::from(u16::from_be_bytes([value[1], value[2]])))
-}
-
-/// A fingerprint chunk: fingerprints as u64 BE, one per consecutive sequence.
+/// A fingerprint chunk: fingerprints as u64 BE, one per consecutive
+/// sequence, then their xxh3-64 checksum (u64 BE).
 pub fn encode_fingerprints(fps: &[u64]) -> Vec<u8> {
-    fps.iter().flat_map(|f| f.to_be_bytes()).collect()
+    let mut v: Vec<u8> = fps.iter().flat_map(|f| f.to_be_bytes()).collect();
+    let sum = checksum(IDS_CHECKSUM_SEED, &v);
+    v.extend_from_slice(&sum);
+    v
 }
 
+/// The fingerprints of a chunk, its checksum verified.
 pub fn decode_fingerprints(value: &[u8]) -> Result<impl Iterator<Item = u64> + '_, String> {
-    if !value.len().is_multiple_of(8) {
+    let body = verified(IDS_CHECKSUM_SEED, value, "fingerprint chunk")?;
+    if !body.len().is_multiple_of(8) {
         return Err("fingerprint chunk of a length not divisible by 8".into());
     }
-    Ok(value
+    Ok(body
         .chunks_exact(8)
         .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])))
 }
@@ -179,9 +237,36 @@ mod tests {
         assert!(v.len() <= MAX_VALUE_BYTES);
         let entries = chunk_entries(&v).unwrap();
         assert_eq!(entries.len(), n);
-        assert_eq!(chunk_count(&v).unwrap(), n as u64);
         assert_eq!(entries[3], &[3u8; 100][..]);
         assert!(chunk_entries(&v[..v.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn every_flipped_bit_of_a_chunk_is_caught() {
+        let mut b = ChunkBuilder::new();
+        for n in 0..5u8 {
+            b.push_with(|buf| buf.extend_from_slice(&[n; 20]));
+        }
+        let chunk = b.finish();
+        let fps = encode_fingerprints(&[1, 2, 3]);
+        assert_eq!(
+            decode_fingerprints(&fps).unwrap().collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        for (value, is_log) in [(&chunk, true), (&fps, false)] {
+            for byte in 0..value.len() {
+                for bit in 0..8 {
+                    let mut bad = value.clone();
+                    bad[byte] ^= 1 << bit;
+                    let refused = if is_log {
+                        chunk_entries(&bad).is_err()
+                    } else {
+                        decode_fingerprints(&bad).is_err()
+                    };
+                    assert!(refused, "byte {byte}, bit {bit}");
+                }
+            }
+        }
     }
 
     #[test]

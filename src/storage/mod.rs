@@ -9,7 +9,11 @@
 //! - `event_codec`: the on-disk form of one event (`StoredEvent` protobuf);
 //! - `log`: reading events out of chunks, adding a group's chunks to a batch;
 //! - `ids`: the in-memory event-id index;
-//! - `recovery`: what opening a store checks, rebuilds, loads and replays;
+//! - `directory`: repairs of what a power cut leaves torn, directory fsyncs;
+//! - `mark`: the acknowledgement mark, the newest acknowledged sequence kept
+//!   outside sled, which a damaged or truncated log is checked against;
+//! - `recovery`: what opening a store checks, upgrades, rebuilds, loads and
+//!   replays;
 //! - `stage`: the rules a group's events must meet against the store's state;
 //! - `writer`: the writer and publisher threads (group commit, fsync, acks);
 //! - `ceiling`: sled alone, for `caravan bench`.
@@ -22,10 +26,12 @@
 //! not depend on the gRPC edge or the generated service code.
 
 mod ceiling;
+mod directory;
 mod event_codec;
 mod ids;
 mod layout;
 mod log;
+mod mark;
 mod recovery;
 mod stage;
 mod writer;
@@ -36,7 +42,7 @@ use ids::IdIndex;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
@@ -140,6 +146,13 @@ struct Shared {
     durable_tx: watch::Sender<u64>,
     /// Set once `close` has begun: new appends are refused.
     closed: AtomicBool,
+    /// Advanced by the publisher before it acknowledges a group. A mutex
+    /// only because the writer publishes itself when the publisher thread is
+    /// gone; never contended otherwise.
+    mark: Mutex<mark::Mark>,
+    /// Why the store stopped writing, once the acknowledgement mark could
+    /// not be written (the writer checks it before each group).
+    poisoned: Mutex<Option<String>>,
 }
 
 fn storage_error(context: &str, e: impl std::fmt::Display) -> Error {
@@ -147,6 +160,31 @@ fn storage_error(context: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Shared {
+    /// Records that events up to `sequence` are acknowledged; on failure the
+    /// store stops writing.
+    fn advance_mark(&self, sequence: u64) -> Result<(), String> {
+        let result = self
+            .mark
+            .lock()
+            .map_err(|_| "the mark's lock is poisoned".to_owned())
+            .and_then(|mut m| m.advance(sequence).map_err(|e| e.to_string()));
+        if let Err(e) = &result {
+            let cause = format!("writing the acknowledgement mark failed: {e}");
+            if let Ok(mut p) = self.poisoned.lock() {
+                p.get_or_insert(cause);
+            }
+        }
+        result
+    }
+
+    /// Why the store stopped writing, if it did.
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().map_or_else(
+            |_| Some("the store's state lock is poisoned".into()),
+            |p| p.clone(),
+        )
+    }
+
     /// The stored event with this id, read and decoded once: durable, or
     /// being committed by the writer (the only caller before durability).
     fn find_event(&self, id: &str) -> Result<Option<StoredEvent>, Error> {
@@ -206,25 +244,55 @@ impl Store {
         projection: Arc<dyn Projection>,
         make_syncer: impl FnOnce(&Path) -> Result<Box<dyn Syncer>, Error>,
     ) -> Result<Store, Error> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(config.cache_capacity_bytes)
-            .open()
-            .map_err(|e| storage_error(&format!("open {}", dir.display()), e))?;
-        let tree = db
-            .open_tree(layout::TREE)
-            .map_err(|e| storage_error("open tree", e))?;
-        recovery::check_format(&db, &tree, dir)?;
+        let repairs = directory::prepare(dir)?;
+        for repair in &repairs {
+            tracing::warn!(dir = %dir.display(), %repair, "repaired before opening");
+        }
+        // Read before sled opens the directory: an emptied data file opens
+        // as an empty store, and the mark is how that is told apart.
+        let acknowledged = mark::read(dir)?;
+        let (db, tree) = sled_failures_as_errors(dir, || {
+            let db = sled::Config::new()
+                .path(dir)
+                .cache_capacity(config.cache_capacity_bytes)
+                .open()
+                .map_err(|e| {
+                    Error::Internal(format!(
+                        "storage: sled cannot open the store in {}: {e}. It is not served; \
+                         if its data file is damaged, restore the store from a backup",
+                        dir.display()
+                    ))
+                })?;
+            let tree = db
+                .open_tree(layout::TREE)
+                .map_err(|e| storage_error("open tree", e))?;
+            Ok((db, tree))
+        })?;
+        directory::opened(dir)?;
+        let format = recovery::check_format(&db, &tree, dir, &acknowledged)?;
         let mut syncer = make_syncer(&dir.join("db"))?;
         db.flush().map_err(|e| storage_error("flush", e))?;
         syncer.sync().map_err(|e| storage_error("fsync", e))?;
 
-        let recovered = recovery::recover(&db, &tree, syncer.as_mut())?;
-        let agreements = recovery::replay(&tree, projection.as_ref())?;
-        let last = recovered.last_sequence;
+        let (replayed, recovered) = sled_failures_as_errors(dir, || {
+            if format == recovery::Format::Version1 {
+                recovery::upgrade(&db, &tree, syncer.as_mut())?;
+            }
+            let replayed = recovery::replay(&tree, dir, projection.as_ref())?;
+            recovery::check_acknowledged(dir, &acknowledged, replayed.last_sequence)?;
+            let recovered = recovery::recover(&db, &tree, replayed.last_sequence, syncer.as_mut())?;
+            Ok((replayed, recovered))
+        })?;
+        let last = replayed.last_sequence;
+        let agreements = replayed.agreements;
+        let mark = mark::Mark::open(dir, last)?;
         tracing::info!(
             dir = %dir.display(),
             events = last,
+            replayed = last,
+            acknowledged = ?acknowledged,
+            upgraded = format == recovery::Format::Version1,
+            repairs = repairs.len(),
             agreements = agreements.len(),
             "store opened"
         );
@@ -236,6 +304,8 @@ impl Store {
             ids: RwLock::new(recovered.ids),
             durable_tx,
             closed: AtomicBool::new(false),
+            mark: Mutex::new(mark),
+            poisoned: Mutex::new(None),
         });
 
         let (jobs, rx) = mpsc::channel(config.writer_queue.max(1));
@@ -363,4 +433,37 @@ impl StoreHandle {
 /// shutdown closes it).
 fn closed() -> Error {
     Error::ShuttingDown(Retry::Later)
+}
+
+/// Runs `open`, turning a panic inside sled (which some damaged data files
+/// cause, e.g. "tried to serialize Uninitialized") into one error naming the
+/// store, without the panic's own report on this thread.
+fn sled_failures_as_errors<T>(
+    dir: &Path,
+    open: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    type Hook = dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync;
+    let previous: Arc<Hook> = Arc::from(std::panic::take_hook());
+    let this = std::thread::current().id();
+    let others = Arc::clone(&previous);
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != this {
+            others(info);
+        }
+    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
+    drop(std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    result.unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Error::Internal(format!(
+            "storage: the store in {} is damaged: sled failed while reading it ({why}); \
+             it is not served. Restore the store from a backup",
+            dir.display()
+        )))
+    })
 }

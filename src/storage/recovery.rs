@@ -1,15 +1,25 @@
-//! What happens when a store opens, before anything is served: the format
-//! version is checked (or written, for a new store); the derived keys (event-id
-//! fingerprint chunks, agreement keys) are checked to cover exactly the log's
-//! gapless sequence range, and rebuilt from the log when they do not; the id
-//! index and the agreement set are loaded; the whole log is replayed into the
-//! projection.
+//! What happens when a store opens, before anything is served:
 //!
-//! Depends on sled, `layout`, `log`, `ids` and the domain.
+//! 1. the format version is checked (or written, for a new store; refused
+//!    when the acknowledgement mark says events were acknowledged, since an
+//!    empty store then means a lost data file); a format-1 store is upgraded
+//!    in place ([`upgrade`]);
+//! 2. the whole log is read and replayed into the projection ([`replay`]),
+//!    checking every chunk's checksum, that the sequences are gapless from 1,
+//!    and each event's own sequence: a damaged log is refused, naming the
+//!    sequences;
+//! 3. the log's end is checked against the acknowledgement mark
+//!    ([`check_acknowledged`]): a log that ends before it is refused;
+//! 4. the derived keys (event-id fingerprint chunks, agreement keys) are
+//!    checked to cover exactly the log's range and to pass their checksums,
+//!    and rebuilt from the log when they do not; the id index is loaded.
+//!
+//! Depends on sled, `layout`, `log`, `ids`, `mark` and the domain.
 
 use super::event_codec::stored_event_id;
 use super::ids::IdIndex;
 use super::layout::{self, fingerprint, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
+use super::mark::Found;
 use super::{log, storage_error, Projection, Syncer};
 use crate::domain::{Lifecycle, Payload};
 use crate::error::Error;
@@ -18,13 +28,25 @@ use std::path::Path;
 
 /// What the store knows once it is open, before the replay.
 pub(super) struct Recovered {
-    pub last_sequence: u64,
     pub ids: IdIndex,
 }
 
+/// The format a store was found in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Format {
+    Current,
+    /// Written by format 1: to upgrade before anything else.
+    Version1,
+}
+
 /// Refuses a store of another format version (or none); writes the version
-/// into a new, empty store.
-pub(super) fn check_format(db: &sled::Db, tree: &sled::Tree, dir: &Path) -> Result<(), Error> {
+/// into a new, empty store, unless its mark says events were acknowledged.
+pub(super) fn check_format(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    dir: &Path,
+    mark: &Found,
+) -> Result<Format, Error> {
     let found = db
         .get(layout::FORMAT_KEY)
         .map_err(|e| storage_error("read format version", e))?;
@@ -32,10 +54,12 @@ pub(super) fn check_format(db: &sled::Db, tree: &sled::Tree, dir: &Path) -> Resu
         Some(v) => {
             let version = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes);
             match version {
-                Ok(layout::FORMAT_VERSION) => Ok(()),
+                Ok(layout::FORMAT_VERSION) => Ok(Format::Current),
+                Ok(layout::FORMAT_VERSION_1) => Ok(Format::Version1),
                 Ok(other) => Err(Error::Internal(format!(
-                    "the store in {} has format version {other}; this build of caravan reads version {} only",
+                    "the store in {} has format version {other}; this build of caravan reads versions {} and {} only",
                     dir.display(),
+                    layout::FORMAT_VERSION_1,
                     layout::FORMAT_VERSION
                 ))),
                 Err(_) => Err(Error::Internal(format!(
@@ -45,9 +69,14 @@ pub(super) fn check_format(db: &sled::Db, tree: &sled::Tree, dir: &Path) -> Resu
             }
         }
         None if tree.is_empty() => {
+            if let Found::At(acknowledged) = *mark {
+                if acknowledged > 0 {
+                    return Err(missing_events(dir, 0, acknowledged));
+                }
+            }
             db.insert(layout::FORMAT_KEY, &layout::FORMAT_VERSION.to_be_bytes())
                 .map_err(|e| storage_error("write format version", e))?;
-            Ok(())
+            Ok(Format::Current)
         }
         None => Err(Error::Internal(format!(
             "{} holds data but no caravan format version; it is not a caravan store",
@@ -56,15 +85,119 @@ pub(super) fn check_format(db: &sled::Db, tree: &sled::Tree, dir: &Path) -> Resu
     }
 }
 
+/// The refusal of a log that ends at `last` although events up to
+/// `acknowledged` were acknowledged.
+fn missing_events(dir: &Path, last: u64, acknowledged: u64) -> Error {
+    Error::Internal(format!(
+        "storage: the store in {} holds events up to sequence {last}, but events up to \
+         {acknowledged} were acknowledged: events {}..={acknowledged} are missing (its data \
+         file was damaged, truncated or replaced). It is not served, so that no \
+         acknowledged event is lost silently and no sequence is handed out twice; \
+         restore the store from a backup",
+        dir.display(),
+        last + 1
+    ))
+}
+
+/// Refuses a log that ends before the acknowledgement mark. A log that goes
+/// beyond it is fine: those events were durable but their acknowledgement
+/// had not been recorded (nor sent) when the server stopped.
+pub(super) fn check_acknowledged(dir: &Path, mark: &Found, last: u64) -> Result<(), Error> {
+    match *mark {
+        Found::At(acknowledged) if acknowledged > last => {
+            Err(missing_events(dir, last, acknowledged))
+        }
+        Found::Missing if last > 0 => {
+            tracing::warn!(
+                dir = %dir.display(),
+                last_sequence = last,
+                "no acknowledgement mark: taking the log's end as acknowledged"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Upgrades a format-1 store in place: every log chunk is rewritten with its
+/// checksum (a full one split in two, since the checksum takes 8 bytes), the
+/// derived keys are rebuilt in their new form, and only then, after an
+/// fsync, is the version bumped. A crash at any point leaves a store of
+/// version 1 whose chunks are of either form, and the next start upgrades
+/// what is left.
+pub(super) fn upgrade(
+    db: &sled::Db,
+    tree: &sled::Tree,
+    syncer: &mut dyn Syncer,
+) -> Result<(), Error> {
+    const CHUNKS_PER_BATCH: usize = 1024;
+    let mut rewritten = 0u64;
+    let mut from = vec![LOG_PREFIX];
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        let mut next = None;
+        for item in tree.range(from.clone()..) {
+            let (k, v) = item.map_err(|e| storage_error("upgrade scan", e))?;
+            if k.first() != Some(&LOG_PREFIX) {
+                break;
+            }
+            if in_batch == CHUNKS_PER_BATCH {
+                next = Some(k.to_vec());
+                break;
+            }
+            let Some(entries) = layout::format_1_chunk_entries(&v) else {
+                continue; // Already rewritten by an earlier, interrupted upgrade.
+            };
+            let entries = entries.map_err(|e| storage_error("corrupt chunk", e))?;
+            let mut first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+            let mut chunk = layout::ChunkBuilder::new();
+            for entry in entries {
+                let before = chunk.len();
+                chunk.push_with(|buf| buf.extend_from_slice(entry));
+                if chunk.len() > layout::MAX_VALUE_BYTES {
+                    chunk.truncate_to(before);
+                    let count = chunk.count();
+                    let full = std::mem::replace(&mut chunk, layout::ChunkBuilder::new());
+                    batch.insert(&seq_key(LOG_PREFIX, first), full.finish());
+                    first += count;
+                    chunk.push_with(|buf| buf.extend_from_slice(entry));
+                }
+            }
+            batch.insert(&seq_key(LOG_PREFIX, first), chunk.finish());
+            in_batch += 1;
+            rewritten += 1;
+        }
+        tree.apply_batch(batch)
+            .map_err(|e| storage_error("upgrade", e))?;
+        match next {
+            Some(k) => from = k,
+            None => break,
+        }
+    }
+    rebuild_derived(db, tree, syncer)?;
+    db.insert(layout::FORMAT_KEY, &layout::FORMAT_VERSION.to_be_bytes())
+        .map_err(|e| storage_error("write format version", e))?;
+    db.flush().map_err(|e| storage_error("flush", e))?;
+    syncer.sync().map_err(|e| storage_error("fsync", e))?;
+    tracing::info!(
+        chunks = rewritten,
+        from = layout::FORMAT_VERSION_1,
+        to = layout::FORMAT_VERSION,
+        "store upgraded: every log chunk now carries a checksum"
+    );
+    Ok(())
+}
+
 /// Loads the id index from the derived keys, after
 /// checking that the fingerprint chunks cover exactly the log's gapless
 /// sequence range. If they do not, rebuilds every derived key from the log.
 pub(super) fn recover(
     db: &sled::Db,
     tree: &sled::Tree,
+    last_sequence: u64,
     syncer: &mut dyn Syncer,
 ) -> Result<Recovered, Error> {
-    let last_sequence = last_log_sequence(tree)?;
     let ids = match load_ids(tree, last_sequence) {
         Ok(ids) => ids,
         Err(e) => {
@@ -73,23 +206,65 @@ pub(super) fn recover(
             load_ids(tree, last_sequence)?
         }
     };
-    Ok(Recovered { last_sequence, ids })
+    Ok(Recovered { ids })
 }
 
-/// Feeds the whole log to `projection`, in order, in bounded batches, and
-/// returns where every agreement stands (folded as recorded, unchecked: a
-/// log written before the lifecycle rules is read as it is).
+/// What the replay found.
+pub(super) struct Replayed {
+    /// The log's last sequence (0 for an empty log).
+    pub last_sequence: u64,
+    /// Where every agreement stands.
+    pub agreements: HashMap<String, Lifecycle>,
+}
+
+/// Feeds the whole log to `projection`, in order, in bounded batches,
+/// checking as it reads that the log is whole: every chunk passes its
+/// checksum, the chunks' sequences follow each other from 1 without a gap,
+/// and every event says it is the sequence it is stored at. Agreements are
+/// folded as recorded, unchecked: a log written before the lifecycle rules
+/// is read as it is.
 pub(super) fn replay(
     tree: &sled::Tree,
+    dir: &Path,
     projection: &dyn Projection,
-) -> Result<HashMap<String, Lifecycle>, Error> {
+) -> Result<Replayed, Error> {
     const EVENTS_PER_BATCH: usize = 4096;
+    let damaged = |from: u64, what: String| {
+        Error::Internal(format!(
+            "storage: the log of the store in {} is damaged from sequence {from} on ({what}); \
+             it is not served. Restore the store from a backup",
+            dir.display()
+        ))
+    };
     let mut agreements: HashMap<String, Lifecycle> = HashMap::new();
     let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
+    let mut expected = 1u64;
     for item in tree.scan_prefix([LOG_PREFIX]) {
-        let (_, v) = item.map_err(|e| storage_error("replay", e))?;
-        for entry in layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))? {
-            let stored = log::decode(entry)?;
+        let (k, v) = item.map_err(|e| damaged(expected, e.to_string()))?;
+        let first = parse_seq_key(&k).map_err(|e| damaged(expected, e))?;
+        if first != expected {
+            return Err(if first > expected {
+                damaged(
+                    expected,
+                    format!("events {expected}..={} are missing", first - 1),
+                )
+            } else {
+                damaged(
+                    first,
+                    format!("a chunk overlaps the one before it at {first}"),
+                )
+            });
+        }
+        let entries = layout::chunk_entries(&v).map_err(|e| damaged(first, e))?;
+        for (i, entry) in entries.iter().enumerate() {
+            let seq = first + i as u64;
+            let stored = log::decode(entry).map_err(|e| damaged(seq, e.to_string()))?;
+            if stored.sequence != seq {
+                return Err(damaged(
+                    seq,
+                    format!("the event stored at {seq} says it is {}", stored.sequence),
+                ));
+            }
             match &stored.event.payload {
                 Payload::Agreement(a) => {
                     let id = a.id.as_str();
@@ -108,6 +283,7 @@ pub(super) fn replay(
             }
             batch.push(stored);
         }
+        expected = first + entries.len() as u64;
         if batch.len() >= EVENTS_PER_BATCH {
             projection.apply(std::mem::replace(
                 &mut batch,
@@ -116,23 +292,10 @@ pub(super) fn replay(
         }
     }
     projection.apply(batch);
-    Ok(agreements)
-}
-
-fn last_log_sequence(tree: &sled::Tree) -> Result<u64, Error> {
-    match tree
-        .scan_prefix([LOG_PREFIX])
-        .next_back()
-        .transpose()
-        .map_err(|e| storage_error("scan log", e))?
-    {
-        None => Ok(0),
-        Some((k, v)) => {
-            let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
-            let count = layout::chunk_count(&v).map_err(|e| storage_error("corrupt chunk", e))?;
-            Ok(first + count - 1)
-        }
-    }
+    Ok(Replayed {
+        last_sequence: expected - 1,
+        agreements,
+    })
 }
 
 fn load_ids(tree: &sled::Tree, last_sequence: u64) -> Result<IdIndex, Error> {

@@ -14,9 +14,13 @@
 //! next group, so keeping the views current overlaps the next group's checks,
 //! write and fsync. At most [`PUBLISH_QUEUE`] groups wait for the publisher.
 //!
-//! A failed write or fsync poisons the writer: what reached the disk is
-//! unknown, so it refuses every later job until the server restarts and
-//! recovers from the log.
+//! Before it acknowledges a group, the publisher records the group's last
+//! sequence in the acknowledgement mark (`mark`, one small fsynced write),
+//! which the log is checked against at the next start.
+//!
+//! A failed write or fsync, or a failed write of the mark, poisons the
+//! writer: what reached the disk is unknown, so it refuses every later job
+//! until the server restarts and recovers from the log.
 //!
 //! Depends on sled, the store's `layout`, `log` and shared state, the domain
 //! and `error`; what it does with a committed group beyond the store is the
@@ -73,10 +77,27 @@ struct Committed {
     answers: Vec<Answer>,
 }
 
-/// Publishes committed groups in order: projection first, then the durable
-/// sequence, then the answers, so that an acknowledged event is readable.
+/// Publishes committed groups in order: the acknowledgement mark first
+/// (fsynced), then the projection, then the durable sequence, then the
+/// answers, so that an acknowledged event is readable and recorded as
+/// acknowledged. Once the mark cannot be written, nothing more is
+/// acknowledged: what is in the log is recovered at the next start.
 fn publish(shared: &Shared, projection: &dyn Projection, group: Committed) {
     if let Some(last) = group.stored.last().map(|e| e.sequence) {
+        let marked = match shared.poisoned() {
+            Some(cause) => Err(cause),
+            None => shared.advance_mark(last),
+        };
+        if let Err(e) = marked {
+            tracing::error!(group = group.group, error = %e, "not acknowledged; refusing further writes");
+            for answer in group.answers {
+                let _ = answer.reply.send(Err(Error::Unavailable(format!(
+                    "the store stopped writing ({e}); this request may be in the log \
+                     but was not acknowledged: restart the server and send it again"
+                ))));
+            }
+            return;
+        }
         projection.apply(group.stored);
         shared.durable.store(last, Ordering::Release);
         shared.durable_tx.send_replace(last);
@@ -215,6 +236,9 @@ impl Writer {
     }
 
     fn commit(&mut self, group: Vec<Job>) {
+        if self.failed.is_none() {
+            self.failed = self.shared.poisoned();
+        }
         if let Some(cause) = &self.failed {
             let err =
                 format!("the store stopped writing after a failure ({cause}); restart the server");

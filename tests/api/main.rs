@@ -3,6 +3,7 @@
 
 mod binary;
 mod cli;
+mod damage;
 mod durability;
 mod helpers;
 mod hostile;
