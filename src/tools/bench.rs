@@ -324,6 +324,33 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         json!({"events_per_s": ceiling.round(), "caravan_4_feeds_1000_events_per_s": four_feeds_1000.round(), "ratio": four_feeds_1000 / ceiling}),
     );
 
+    // The gRPC floor: the same requests over the same loopback connections
+    // to a service that only decodes and acknowledges.
+    let floor = super::floor::start().await?;
+    let floor_url = format!("http://{}", floor.addr);
+    let events = synthetic_events("bench", n, 7);
+    let floor_scenario = unary(1000, 4, n, false);
+    let m = pass(&floor_url, &floor_scenario, &events).await?;
+    drop(floor);
+    let floor_rate = m.events as f64 / m.elapsed.as_secs_f64();
+    let lower = ceiling.min(floor_rate);
+    println!(
+        "floor: gRPC alone (decode and acknowledge, no checks, no storage), Append, batches of 1,000, \
+         4 feeds: {floor_rate:.0} events/s; caravan = {:.0} % of the floor, {:.0} % of the lower of \
+         floor and ceiling",
+        100.0 * four_feeds_1000 / floor_rate,
+        100.0 * four_feeds_1000 / lower
+    );
+    report.insert(
+        "floor".into(),
+        json!({
+            "events_per_s": floor_rate.round(),
+            "ack_p50_ms": percentile(&m.latencies, 0.50).as_secs_f64() * 1e3,
+            "caravan_ratio": four_feeds_1000 / floor_rate,
+            "caravan_ratio_of_lower": four_feeds_1000 / lower,
+        }),
+    );
+
     let query_records = if args.quick {
         args.query_records.min(100_000)
     } else {

@@ -4,6 +4,9 @@
 //! `subscribe`), the dataset generator (`caravan gen`), proto3 JSON Lines
 //! (`jsonl`) and terminal tables (`terminal`).
 //!
+//! The bench's gRPC floor (`floor`) is the one service here: caravan's
+//! generated ingest service, acknowledging without storing.
+//!
 //! Depends on the generated clients and messages and on the server's start
 //! function; never on the services' internals or sled (the bench's sled
 //! ceiling goes through the store facade).
@@ -11,6 +14,7 @@
 pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod demo;
+pub(crate) mod floor;
 pub(crate) mod gen;
 pub(crate) mod hostile;
 pub mod jsonl;

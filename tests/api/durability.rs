@@ -251,7 +251,10 @@ async fn a_store_of_an_unknown_format_version_is_refused_with_a_clear_message() 
         Err(e) => e,
     };
     assert!(err.to_string().contains("format version 99"), "{err}");
-    assert!(err.to_string().contains("reads versions 1 and 2 only"), "{err}");
+    assert!(
+        err.to_string().contains("reads versions 1 and 2 only"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
