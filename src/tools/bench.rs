@@ -43,6 +43,17 @@ pub struct BenchArgs {
     /// the time to reopen it and the process's resident memory after that.
     #[arg(long, default_value_t = 0)]
     pub footprint_events: usize,
+    /// The data of the footprint store: `world` is shaped like world trade
+    /// at HS 6-digit level (`caravan gen --profile world`), `bench` is the
+    /// ingest scenarios' own small mix (30 countries, HS4, 25 years).
+    #[arg(long, value_enum, default_value = "world")]
+    pub footprint_profile: FootprintProfile,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FootprintProfile {
+    World,
+    Bench,
 }
 
 use crate::tools::gen::Rng as SplitMix;
@@ -371,7 +382,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
         );
     }
     if args.footprint_events > 0 {
-        report.insert("footprint".into(), footprint(args.footprint_events).await?);
+        report.insert(
+            "footprint".into(),
+            footprint(args.footprint_events, args.footprint_profile).await?,
+        );
     }
     if !args.no_hostile {
         report.insert("hostile".into(), super::hostile::hostile().await?);
@@ -446,7 +460,10 @@ pub(crate) fn stop_server(mut child: std::process::Child) -> Result<(), Box<dyn 
 }
 
 /// Disk, memory and restart time of a separate server process holding `n` events.
-async fn footprint(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
+async fn footprint(
+    n: usize,
+    profile: FootprintProfile,
+) -> Result<serde_json::Value, Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("store");
     let s = Scenario {
@@ -458,8 +475,13 @@ async fn footprint(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     };
     let (child, url) = spawn_server(&store).await?;
     let chunk = 200_000;
+    let mut world = crate::tools::gen::WorldGen::new(1);
     for (i, start) in (0..n).step_by(chunk).enumerate() {
-        let events = synthetic_events(&format!("fp{i}"), chunk.min(n - start), i as u64);
+        let len = chunk.min(n - start);
+        let events = match profile {
+            FootprintProfile::World => (0..len).map(|_| world.next_event()).collect(),
+            FootprintProfile::Bench => synthetic_events(&format!("fp{i}"), len, i as u64),
+        };
         pass(&url, &s, &events).await?;
     }
     let (_, peak_loading) = rss_mib(child.id());
@@ -507,6 +529,7 @@ async fn footprint(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     );
     Ok(serde_json::json!({
         "events": n,
+        "profile": format!("{profile:?}").to_lowercase(),
         "disk_bytes": bytes,
         "peak_rss_loading_mib": peak_loading,
         "rss_after_restart_mib": rss_restarted,

@@ -18,6 +18,20 @@ pub enum GenFormat {
     Comtrade,
 }
 
+/// What the data looks like.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GenProfile {
+    /// 200 countries, HS4 codes, annual and monthly periods over ten years,
+    /// revisions and exact duplicates mixed in.
+    Mixed,
+    /// The shape of one year of world trade at HS 6-digit level (CEPII BACI:
+    /// 10–11 million figures a year): 220 reporters, about 28,000 country
+    /// pairs, 5,000 HS6 products of which large pairs trade many and small
+    /// pairs few, annual figures, exports and imports; each year's figures
+    /// are written most-traded products first, then the next year's.
+    World,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct GenArgs {
     /// Trade records to write (revisions and duplicates included).
@@ -32,6 +46,8 @@ pub struct GenArgs {
     pub agreements: usize,
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: GenFormat,
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub profile: GenProfile,
     /// Output file; standard output when absent.
     #[arg(long)]
     pub out: Option<std::path::PathBuf>,
@@ -241,13 +257,184 @@ impl TradeGen {
     }
 }
 
+/// Figures of one year in the world profile (BACI 2021: 11.1 million).
+pub const WORLD_FIGURES_PER_YEAR: usize = 11_000_000;
+/// Reporters in the world profile.
+const WORLD_REPORTERS: usize = 220;
+/// HS6 products in the world profile (BACI has about 5,000).
+const WORLD_PRODUCTS: usize = 5_000;
+
+/// The trade records of the world profile, in order: for each year, product
+/// rank 0 for every pair that trades it, then rank 1, and so on; every
+/// figure once (a key never repeats within a year).
+pub struct WorldGen {
+    rng: Rng,
+    countries: Vec<&'static str>,
+    products: Vec<String>,
+    /// (reporter, partner, products traded), most products first.
+    pairs: Vec<(u16, u16, u32)>,
+    year: i32,
+    rank: u32,
+    /// Index into `pairs` within the current rank.
+    at: usize,
+    /// Export, then import, of the current (pair, product).
+    import: bool,
+    seed: u64,
+    i: usize,
+}
+
+impl WorldGen {
+    pub fn new(seed: u64) -> Self {
+        let countries: Vec<&'static str> = countries_ranked(WORLD_REPORTERS);
+        let n = countries.len();
+        // Reporter of rank r reports with its 30 + 195·(1 − r/n) largest
+        // partners: about 28,000 ordered pairs for 220 reporters.
+        let mut weights = Vec::new();
+        for r in 0..n {
+            let partners = 30 + (195.0 * (1.0 - r as f64 / n as f64)) as usize;
+            let mut k = 0;
+            for p in 0..n {
+                if p == r || k >= partners {
+                    continue;
+                }
+                k += 1;
+                weights.push((
+                    r as u16,
+                    p as u16,
+                    1.0 / (((r + 1) * (p + 1)) as f64).sqrt(),
+                ));
+            }
+        }
+        // Products per pair in proportion to its weight, so that the pairs'
+        // figures (two flows each) add up to one year's.
+        let total: f64 = weights.iter().map(|w| w.2).sum();
+        let scale = WORLD_FIGURES_PER_YEAR as f64 / 2.0 / total;
+        let mut pairs: Vec<(u16, u16, u32)> = weights
+            .into_iter()
+            .map(|(r, p, w)| {
+                (
+                    r,
+                    p,
+                    ((w * scale).round() as u32).clamp(1, WORLD_PRODUCTS as u32),
+                )
+            })
+            .collect();
+        pairs.sort_by_key(|p| std::cmp::Reverse(p.2));
+        const CHAPTERS: [u32; 96] = {
+            let mut c = [0u32; 96];
+            let mut i = 0;
+            while i < 96 {
+                c[i] = if i < 76 { i as u32 + 1 } else { i as u32 + 2 };
+                i += 1;
+            }
+            c
+        };
+        let products = (0..WORLD_PRODUCTS)
+            .map(|k| {
+                let chapter = CHAPTERS[k % 96];
+                let heading = 1 + k / 96;
+                let sub = 10 + (k * 7) % 90;
+                format!("{chapter:02}{heading:02}{sub:02}")
+            })
+            .collect();
+        WorldGen {
+            rng: Rng::new(seed),
+            countries,
+            products,
+            pairs,
+            year: 2017,
+            rank: 0,
+            at: 0,
+            import: false,
+            seed,
+            i: 0,
+        }
+    }
+
+    /// The next trade-record event.
+    pub fn next_event(&mut self) -> pb::Event {
+        let (id, r) = self.next_row();
+        trade_event(id, &r)
+    }
+
+    fn next_row(&mut self) -> (String, Row) {
+        // Past the last pair trading this rank: the next rank, or next year.
+        if self.at >= self.pairs.len() || self.pairs[self.at].2 <= self.rank {
+            self.at = 0;
+            self.rank += 1;
+            if self.rank as usize >= WORLD_PRODUCTS || self.pairs[0].2 <= self.rank {
+                self.rank = 0;
+                self.year += 1;
+            }
+        }
+        let (r, p, _) = self.pairs[self.at];
+        let flow = if self.import {
+            pb::Flow::Import
+        } else {
+            pb::Flow::Export
+        };
+        if self.import {
+            self.at += 1;
+        }
+        self.import = !self.import;
+        // Values: heavy-tailed, from a thousand dollars to billions.
+        let magnitude = 3 + self.rng.below(4) + self.rng.below(4);
+        let row = Row {
+            reporter: self.countries[r as usize],
+            partner: self.countries[p as usize],
+            flow,
+            year: self.year,
+            month: 0,
+            hs: self.products[self.rank as usize].clone(),
+            units: 10i64.pow(magnitude as u32) + self.rng.below(1_000_000) as i64,
+            cents: self.rng.below(100) as i32,
+        };
+        let id = format!("world-{}-{}", self.seed, self.i);
+        self.i += 1;
+        (id, row)
+    }
+}
+
+/// The `n` countries of a profile, large traders first.
+fn countries_ranked(n: usize) -> Vec<&'static str> {
+    let mut all = countries();
+    for c in rust_iso3166::ALL_ALPHA2 {
+        if all.len() >= n {
+            break;
+        }
+        if !all.contains(c) {
+            all.push(c);
+        }
+    }
+    all.truncate(n);
+    all
+}
+
+/// Rows of either profile.
+enum Rows {
+    Mixed(TradeGen),
+    World(WorldGen),
+}
+
+impl Rows {
+    fn next_row(&mut self) -> (String, Row) {
+        match self {
+            Rows::Mixed(g) => g.next_row(),
+            Rows::World(g) => g.next_row(),
+        }
+    }
+}
+
 /// Runs the command.
 pub fn run(args: GenArgs) -> Result<u8, CliError> {
     let mut out: Box<dyn Write> = match &args.out {
         Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
-    let mut gen = TradeGen::new(args.seed);
+    let mut rows = match args.profile {
+        GenProfile::Mixed => Rows::Mixed(TradeGen::new(args.seed)),
+        GenProfile::World => Rows::World(WorldGen::new(args.seed)),
+    };
     let mut csv = None;
     if args.format == GenFormat::Comtrade {
         let mut w = csv::WriterBuilder::new()
@@ -261,7 +448,7 @@ pub fn run(args: GenArgs) -> Result<u8, CliError> {
         out = Box::new(std::io::sink());
     }
     for _ in 0..args.records {
-        let (id, r) = gen.next_row();
+        let (id, r) = rows.next_row();
         match &mut csv {
             None => {
                 let json =
@@ -318,6 +505,7 @@ pub fn run(args: GenArgs) -> Result<u8, CliError> {
     match csv {
         Some(mut w) => w.flush()?,
         None => {
+            let mut gen = TradeGen::new(args.seed);
             let (countries, cumulative) = (gen.countries.clone(), gen.cumulative.clone());
             write_agreements(&mut out, &mut gen.rng, &countries, &cumulative, &args)?;
             out.flush()?;
@@ -406,4 +594,46 @@ fn write_agreements(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn the_world_profile_has_the_shape_of_a_year_of_world_hs6_trade() {
+        let mut g = WorldGen::new(1);
+        let pairs = g.pairs.len();
+        assert!((24_000..=30_000).contains(&pairs), "{pairs} pairs");
+        let per_year: usize = g.pairs.iter().map(|p| 2 * p.2 as usize).sum();
+        assert!((10_000_000..=12_000_000).contains(&per_year), "{per_year}");
+        // Skewed: every pair trades the most traded product, few the least.
+        let rare = g
+            .pairs
+            .iter()
+            .filter(|p| p.2 as usize == WORLD_PRODUCTS)
+            .count();
+        assert!(
+            rare * 20 < pairs,
+            "{rare} of {pairs} pairs trade every product"
+        );
+        let mut keys = HashSet::new();
+        let mut reporters = HashSet::new();
+        for n in 0..120_000 {
+            let (id, r) = g.next_row();
+            assert!(
+                keys.insert((r.reporter, r.partner, r.flow as i32, r.year, r.hs.clone())),
+                "{n}"
+            );
+            reporters.insert(r.reporter);
+            let event = trade_event(id, &r);
+            assert!(crate::convert::parse_event(&event).is_ok(), "{event:?}");
+            if n == 2 * pairs {
+                // One round of the most traded product covers every reporter.
+                assert_eq!(reporters.len(), WORLD_REPORTERS);
+            }
+        }
+        assert!(g.year == 2017 && g.rank >= 2, "{} {}", g.year, g.rank);
+    }
 }

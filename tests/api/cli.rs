@@ -298,6 +298,58 @@ async fn an_unreachable_server_is_one_clear_line() {
 }
 
 #[tokio::test]
+async fn the_world_profile_loads_whole_and_covers_every_reporter_in_its_first_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("world.jsonl");
+    let file = file.to_str().unwrap();
+    let g = caravan(
+        &[
+            "gen",
+            "--profile",
+            "world",
+            "--records",
+            "60000",
+            "--out",
+            file,
+        ],
+        "",
+    )
+    .await;
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let text = std::fs::read_to_string(file).unwrap();
+    let mut reporters = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let r = &v["tradeRecord"];
+        assert_eq!(r["period"]["frequency"], "FREQUENCY_ANNUAL");
+        assert_eq!(r["commodity"]["hsCode"].as_str().unwrap().len(), 6);
+        reporters.insert(r["reporter"].as_str().unwrap().to_owned());
+        assert!(keys.insert((
+            r["reporter"].to_string(),
+            r["partner"].to_string(),
+            r["flow"].to_string(),
+            r["commodity"]["hsCode"].to_string(),
+        )));
+    }
+    assert_eq!(reporters.len(), 220);
+    let app = spawn_app().await;
+    let out = caravan(&["ingest", file], &app.url()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut client = app.ingest().await;
+    assert_eq!(
+        last_sequence(&mut client).await,
+        60_000,
+        "every figure stored"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn gen_is_deterministic_and_ingest_survives_a_dropped_connection() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("gen.jsonl");
