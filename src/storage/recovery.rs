@@ -150,21 +150,8 @@ pub(super) fn upgrade(
                 continue; // Already rewritten by an earlier, interrupted upgrade.
             };
             let entries = entries.map_err(|e| storage_error("corrupt chunk", e))?;
-            let mut first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
-            let mut chunk = layout::ChunkBuilder::new();
-            for entry in entries {
-                let before = chunk.len();
-                chunk.push_with(|buf| buf.extend_from_slice(entry));
-                if chunk.len() > layout::MAX_VALUE_BYTES {
-                    chunk.truncate_to(before);
-                    let count = chunk.count();
-                    let full = std::mem::replace(&mut chunk, layout::ChunkBuilder::new());
-                    batch.insert(&seq_key(LOG_PREFIX, first), full.finish());
-                    first += count;
-                    chunk.push_with(|buf| buf.extend_from_slice(entry));
-                }
-            }
-            batch.insert(&seq_key(LOG_PREFIX, first), chunk.finish());
+            let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+            rewrite_chunk(&mut batch, first, &entries);
             in_batch += 1;
             rewritten += 1;
         }
@@ -187,6 +174,26 @@ pub(super) fn upgrade(
         "store upgraded: every log chunk now carries a checksum"
     );
     Ok(())
+}
+
+/// Adds to `batch` the format-2 form of a format-1 chunk of `entries`, whose
+/// first sequence is `first`: one chunk, or two when the checksum makes it
+/// too large for one.
+fn rewrite_chunk(batch: &mut sled::Batch, mut first: u64, entries: &[&[u8]]) {
+    let mut chunk = layout::ChunkBuilder::new();
+    for entry in entries {
+        let before = chunk.len();
+        chunk.push_with(|buf| buf.extend_from_slice(entry));
+        if chunk.len() > layout::MAX_VALUE_BYTES {
+            chunk.truncate_to(before);
+            let count = chunk.count();
+            let full = std::mem::replace(&mut chunk, layout::ChunkBuilder::new());
+            batch.insert(&seq_key(LOG_PREFIX, first), full.finish());
+            first += count;
+            chunk.push_with(|buf| buf.extend_from_slice(entry));
+        }
+    }
+    batch.insert(&seq_key(LOG_PREFIX, first), chunk.finish());
 }
 
 /// Loads the id index from the derived keys, after
@@ -401,4 +408,85 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
     db.flush().map_err(|e| storage_error("flush", e))?;
     syncer.sync().map_err(|e| storage_error("fsync", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{NoProjection, Store, StoreConfig};
+    use std::sync::Arc;
+
+    fn copy_fixture(to: &Path) {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/format1-store");
+        std::fs::create_dir_all(to).unwrap();
+        for name in ["conf", "db"] {
+            std::fs::copy(from.join(name), to.join(name)).unwrap();
+        }
+    }
+
+    /// The log chunks of a closed store: (first sequence, format 1?).
+    fn chunks(dir: &Path) -> (Vec<(u64, bool)>, u32) {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        let tree = db.open_tree(layout::TREE).unwrap();
+        let chunks = tree
+            .scan_prefix([LOG_PREFIX])
+            .map(|kv| {
+                let (k, v) = kv.unwrap();
+                (
+                    parse_seq_key(&k).unwrap(),
+                    layout::format_1_chunk_entries(&v).is_some(),
+                )
+            })
+            .collect();
+        let version = u32::from_be_bytes(
+            db.get(layout::FORMAT_KEY)
+                .unwrap()
+                .unwrap()
+                .as_ref()
+                .try_into()
+                .unwrap(),
+        );
+        (chunks, version)
+    }
+
+    /// An upgrade cut short after some of its batches (each atomic) leaves a
+    /// version-1 store of both chunk forms: the next start finishes it.
+    #[tokio::test]
+    async fn an_interrupted_upgrade_is_finished_by_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        copy_fixture(dir.path());
+        let (before, version) = chunks(dir.path());
+        assert_eq!(version, layout::FORMAT_VERSION_1);
+        assert!(before.len() > 4 && before.iter().all(|(_, v1)| *v1));
+        {
+            // The first half of the chunks rewritten, as by a cut-off upgrade.
+            let db = sled::Config::new().path(dir.path()).open().unwrap();
+            let tree = db.open_tree(layout::TREE).unwrap();
+            let mut batch = sled::Batch::default();
+            for kv in tree.scan_prefix([LOG_PREFIX]).take(before.len() / 2) {
+                let (k, v) = kv.unwrap();
+                let entries = layout::format_1_chunk_entries(&v).unwrap().unwrap();
+                rewrite_chunk(&mut batch, parse_seq_key(&k).unwrap(), &entries);
+            }
+            tree.apply_batch(batch).unwrap();
+            db.flush().unwrap();
+        }
+        let (half, _) = chunks(dir.path());
+        assert!(half.iter().any(|(_, v1)| *v1) && half.iter().any(|(_, v1)| !*v1));
+
+        let store =
+            Store::open(dir.path(), StoreConfig::default(), Arc::new(NoProjection)).unwrap();
+        let handle = store.handle();
+        assert_eq!(handle.last_sequence(), 374);
+        for seq in 1..=374 {
+            let e = handle.event_at(seq).unwrap().expect("every event");
+            assert_eq!(e.sequence, seq);
+        }
+        drop(handle);
+        store.close().await.unwrap();
+        let (after, version) = chunks(dir.path());
+        assert_eq!(version, layout::FORMAT_VERSION);
+        assert!(after.iter().all(|(_, v1)| !*v1), "every chunk rewritten");
+        assert_eq!(after.first().map(|c| c.0), Some(1));
+    }
 }

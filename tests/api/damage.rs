@@ -109,33 +109,6 @@ async fn build_store(data: &Path, sigkill: bool) -> Acknowledged {
     Acknowledged { acks, last }
 }
 
-/// The digest of the stored events 1..=`last` as the server returns them.
-async fn digest(client: &mut IngestServiceClient<tonic::transport::Channel>, last: u64) -> u64 {
-    let mut digest = xxhash_rust::xxh3::Xxh3::new();
-    let mut next = 1;
-    while next <= last {
-        let upto = (next + 999).min(last);
-        let found = client
-            .lookup_events(pb::LookupEventsRequest {
-                event_ids: vec![],
-                sequences: (next..=upto).collect(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            found.missing_sequences.is_empty(),
-            "missing {:?}",
-            found.missing_sequences
-        );
-        for e in found.events {
-            digest.update(&prost::Message::encode_to_vec(&e));
-        }
-        next = upto + 1;
-    }
-    digest.digest()
-}
-
 /// Checks that a server serves exactly what was acknowledged: every event
 /// up to the last acknowledged sequence, the same bytes, every id where it
 /// was acknowledged, and new events after the log's end.
@@ -144,7 +117,7 @@ async fn assert_serves(url: &str, acked: &Acknowledged, expected: u64, case: &st
     let last = last_sequence(&mut client).await;
     assert!(last >= acked.last, "{case}: serves {last} < {}", acked.last);
     assert_eq!(
-        digest(&mut client, acked.last).await,
+        log_digest(&mut client, acked.last).await,
         expected,
         "{case}: other bytes"
     );
@@ -241,7 +214,7 @@ async fn damaged_copies_are_served_whole_or_refused(sigkill: bool) {
     let acked = build_store(&data, sigkill).await;
     let (child, url) = serving(&data).await;
     let mut client = IngestServiceClient::connect(url.clone()).await.unwrap();
-    let expected = digest(&mut client, acked.last).await;
+    let expected = log_digest(&mut client, acked.last).await;
     stop(child).await;
     let len = std::fs::metadata(data.join("db")).unwrap().len() as i64;
     let cases = [
@@ -358,7 +331,7 @@ async fn what_a_power_cut_leaves_torn_is_repaired_and_everything_is_served() {
     let acked = build_store(&data, true).await;
     let (child, url) = serving(&data).await;
     let mut client = IngestServiceClient::connect(url).await.unwrap();
-    let expected = digest(&mut client, acked.last).await;
+    let expected = log_digest(&mut client, acked.last).await;
     stop(child).await;
     let conf = std::fs::read(data.join("conf")).unwrap();
     let torn: [(&str, Tear); 4] = [

@@ -307,3 +307,31 @@ pub async fn end_status<T>(mut s: tonic::Streaming<T>) -> tonic::Status {
         }
     }
 }
+
+/// The digest of the stored events 1..=`last` as LookupEvents returns them
+/// (every one of them must be there).
+pub async fn log_digest(client: &mut IngestServiceClient<Channel>, last: u64) -> u64 {
+    let mut digest = xxhash_rust::xxh3::Xxh3::new();
+    let mut next = 1;
+    while next <= last {
+        let upto = (next + 999).min(last);
+        let found = client
+            .lookup_events(pb::LookupEventsRequest {
+                event_ids: vec![],
+                sequences: (next..=upto).collect(),
+            })
+            .await
+            .expect("lookup")
+            .into_inner();
+        assert!(
+            found.missing_sequences.is_empty(),
+            "missing {:?}",
+            found.missing_sequences
+        );
+        for e in found.events {
+            digest.update(&prost::Message::encode_to_vec(&e));
+        }
+        next = upto + 1;
+    }
+    digest.digest()
+}

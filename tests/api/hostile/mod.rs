@@ -92,25 +92,7 @@ pub async fn call_raw(
 pub async fn store_state(app: &TestApp) -> (u64, u64) {
     let mut ingest = app.ingest().await;
     let last = last_sequence(&mut ingest).await;
-    let mut digest = xxhash_rust::xxh3::Xxh3::new();
-    let mut next = 1;
-    while next <= last {
-        let upto = (next + 999).min(last);
-        let events = ingest
-            .lookup_events(pb::LookupEventsRequest {
-                event_ids: vec![],
-                sequences: (next..=upto).collect(),
-            })
-            .await
-            .expect("lookup")
-            .into_inner()
-            .events;
-        for e in events {
-            digest.update(&prost::Message::encode_to_vec(&e));
-        }
-        next = upto + 1;
-    }
-    (last, digest.digest())
+    (last, log_digest(&mut ingest, last).await)
 }
 
 /// A server with a little of everything stored: agreements and figures.
