@@ -435,25 +435,38 @@ fn closed() -> Error {
     Error::ShuttingDown(Retry::Later)
 }
 
+/// Threads inside [`sled_failures_as_errors`]: a panic there becomes an
+/// error with a message, so its report is not printed. A list, not one hook
+/// per call, so that stores opened at once on several threads (tests) do not
+/// undo each other's hooks.
+static QUIET_THREADS: Mutex<Vec<std::thread::ThreadId>> = Mutex::new(Vec::new());
+static QUIET_HOOK: std::sync::Once = std::sync::Once::new();
+
 /// Runs `open`, turning a panic inside sled (which some damaged data files
 /// cause, e.g. "tried to serialize Uninitialized") into one error naming the
-/// store, without the panic's own report on this thread.
+/// store, without the panic's own report.
 fn sled_failures_as_errors<T>(
     dir: &Path,
     open: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    type Hook = dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync;
-    let previous: Arc<Hook> = Arc::from(std::panic::take_hook());
-    let this = std::thread::current().id();
-    let others = Arc::clone(&previous);
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().id() != this {
-            others(info);
-        }
-    }));
+    QUIET_HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let me = std::thread::current().id();
+            let quiet = QUIET_THREADS.lock().is_ok_and(|q| q.contains(&me));
+            if !quiet {
+                previous(info);
+            }
+        }));
+    });
+    let me = std::thread::current().id();
+    if let Ok(mut q) = QUIET_THREADS.lock() {
+        q.push(me);
+    }
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open));
-    drop(std::panic::take_hook());
-    std::panic::set_hook(Box::new(move |info| previous(info)));
+    if let Ok(mut q) = QUIET_THREADS.lock() {
+        q.retain(|t| *t != me);
+    }
     result.unwrap_or_else(|panic| {
         let why = panic
             .downcast_ref::<&str>()
@@ -466,4 +479,23 @@ fn sled_failures_as_errors<T>(
             dir.display()
         )))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_while_opening_is_one_error_naming_the_store() {
+        let dir = Path::new("/some/store");
+        let err = sled_failures_as_errors::<()>(dir, || panic!("tried to serialize Uninitialized"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/some/store"), "{err}");
+        assert!(err.contains("tried to serialize Uninitialized"), "{err}");
+        assert!(sled_failures_as_errors(dir, || Ok(7)).unwrap() == 7);
+        // Other threads' panics are still reported and caught as usual.
+        let other = std::thread::spawn(|| panic!("elsewhere")).join();
+        assert!(other.is_err());
+    }
 }
