@@ -9,52 +9,15 @@
 //! helpers; never on the server's internals.
 
 use super::bench::{rss_mib, spawn_server, stop_server};
-use prost::bytes::{Buf, BufMut};
+use super::raw::Raw;
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// Concurrent requests per RPC.
 const CONCURRENT: usize = 16;
-
-/// Sends message bytes as they are.
-#[derive(Clone, Copy, Default)]
-struct Raw;
-struct RawEncoder;
-struct RawDecoder;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
 
 /// `element` repeated to fill just under `limit` bytes, wrapped in
 /// `prefix` (outer fields whose length is the whole rest, outermost first).

@@ -2,7 +2,8 @@
 //! gRPC API only: the demo (`caravan demo`), the benchmark (`caravan bench`),
 //! the command-line clients (`client/`: `caravan ingest`, `query`,
 //! `subscribe`), the dataset generator (`caravan gen`), proto3 JSON Lines
-//! (`jsonl`) and terminal tables (`terminal`).
+//! (`jsonl`), terminal tables (`terminal`) and a raw-bytes gRPC codec (`raw`,
+//! for the hostile section and the hostile-input tests).
 //!
 //! The bench's gRPC floor (`floor`) is the one service here: caravan's
 //! generated ingest service, acknowledging without storing.
@@ -18,4 +19,5 @@ pub(crate) mod floor;
 pub(crate) mod gen;
 pub(crate) mod hostile;
 pub mod jsonl;
+pub mod raw;
 pub(crate) mod terminal;

@@ -13,48 +13,9 @@ mod sums;
 
 use crate::helpers::*;
 use caravan::proto::v1 as pb;
-use prost::bytes::{Buf, BufMut};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+pub use caravan::tools::raw::Raw;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-
-/// Sends and receives message bytes as they are, so that a test can send
-/// what no generated client would.
-#[derive(Clone, Copy, Default)]
-pub struct Raw;
-
-pub struct RawEncoder;
-pub struct RawDecoder;
-
-impl Codec for Raw {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-    fn decoder(&mut self) -> RawDecoder {
-        RawDecoder
-    }
-}
-
-impl Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Vec<u8>;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
 
 /// Every caravan method whose request is one message, by path.
 pub const UNARY_REQUEST_METHODS: [&str; 8] = [
