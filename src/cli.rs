@@ -74,6 +74,13 @@ pub struct ServeArgs {
     /// Most events committed by one group commit (one fsync).
     #[arg(long, env = "CARAVAN_MAX_GROUP_EVENTS", default_value_t = storage::DEFAULT_MAX_GROUP_EVENTS)]
     pub max_group_events: usize,
+    /// Revisions kept in memory before a checkpoint folds them into the
+    /// pages and rollups in the store (the publisher waits at twice this).
+    #[arg(long, env = "CARAVAN_CHECKPOINT_REVISIONS", default_value_t = crate::views::DEFAULT_CHECKPOINT_REVISIONS)]
+    pub checkpoint_revisions: usize,
+    /// Seconds after which waiting revisions are checkpointed however few.
+    #[arg(long, env = "CARAVAN_CHECKPOINT_SECS", default_value_t = crate::views::DEFAULT_CHECKPOINT_INTERVAL.as_secs())]
+    pub checkpoint_secs: u64,
     /// Most events in one Append request.
     #[arg(long, env = "CARAVAN_MAX_BATCH_EVENTS", default_value_t = defaults::DEFAULT_MAX_BATCH_EVENTS)]
     pub max_batch_events: usize,
@@ -147,6 +154,10 @@ impl ServeArgs {
             max_lookup: self.max_lookup,
         };
         c.drain_deadline = Duration::from_secs(self.drain_deadline_secs);
+        c.checkpoints = crate::views::CheckpointSettings {
+            every_revisions: self.checkpoint_revisions.max(1),
+            interval: Duration::from_secs(self.checkpoint_secs.max(1)),
+        };
         c.query = QueryLimits {
             max_streams: self.max_query_streams,
             max_groups: self.max_groups,

@@ -24,8 +24,8 @@ use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
 use crate::proto::v1::subscription_service_server::SubscriptionServiceServer;
-use crate::storage::{Projection, Store, StoreConfig, StoreHandle};
-use crate::views::Views;
+use crate::storage::{Derived, Projection, Store, StoreConfig, StoreHandle};
+use crate::views::{CheckpointBatch, CheckpointSettings, KeyValue, PageStore, Unreadable, Views};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub ingest: IngestLimits,
     pub query: QueryLimits,
     pub subscribe: SubscribeLimits,
+    /// When the views are checkpointed into the store.
+    pub checkpoints: CheckpointSettings,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
     /// Concurrent HTTP/2 streams (calls) per connection.
@@ -97,6 +99,7 @@ impl ServerConfig {
             ingest: IngestLimits::default(),
             query: QueryLimits::default(),
             subscribe: SubscribeLimits::default(),
+            checkpoints: CheckpointSettings::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
             keepalive_interval: Duration::from_secs(20),
@@ -123,6 +126,7 @@ const CARAVAN_SERVICES: [&str; 3] = [
 struct Followers {
     recent: Arc<Recent>,
     views: Arc<Views>,
+    checkpoints: CheckpointSettings,
 }
 
 impl Projection for Followers {
@@ -131,8 +135,63 @@ impl Projection for Followers {
         self.views.apply(events);
     }
 
-    fn figure_is_current(&self, key: &TradeFigureKey) -> bool {
-        self.views.figure_is_current(key)
+    fn restore(
+        &self,
+        derived: Derived,
+        covers: u64,
+        agreements: Vec<StoredEvent>,
+    ) -> Result<(), Error> {
+        self.views
+            .restore(
+                Arc::new(Pages(derived)),
+                covers,
+                agreements,
+                self.checkpoints,
+            )
+            .map_err(|e| Error::Internal(format!("storage: {e}; restore the store from a backup")))
+    }
+
+    fn figure_is_current(&self, key: &TradeFigureKey) -> Result<bool, Error> {
+        self.views
+            .figure_is_current(key)
+            .map_err(crate::grpc::query::unreadable)
+    }
+}
+
+/// The store's checkpoint keys, as the views see them.
+struct Pages(Derived);
+
+fn unreadable(e: Error) -> Unreadable {
+    Unreadable(e.to_string())
+}
+
+impl PageStore for Pages {
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Unreadable> {
+        self.0.scan(from, to, each).map_err(unreadable)
+    }
+
+    fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable> {
+        self.0.floor(lowest, key).map_err(unreadable)
+    }
+
+    fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {
+        self.0
+            .apply(
+                batch.puts,
+                batch.deletes,
+                batch.covers,
+                &batch.agreement_events,
+            )
+            .map_err(unreadable)
+    }
+
+    fn sync(&self) -> Result<(), Unreadable> {
+        self.0.sync().map_err(unreadable)
     }
 }
 
@@ -183,6 +242,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let projection: Arc<dyn Projection> = Arc::new(Followers {
         recent: Arc::clone(&recent),
         views: Arc::clone(&views),
+        checkpoints: config.checkpoints,
     });
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_config, projection))
         .await
@@ -211,7 +271,7 @@ async fn serve(
         &config,
         listener,
         store.handle(),
-        views,
+        Arc::clone(&views),
         recent,
         shutdown,
         tasks.clone(),
@@ -221,6 +281,8 @@ async fn serve(
     tasks.wait().await;
     // Every task (and its store handle) is gone; commit what is queued.
     let closed = store.close().await;
+    // Then one last checkpoint, so that the next start replays nothing.
+    let _ = tokio::task::spawn_blocking(move || views.close()).await;
     tracing::info!("store closed");
     result.and(closed)
 }

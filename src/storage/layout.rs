@@ -25,6 +25,16 @@ pub const IDS_PREFIX: u8 = b'I';
 /// `A` + agreement id (UTF-8) → sequence (u64 BE) of the latest event about it.
 pub const AGREEMENT_PREFIX: u8 = b'A';
 
+/// `C` → the sequence the views' newest checkpoint covers (u64 BE), then
+/// its checksum.
+pub const CHECKPOINT_KEY: &[u8] = b"C";
+/// `G` + sequence (u64 BE) → nothing: an agreement event that a checkpoint
+/// covers, so that a restart folds the agreements without reading the log.
+pub const CHECKPOINTED_AGREEMENT_PREFIX: u8 = b'G';
+/// Prefixes of the views' own keys (their bytes are the views' `page.rs`):
+/// `P` figure pages, `R` rollup groups.
+pub const VIEW_PREFIXES: [u8; 2] = [b'P', b'R'];
+
 /// The largest value written to sled. sled 0.34.7 moves large values into
 /// blob files it never fsyncs; values of a few KiB stay in its main file.
 pub const MAX_VALUE_BYTES: usize = 4096;
@@ -40,6 +50,22 @@ const CHECKSUM: usize = 8;
 /// Fingerprints per fingerprint chunk (8 bytes each, and the checksum: fits
 /// MAX_VALUE_BYTES).
 pub const FINGERPRINTS_PER_CHUNK: usize = MAX_VALUE_BYTES / 8 - 1;
+
+/// Seed of the checksum of every checkpoint value (pages, rollups, the
+/// checkpoint key). Part of the format: never change it.
+const DERIVED_CHECKSUM_SEED: u64 = 0x6361_7261_7676_6965; // "caravvie"
+
+/// A checkpoint value with its checksum appended.
+pub fn seal(mut payload: Vec<u8>) -> Vec<u8> {
+    let sum = checksum(DERIVED_CHECKSUM_SEED, &payload);
+    payload.extend_from_slice(&sum);
+    payload
+}
+
+/// The payload of a value written by [`seal`], checked.
+pub fn unseal<'a>(value: &'a [u8], what: &str) -> Result<&'a [u8], String> {
+    verified(DERIVED_CHECKSUM_SEED, value, what)
+}
 
 /// Seeds of the chunk checksums. Part of the format: never change them.
 const LOG_CHECKSUM_SEED: u64 = 0x6361_7261_766c_6f67; // "caravlog"

@@ -26,6 +26,7 @@
 //! not depend on the gRPC edge or the generated service code.
 
 mod ceiling;
+mod derived;
 mod directory;
 mod event_codec;
 mod ids;
@@ -46,6 +47,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
+pub use derived::Derived;
 pub use stage::Outcome;
 
 /// Settings of the store. Every queue here is bounded.
@@ -99,12 +101,26 @@ impl Syncer for FsyncDataFile {
 pub trait Projection: Send + Sync + 'static {
     fn apply(&self, events: Vec<StoredEvent>);
 
+    /// Called once when the store opens, before any `apply`: the views'
+    /// checkpoint keys, the sequence their newest checkpoint covers (0: none;
+    /// only later events are then applied) and the agreement events it
+    /// covers, in sequence order.
+    fn restore(
+        &self,
+        derived: Derived,
+        covers: u64,
+        agreements: Vec<StoredEvent>,
+    ) -> Result<(), Error> {
+        let _ = (derived, covers, agreements);
+        Ok(())
+    }
+
     /// Whether the figure of `key` is current (stored, not retracted) in
     /// what was applied: a retraction needs one. Asked by the writer only
     /// once everything committed has been applied.
-    fn figure_is_current(&self, key: &TradeFigureKey) -> bool {
+    fn figure_is_current(&self, key: &TradeFigureKey) -> Result<bool, Error> {
         let _ = key;
-        true
+        Ok(true)
     }
 }
 
@@ -278,18 +294,21 @@ impl Store {
             if format == recovery::Format::Version1 {
                 recovery::upgrade(&db, &tree, syncer.as_mut())?;
             }
-            let replayed = recovery::replay(&tree, dir, projection.as_ref())?;
+            let derived = Derived::new(tree.clone(), dir)?;
+            let replayed = recovery::replay(&tree, dir, projection.as_ref(), &derived)?;
             recovery::check_acknowledged(dir, &acknowledged, replayed.last_sequence)?;
             let recovered = recovery::recover(&db, &tree, replayed.last_sequence, syncer.as_mut())?;
             Ok((replayed, recovered))
         })?;
         let last = replayed.last_sequence;
+        let checkpoint = replayed.checkpoint;
         let agreements = replayed.agreements;
         let mark = mark::Mark::open(dir, last)?;
         tracing::info!(
             dir = %dir.display(),
             events = last,
-            replayed = last,
+            checkpoint,
+            replayed = last - checkpoint,
             acknowledged = ?acknowledged,
             upgraded = format == recovery::Format::Version1,
             repairs = repairs.len(),

@@ -16,12 +16,13 @@
 //!
 //! Depends on sled, `layout`, `log`, `ids`, `mark` and the domain.
 
+use super::derived::{self, Derived};
 use super::event_codec::stored_event_id;
 use super::ids::IdIndex;
 use super::layout::{self, fingerprint, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
 use super::mark::Found;
 use super::{log, storage_error, Projection, Syncer};
-use crate::domain::{Lifecycle, Payload};
+use crate::domain::{Lifecycle, Payload, StoredEvent};
 use crate::error::Error;
 use std::collections::HashMap;
 use std::path::Path;
@@ -222,18 +223,23 @@ pub(super) struct Replayed {
     pub last_sequence: u64,
     /// Where every agreement stands.
     pub agreements: HashMap<String, Lifecycle>,
+    /// The sequence the views' checkpoint covered (0: none).
+    pub checkpoint: u64,
 }
 
-/// Feeds the whole log to `projection`, in order, in bounded batches,
-/// checking as it reads that the log is whole: every chunk passes its
-/// checksum, the chunks' sequences follow each other from 1 without a gap,
-/// and every event says it is the sequence it is stored at. Agreements are
-/// folded as recorded, unchecked: a log written before the lifecycle rules
-/// is read as it is.
+/// Reads the whole log, checking as it reads that it is whole: every chunk
+/// passes its checksum, the chunks' sequences follow each other from 1
+/// without a gap, and every event it decodes says it is the sequence it is
+/// stored at. The projection is restored from the views' newest checkpoint
+/// (with the agreement events it covers, the only events below it that are
+/// decoded), then fed the rest of the log, in order, in bounded batches.
+/// Agreements are folded as recorded, unchecked: a log written before the
+/// lifecycle rules is read as it is.
 pub(super) fn replay(
     tree: &sled::Tree,
     dir: &Path,
     projection: &dyn Projection,
+    derived: &Derived,
 ) -> Result<Replayed, Error> {
     const EVENTS_PER_BATCH: usize = 4096;
     let damaged = |from: u64, what: String| {
@@ -243,7 +249,36 @@ pub(super) fn replay(
             dir.display()
         ))
     };
+    let checkpoint_damaged = |what: String| {
+        Error::Internal(format!(
+            "storage: the views' checkpoint in {} is damaged ({what}); it is not served. \
+             Restore the store from a backup",
+            dir.display()
+        ))
+    };
+    let covers = derived::covered(tree).map_err(checkpoint_damaged)?;
+    let covered_agreements = derived::checkpointed_agreements(tree).map_err(checkpoint_damaged)?;
+    let mut next_covered = covered_agreements.iter().peekable();
+    let mut restored: Option<Vec<StoredEvent>> = Some(Vec::new());
+    let restore =
+        |agreements: Vec<StoredEvent>| projection.restore(derived.clone(), covers, agreements);
     let mut agreements: HashMap<String, Lifecycle> = HashMap::new();
+    let mut fold = |stored: &StoredEvent| match &stored.event.payload {
+        Payload::Agreement(a) => {
+            let id = a.id.as_str();
+            let life = match agreements.get(id) {
+                Some(life) => life.amended(a),
+                None => Lifecycle::start(a),
+            };
+            agreements.insert(id.to_owned(), life);
+        }
+        Payload::AgreementStatusChanged(c) => {
+            if let Some(life) = agreements.get_mut(c.agreement_id.as_str()) {
+                *life = life.changed(c);
+            }
+        }
+        _ => {}
+    };
     let mut batch = Vec::with_capacity(EVENTS_PER_BATCH);
     let mut expected = 1u64;
     for item in tree.scan_prefix([LOG_PREFIX]) {
@@ -265,6 +300,11 @@ pub(super) fn replay(
         let entries = layout::chunk_entries(&v).map_err(|e| damaged(first, e))?;
         for (i, entry) in entries.iter().enumerate() {
             let seq = first + i as u64;
+            let covered = seq <= covers;
+            let wanted = covered && next_covered.next_if_eq(&&seq).is_some();
+            if covered && !wanted {
+                continue;
+            }
             let stored = log::decode(entry).map_err(|e| damaged(seq, e.to_string()))?;
             if stored.sequence != seq {
                 return Err(damaged(
@@ -272,21 +312,23 @@ pub(super) fn replay(
                     format!("the event stored at {seq} says it is {}", stored.sequence),
                 ));
             }
-            match &stored.event.payload {
-                Payload::Agreement(a) => {
-                    let id = a.id.as_str();
-                    let life = match agreements.get(id) {
-                        Some(life) => life.amended(a),
-                        None => Lifecycle::start(a),
-                    };
-                    agreements.insert(id.to_owned(), life);
+            fold(&stored);
+            if covered {
+                if !matches!(
+                    stored.event.payload,
+                    Payload::Agreement(_) | Payload::AgreementStatusChanged(_)
+                ) {
+                    return Err(checkpoint_damaged(format!(
+                        "it names event {seq} as an agreement event"
+                    )));
                 }
-                Payload::AgreementStatusChanged(c) => {
-                    if let Some(life) = agreements.get_mut(c.agreement_id.as_str()) {
-                        *life = life.changed(c);
-                    }
+                if let Some(r) = restored.as_mut() {
+                    r.push(stored);
                 }
-                _ => {}
+                continue;
+            }
+            if let Some(r) = restored.take() {
+                restore(r)?;
             }
             batch.push(stored);
         }
@@ -298,10 +340,20 @@ pub(super) fn replay(
             ));
         }
     }
+    let last = expected - 1;
+    if covers > last {
+        return Err(checkpoint_damaged(format!(
+            "it covers sequences up to {covers}, but the log ends at {last}"
+        )));
+    }
+    if let Some(r) = restored.take() {
+        restore(r)?;
+    }
     projection.apply(batch);
     Ok(Replayed {
-        last_sequence: expected - 1,
+        last_sequence: last,
         agreements,
+        checkpoint: covers,
     })
 }
 

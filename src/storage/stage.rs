@@ -231,6 +231,6 @@ impl<'a> Group<'a> {
             }
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
-        Ok(self.projection.figure_is_current(key))
+        self.projection.figure_is_current(key)
     }
 }

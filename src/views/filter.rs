@@ -3,8 +3,11 @@
 //!
 //! Depends only on the domain and the index's key types.
 
-use super::index::{scope_sector, FigureKey, Pair, Revision};
-use crate::domain::{BitSet, CommodityScope, CountrySet, Date, Flow, Frequency, Period, SectorSet};
+use super::index::{scope_sector, FigureKey, Index, Revision};
+use super::page::Unreadable;
+use crate::domain::{
+    BitSet, CommodityScope, Country, CountrySet, Date, Flow, Frequency, Period, SectorSet,
+};
 use std::ops::Bound;
 
 /// Which commodity level is summed.
@@ -143,14 +146,16 @@ fn fallback_date() -> Date {
     Date::new(1900, 1, 1).unwrap_or_else(|_| unreachable!("1900-01-01 is a date"))
 }
 
-/// The figures of one pair whose period may lie in `range` (one range scan;
-/// other frequencies inside the bounds are filtered by the caller).
-pub(crate) fn pair_in_range<'a>(
-    pair: Option<&'a Pair>,
+/// Every revision of one pair's figures whose period may lie in `range`
+/// (one range of pages; other frequencies inside the bounds are filtered by
+/// the caller).
+pub(crate) fn pair_in_range(
+    index: &Index,
+    reporter: Country,
+    partner: Country,
     range: &PeriodRange,
-) -> impl Iterator<Item = (&'a FigureKey, &'a Vec<Revision>)> + 'a {
-    let bounds = key_bounds(range);
-    pair.into_iter().flat_map(move |m| m.figures.range(bounds))
+) -> Result<Vec<(FigureKey, Vec<Revision>)>, Unreadable> {
+    index.pair_figures(reporter, partner, key_bounds(range))
 }
 
 /// The figure keys that can hold a period of `range`.

@@ -23,8 +23,10 @@
 
 mod aggregate;
 mod agreements;
+mod checkpoint;
 mod filter;
 mod index;
+mod page;
 mod records;
 mod rollup;
 mod slices;
@@ -42,38 +44,253 @@ pub(crate) use totals::{
     difference, growth_hundredths, percent_of_hundredths, FlowTotals, TooWide,
 };
 
-use crate::domain::StoredEvent;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+pub(crate) use page::{CheckpointBatch, KeyValue, PageStore, Unreadable};
 
-/// The shared views: one index behind a read-write lock. The publisher
-/// thread takes the write lock once per committed group; each query takes
-/// the read lock for one bounded chunk of its answer, so neither waits long.
+use crate::domain::{Payload, StoredEvent};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, Weak};
+use std::time::Duration;
+
+/// When checkpoints run. Both are settings of `caravan serve`.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointSettings {
+    /// A checkpoint starts once this many revisions wait in memory; the
+    /// publisher waits (and acknowledgements with it) when twice as many do
+    /// while one is being written, which bounds the overlays' memory.
+    pub every_revisions: usize,
+    /// A checkpoint also starts this long after the last one if anything
+    /// waits, so that the rollups soon describe the newest data.
+    pub interval: Duration,
+}
+
+/// Default: a checkpoint per 100,000 revisions.
+pub const DEFAULT_CHECKPOINT_REVISIONS: usize = 100_000;
+/// Default: at least every 5 seconds while anything waits.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+impl Default for CheckpointSettings {
+    fn default() -> Self {
+        CheckpointSettings {
+            every_revisions: DEFAULT_CHECKPOINT_REVISIONS,
+            interval: DEFAULT_CHECKPOINT_INTERVAL,
+        }
+    }
+}
+
+/// What the checkpoint thread and the publisher tell each other.
 #[derive(Default)]
+struct Signal {
+    /// The overlay reached a checkpoint's size.
+    due: bool,
+    /// The views are closing: one last checkpoint, then the thread ends.
+    stop: bool,
+    /// The views are gone: the thread ends at once.
+    gone: bool,
+    /// A checkpoint failed; the publisher no longer waits for room.
+    failed: bool,
+}
+
+/// Shared by the views and their checkpoint thread, which holds only this
+/// and a weak reference to the views: a store whose views are dropped (a
+/// start that failed, say) is not kept open by a sleeping thread.
+struct Control {
+    settings: Mutex<CheckpointSettings>,
+    signal: Mutex<Signal>,
+    /// Wakes the checkpoint thread (`due`, `stop`, `gone`).
+    wake: Condvar,
+    /// Wakes a publisher waiting for the overlays to shrink.
+    room: Condvar,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Control {
+    fn signal(&self) -> std::sync::MutexGuard<'_, Signal> {
+        self.signal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The shared views: one index behind a read-write lock, and the checkpoint
+/// thread. The publisher thread takes the write lock once per committed
+/// group; each query takes the read lock for one bounded chunk of its
+/// answer, so neither waits long.
 pub(crate) struct Views {
     index: RwLock<Index>,
+    control: Arc<Control>,
+}
+
+impl Drop for Views {
+    fn drop(&mut self) {
+        self.control.signal().gone = true;
+        self.control.wake.notify_all();
+    }
 }
 
 impl Views {
     pub(crate) fn new() -> Arc<Views> {
-        Arc::new(Views::default())
+        Arc::new(Views {
+            index: RwLock::new(Index::default()),
+            control: Arc::new(Control {
+                settings: Mutex::new(CheckpointSettings::default()),
+                signal: Mutex::new(Signal::default()),
+                wake: Condvar::new(),
+                room: Condvar::new(),
+                thread: Mutex::new(None),
+            }),
+        })
     }
 
-    /// Applies durable events in sequence order.
-    pub(crate) fn apply(&self, events: Vec<StoredEvent>) {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
         // A poisoned lock means a reader panicked; the index itself is intact.
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        for e in events {
-            index.apply(e);
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn every(&self) -> usize {
+        self.control
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .every_revisions
+            .max(1)
+    }
+
+    /// Attaches the store's pages: loads the rollups of the checkpoint that
+    /// covers `covers` and the agreements it covers (their events, in
+    /// sequence order), then starts the checkpoint thread. Called once,
+    /// before any event is applied.
+    pub(crate) fn restore(
+        self: &Arc<Self>,
+        pages: Arc<dyn PageStore>,
+        covers: u64,
+        agreements: Vec<StoredEvent>,
+        settings: CheckpointSettings,
+    ) -> Result<(), Unreadable> {
+        {
+            let mut ix = self.write();
+            ix.restore(pages, covers)?;
+            for e in agreements {
+                if matches!(
+                    e.event.payload,
+                    Payload::Agreement(_) | Payload::AgreementStatusChanged(_)
+                ) {
+                    ix.apply_payload(e.sequence, e.event.payload);
+                }
+            }
+        }
+        let control = Arc::clone(&self.control);
+        *control.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+        let weak = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("caravan-checkpoint".into())
+            .spawn(move || checkpoint_thread(weak, control, settings))
+            .map_err(|e| Unreadable(format!("cannot start the checkpoint thread: {e}")))?;
+        *self
+            .control
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(())
+    }
+
+    /// Applies durable events in sequence order. Waits while the overlays
+    /// hold twice a checkpoint's worth and a checkpoint is being written.
+    pub(crate) fn apply(&self, events: Vec<StoredEvent>) {
+        let every = self.every();
+        let control = &self.control;
+        let mut signal = control.signal();
+        loop {
+            let full = {
+                let ix = self.read();
+                ix.frozen.is_some() && ix.active.revisions >= 2 * every
+            };
+            if !full || signal.failed || signal.stop {
+                break;
+            }
+            signal.due = true;
+            control.wake.notify_one();
+            signal = control
+                .room
+                .wait_timeout(signal, Duration::from_millis(100))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        drop(signal);
+        let revisions = {
+            let mut index = self.write();
+            for e in events {
+                index.apply(e);
+            }
+            index.active.revisions
+        };
+        if revisions >= every {
+            control.signal().due = true;
+            control.wake.notify_one();
+        }
+    }
+
+    /// Runs a checkpoint now, on this thread (tests, and the last one when
+    /// the views close).
+    pub(crate) fn checkpoint(&self) -> Result<bool, Unreadable> {
+        let done = checkpoint::checkpoint(&self.index);
+        self.control.room.notify_all();
+        done
+    }
+
+    /// Stops the checkpoint thread after one last checkpoint, so that the
+    /// next start replays nothing.
+    pub(crate) fn close(&self) {
+        self.control.signal().stop = true;
+        self.control.wake.notify_all();
+        let thread = self
+            .control
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
         }
     }
 
     /// Whether a figure is current in what was applied.
-    pub(crate) fn figure_is_current(&self, key: &crate::domain::TradeFigureKey) -> bool {
+    pub(crate) fn figure_is_current(
+        &self,
+        key: &crate::domain::TradeFigureKey,
+    ) -> Result<bool, Unreadable> {
         self.read().figure_is_current(key)
     }
 
     /// Read access for one bounded piece of work.
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The checkpoint thread: one checkpoint whenever the overlay is due or the
+/// interval has passed with anything waiting; ends when the views close
+/// (after a last checkpoint) or are dropped.
+fn checkpoint_thread(views: Weak<Views>, control: Arc<Control>, settings: CheckpointSettings) {
+    loop {
+        let stop = {
+            let signal = control.signal();
+            let (mut signal, _) = control
+                .wake
+                .wait_timeout_while(signal, settings.interval, |s| !s.due && !s.stop && !s.gone)
+                .unwrap_or_else(|p| p.into_inner());
+            if signal.gone {
+                return;
+            }
+            signal.due = false;
+            signal.stop
+        };
+        let Some(v) = views.upgrade() else { return };
+        if let Err(e) = v.checkpoint() {
+            tracing::error!(error = %e, "checkpoint failed; the views stay in memory and the next start replays the log since the last checkpoint");
+            control.signal().failed = true;
+            control.room.notify_all();
+            return;
+        }
+        drop(v);
+        if stop {
+            return;
+        }
     }
 }

@@ -5,11 +5,16 @@
 
 use super::filter::{key_bounds, FigureFilter};
 use super::index::{figure_at, FigureAt, FigureKey, Index};
+use super::page::Unreadable;
 use crate::domain::Country;
 use std::ops::Bound;
 
 /// A position in natural-key order: (reporter, partner, figure key).
 pub(crate) type RecordPosition = (Country, Country, FigureKey);
+
+/// Keys read from one pair at a time, so that a chunk of the answer reads
+/// about what it sends, however many figures the pair has.
+const WINDOW_KEYS: usize = 2048;
 
 /// Up to `max` current figures after `after`, in natural-key order.
 pub(crate) fn next_records(
@@ -18,13 +23,13 @@ pub(crate) fn next_records(
     filter: &FigureFilter,
     after: Option<RecordPosition>,
     max: usize,
-) -> Vec<(RecordPosition, FigureAt)> {
+) -> Result<Vec<(RecordPosition, FigureAt)>, Unreadable> {
     let mut out = Vec::new();
     let start = match after {
         Some((r, _, _)) => Bound::Included(r),
         None => Bound::Unbounded,
     };
-    for (reporter, partners) in index.figures.range((start, Bound::Unbounded)) {
+    for (reporter, partners) in index.pairs.range((start, Bound::Unbounded)) {
         if !filter.reporters.admits(*reporter) {
             continue;
         }
@@ -32,28 +37,36 @@ pub(crate) fn next_records(
             Some((r, p, _)) if r == *reporter => Bound::Included(p),
             _ => Bound::Unbounded,
         };
-        for (partner, figures) in partners.range((pstart, Bound::Unbounded)) {
-            if !filter.partners.admits(*partner) {
+        for partner in partners.range((pstart, Bound::Unbounded)).map(|(p, _)| *p) {
+            if !filter.partners.admits(partner) {
                 continue;
             }
-            let (mut fstart, fend) = key_bounds(&filter.periods);
+            let (mut from, to) = key_bounds(&filter.periods);
             if let Some((r, p, k)) = after {
-                if r == *reporter && p == *partner {
-                    fstart = Bound::Excluded(k);
+                if r == *reporter && p == partner {
+                    from = Bound::Excluded(k);
                 }
             }
-            for (key, revisions) in figures.figures.range((fstart, fend)) {
-                if !filter.matches(key) {
-                    continue;
-                }
-                if let Some(f) = figure_at(revisions, snapshot) {
-                    out.push(((*reporter, *partner, *key), f));
-                    if out.len() >= max {
-                        return out;
+            loop {
+                let (figures, more) =
+                    index.pair_figures_window(*reporter, partner, (from, to), WINDOW_KEYS)?;
+                for (key, revisions) in &figures {
+                    if !filter.matches(key) {
+                        continue;
                     }
+                    if let Some(f) = figure_at(revisions, snapshot) {
+                        out.push(((*reporter, partner, *key), f));
+                        if out.len() >= max {
+                            return Ok(out);
+                        }
+                    }
+                }
+                match (more, figures.last()) {
+                    (true, Some((last, _))) => from = Bound::Excluded(*last),
+                    _ => break,
                 }
             }
         }
     }
-    out
+    Ok(out)
 }

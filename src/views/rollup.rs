@@ -83,3 +83,43 @@ impl Sums {
         })
     }
 }
+
+impl Sums {
+    /// Writes every field through `put` (see `page::encode_rollups`).
+    pub(super) fn encode(&self, put: &mut dyn FnMut(u128)) {
+        for v in self.flows {
+            put(v);
+        }
+        for c in self.with_flow {
+            put(u128::from(c));
+        }
+        put(self.total);
+        for c in [self.with_total, self.without_total, self.figures] {
+            put(u128::from(c));
+        }
+    }
+
+    /// Reads what [`Sums::encode`] wrote; a count that does not fit a u32
+    /// is `too_wide`.
+    pub(super) fn decode<E>(
+        next: &mut dyn FnMut() -> Result<u128, E>,
+        too_wide: impl Fn() -> E,
+    ) -> Result<Sums, E> {
+        let mut s = Sums::default();
+        let mut flows = [0u128; 5];
+        let mut with_flow = [0u32; 5];
+        for v in &mut flows {
+            *v = next()?;
+        }
+        for c in &mut with_flow {
+            *c = u32::try_from(next()?).map_err(|_| too_wide())?;
+        }
+        s.flows = flows;
+        s.with_flow = with_flow;
+        s.total = next()?;
+        s.with_total = u32::try_from(next()?).map_err(|_| too_wide())?;
+        s.without_total = u32::try_from(next()?).map_err(|_| too_wide())?;
+        s.figures = u32::try_from(next()?).map_err(|_| too_wide())?;
+        Ok(s)
+    }
+}

@@ -9,6 +9,7 @@
 use super::agreements::{pair_agreements, AgreementState};
 use super::filter::{pair_in_range, period_dates, previous_year, CommodityLevel, PeriodRange};
 use super::index::{scope_sector, FigureKey, Index, Pair, Revision};
+use super::page::Unreadable;
 use super::rollup::RollupKey;
 use super::totals::{for_each_cell, FlowTotals};
 use crate::domain::{Country, Period, Sector, SectorSet};
@@ -33,7 +34,7 @@ fn period_totals<'a>(
 
 /// Per-(period, sector) totals of one pair's figures at `level`.
 fn sector_totals(
-    pair: Option<&Pair>,
+    figures: &[(FigureKey, Vec<Revision>)],
     snapshot: u64,
     range: &PeriodRange,
     level: CommodityLevel,
@@ -46,7 +47,7 @@ fn sector_totals(
             && scope_sector(&k.scope).is_some_and(|s| sectors.admits(s))
     };
     for_each_cell(
-        pair_in_range(pair, range),
+        figures.iter().map(|(k, r)| (k, r)),
         snapshot,
         keep,
         |period, scope, cell| {
@@ -152,42 +153,53 @@ pub(crate) fn pair_slices(
     partner: Country,
     spec: &SliceSpec,
     after: Option<Period>,
-) -> Vec<SliceData> {
+) -> Result<Vec<SliceData>, Unreadable> {
     let wide = spec.range.with_previous_year();
     let pair = index.pair(reporter, partner);
     let mirror_pair = index.pair(partner, reporter);
-    // The rollups describe every snapshot since the pair's last change.
-    let current = |p: Option<&Pair>| p.is_none_or(|p| p.changed <= snapshot);
+    // The rollups describe the snapshot when every change up to it, and
+    // none after it, is folded in; otherwise the figures are summed.
+    let current = |p: Option<&Pair>| p.is_none_or(|p| p.rollups_describe(snapshot));
     let fast = current(pair) && current(mirror_pair);
     let keep = |k: &FigureKey| {
         spec.level.matches(&k.scope)
             && (spec.sectors.is_empty()
                 || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(s)))
     };
-    let totals = |p: Option<&Pair>| {
+    let own_figures = if fast {
+        Vec::new()
+    } else {
+        pair_in_range(index, reporter, partner, &wide)?
+    };
+    let totals = |p: Option<&Pair>, figures: &[(FigureKey, Vec<Revision>)]| {
         if fast {
             rolled_up_totals(p, &wide, spec.level, spec.sectors)
         } else {
-            period_totals(pair_in_range(p, &wide), snapshot, &wide, keep)
+            period_totals(figures.iter().map(|(k, r)| (k, r)), snapshot, &wide, keep)
         }
     };
-    let own = totals(pair);
+    let own = totals(pair, &own_figures);
     let in_range = |m: &BTreeMap<Period, FlowTotals>| {
         m.keys()
             .any(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
     };
     if !spec.mirror_only && !in_range(&own) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let mirror = totals(mirror_pair);
+    let mirror_figures = if fast {
+        Vec::new()
+    } else {
+        pair_in_range(index, partner, reporter, &wide)?
+    };
+    let mirror = totals(mirror_pair, &mirror_figures);
     if !in_range(&own) && !in_range(&mirror) {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let breakdown = spec.breakdown.map(|level| {
         if fast {
             rolled_up_sectors(pair, &spec.range, level, spec.sectors)
         } else {
-            sector_totals(pair, snapshot, &spec.range, level, spec.sectors)
+            sector_totals(&own_figures, snapshot, &spec.range, level, spec.sectors)
         }
     });
     let mut periods: Vec<Period> = own.keys().copied().collect();
@@ -197,7 +209,7 @@ pub(crate) fn pair_slices(
         periods.dedup();
     }
     let agreements = pair_agreements(index, snapshot, reporter, partner, spec.agreement_sector);
-    periods
+    Ok(periods
         .into_iter()
         .filter(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
         .map(|period| {
@@ -224,17 +236,17 @@ pub(crate) fn pair_slices(
                     .collect(),
             }
         })
-        .collect()
+        .collect())
 }
 
 /// The partners of `country` in either direction, in order.
 pub(crate) fn partners_of(index: &Index, country: Country) -> Vec<Country> {
     let mut out: Vec<Country> = index
-        .figures
+        .pairs
         .get(&country)
         .map(|m| m.keys().copied().collect())
         .unwrap_or_default();
-    for (reporter, partners) in &index.figures {
+    for (reporter, partners) in &index.pairs {
         if partners.contains_key(&country) {
             out.push(*reporter);
         }
@@ -276,13 +288,16 @@ mod tests {
     fn rollups_equal_the_sums_of_the_current_figures() {
         use crate::domain::Frequency;
         let countries = super::super::testing::countries();
-        let mut index = Index::default();
+        let views = std::sync::RwLock::new(Index::default());
         for event in super::super::testing::random_events(3_000, 42) {
             let sequence = event.sequence;
-            index.apply(event);
+            views.write().unwrap().apply(event);
             if sequence % 100 != 0 {
                 continue;
             }
+            // A checkpoint folds the figures into the pages and rollups.
+            assert!(super::super::checkpoint::checkpoint(&views).unwrap());
+            let index = views.read().unwrap();
             for frequency in [Frequency::Annual, Frequency::Monthly] {
                 let range = PeriodRange {
                     frequency,
@@ -292,6 +307,8 @@ mod tests {
                 for &a in &countries {
                     for &b in &countries {
                         let pair = index.pair(a, b);
+                        assert!(pair.is_none_or(|p| p.rollups_describe(sequence)));
+                        let figures = pair_in_range(&index, a, b, &range).unwrap();
                         for level in CommodityLevel::ALL {
                             for sectors in
                                 [SectorSet::default(), [Sector::Energy].into_iter().collect()]
@@ -305,7 +322,7 @@ mod tests {
                                 assert_eq!(
                                     rolled_up_totals(pair, &range, level, sectors),
                                     period_totals(
-                                        pair_in_range(pair, &range),
+                                        figures.iter().map(|(k, r)| (k, r)),
                                         sequence,
                                         &range,
                                         keep
@@ -314,7 +331,7 @@ mod tests {
                                 );
                                 assert_eq!(
                                     rolled_up_sectors(pair, &range, level, sectors),
-                                    sector_totals(pair, sequence, &range, level, sectors),
+                                    sector_totals(&figures, sequence, &range, level, sectors),
                                 );
                             }
                         }

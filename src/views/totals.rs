@@ -37,12 +37,6 @@ impl Cell {
         self.figures += 1;
     }
 
-    /// Replaces the figure of `flow` (`old`, as added before) by `new`.
-    pub(crate) fn replace(&mut self, flow: Flow, old: Option<u128>, new: Option<u128>) {
-        *self.slot(flow) = new;
-        self.figures = self.figures - u64::from(old.is_some()) + u64::from(new.is_some());
-    }
-
     /// The value of each flow, in `Flow` order.
     pub(crate) fn flows(&self) -> [Option<u128>; 5] {
         [

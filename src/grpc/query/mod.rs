@@ -134,7 +134,8 @@ impl QueryService for QueryApi {
                 &query.filter,
                 after,
                 RECORDS_PER_MESSAGE,
-            );
+            )
+            .map_err(unreadable)?;
             let Some((message, last)) = render::records_message(&found, snapshot)? else {
                 return Ok(None);
             };
@@ -263,6 +264,7 @@ impl QueryService for QueryApi {
                         &q.dims,
                         max_groups,
                     )
+                    .map_err(unreadable)?
                     .map_err(|max| {
                         Error::ResourceExhausted(format!(
                             "more than {max} groups (--max-groups): filter more or group by less"
@@ -282,6 +284,12 @@ impl QueryService for QueryApi {
             Ok((!chunk.is_empty()).then_some(chunk))
         })))
     }
+}
+
+/// A view page that failed its checksum or could not be read: the query
+/// ends with INTERNAL (the cause is logged), nothing from it is served.
+pub(crate) fn unreadable(e: views::Unreadable) -> Error {
+    Error::Internal(format!("storage: {e}"))
 }
 
 /// The (reporter, partner) pairs a country or sector view visits, listed on
@@ -323,7 +331,8 @@ impl PairSlices {
                 .filter(|(at, _)| *at == (reporter, partner))
                 .map(|(_, period)| period);
             let slices =
-                views::pair_slices(index, snapshot.sequence, reporter, partner, spec, after);
+                views::pair_slices(index, snapshot.sequence, reporter, partner, spec, after)
+                    .map_err(unreadable)?;
             for s in &slices {
                 out.push(render(s, snapshot)?);
             }

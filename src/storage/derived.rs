@@ -1,0 +1,148 @@
+//! The views' checkpoint keys in the store: figure pages and rollup groups
+//! (whose bytes are the views' business), the sequence the newest
+//! checkpoint covers, and the agreement events it covers. Every value
+//! carries a checksum, added here on write and checked here on every read;
+//! a checkpoint is one atomic sled batch, made durable by an fsync of the
+//! data file.
+//!
+//! Depends on sled and `layout`; knows nothing of the views' types.
+
+use super::layout::{
+    self, seal, seq_key, unseal, CHECKPOINTED_AGREEMENT_PREFIX, CHECKPOINT_KEY, VIEW_PREFIXES,
+};
+use super::storage_error;
+use crate::error::Error;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A key and its (checked) payload.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A handle on the checkpoint keys, given to the projection when the store
+/// opens.
+#[derive(Clone)]
+pub struct Derived {
+    tree: sled::Tree,
+    /// sled's data file, fsynced after a checkpoint (sled's flush does not).
+    data_file: Arc<File>,
+}
+
+impl Derived {
+    pub(super) fn new(tree: sled::Tree, dir: &Path) -> Result<Derived, Error> {
+        let data_file = File::open(dir.join("db"))
+            .map_err(|e| storage_error("open the data file for checkpoints", e))?;
+        Ok(Derived {
+            tree,
+            data_file: Arc::new(data_file),
+        })
+    }
+
+    /// Calls `each` with every view key in `from..to` and its checked
+    /// payload, in key order, until it returns false.
+    pub fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Error> {
+        for item in self.tree.range(from..to) {
+            let (k, v) = item.map_err(|e| storage_error("read a view page", e))?;
+            let payload = unseal(&v, "view page").map_err(|e| damaged(&k, e))?;
+            if !each(&k, payload) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The greatest view key in `lowest..=key`, with its checked payload.
+    pub fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Error> {
+        let Some(item) = self.tree.range(lowest..=key).next_back() else {
+            return Ok(None);
+        };
+        let (k, v) = item.map_err(|e| storage_error("read a view page", e))?;
+        let payload = unseal(&v, "view page").map_err(|e| damaged(&k, e))?;
+        Ok(Some((k.to_vec(), payload.to_vec())))
+    }
+
+    /// Applies one checkpoint in one atomic batch: its view keys, the
+    /// agreement events it covers, and the sequence it covers. Not yet
+    /// durable: see [`Derived::sync`].
+    pub fn apply(
+        &self,
+        puts: Vec<(Vec<u8>, Vec<u8>)>,
+        deletes: Vec<Vec<u8>>,
+        covers: u64,
+        agreement_events: &[u64],
+    ) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        let ours = |k: &[u8]| k.first().is_some_and(|p| VIEW_PREFIXES.contains(p));
+        for k in deletes {
+            if !ours(&k) {
+                return Err(Error::Internal(format!(
+                    "a checkpoint may not delete key {k:02x?}"
+                )));
+            }
+            batch.remove(k);
+        }
+        for (k, v) in puts {
+            if !ours(&k) || v.len() + 8 > layout::MAX_VALUE_BYTES {
+                return Err(Error::Internal(format!(
+                    "a checkpoint may not write key {k:02x?} ({} bytes)",
+                    v.len()
+                )));
+            }
+            batch.insert(k, seal(v));
+        }
+        for seq in agreement_events {
+            batch.insert(
+                &seq_key(CHECKPOINTED_AGREEMENT_PREFIX, *seq)[..],
+                seal(Vec::new()),
+            );
+        }
+        batch.insert(CHECKPOINT_KEY, seal(covers.to_be_bytes().to_vec()));
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| storage_error("write a checkpoint", e))
+    }
+
+    /// Makes every applied checkpoint durable.
+    pub fn sync(&self) -> Result<(), Error> {
+        self.tree
+            .flush()
+            .map_err(|e| storage_error("flush a checkpoint", e))?;
+        self.data_file
+            .sync_all()
+            .map_err(|e| storage_error("fsync a checkpoint", e))
+    }
+}
+
+fn damaged(key: &[u8], e: String) -> Error {
+    Error::Internal(format!(
+        "storage: {e} (key {:02x?}); the views' checkpoint is damaged",
+        &key[..key.len().min(32)]
+    ))
+}
+
+/// The sequence the newest checkpoint covers: 0 when there is none.
+pub(super) fn covered(tree: &sled::Tree) -> Result<u64, String> {
+    let Some(v) = tree.get(CHECKPOINT_KEY).map_err(|e| e.to_string())? else {
+        return Ok(0);
+    };
+    let payload = unseal(&v, "checkpoint key")?;
+    <[u8; 8]>::try_from(payload)
+        .map(u64::from_be_bytes)
+        .map_err(|_| "checkpoint key of the wrong size".to_owned())
+}
+
+/// The agreement events that checkpoints cover, in sequence order.
+pub(super) fn checkpointed_agreements(tree: &sled::Tree) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix([CHECKPOINTED_AGREEMENT_PREFIX]) {
+        let (k, v) = item.map_err(|e| e.to_string())?;
+        unseal(&v, "checkpointed agreement key")?;
+        out.push(layout::parse_seq_key(&k)?);
+    }
+    Ok(out)
+}

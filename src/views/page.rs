@@ -1,0 +1,643 @@
+//! The byte form of the views' data kept in sled: **figure pages** (every
+//! revision of a pair's figures, in (figure key, sequence) order, cut into
+//! pages of at most [`PAGE_BUDGET`] bytes) and **rollup groups** (one pair's
+//! sums of one commodity level and period), with their keys; and
+//! [`PageStore`], what the views need from the store to keep them.
+//!
+//! Keys sort as the values they stand for (integers big-endian, enums by
+//! their declaration order), so a pair's period range is one range of keys.
+//!
+//! Depends only on the domain and the views' key types; knows nothing of
+//! sled (the store adds and checks a checksum on every value).
+
+use super::filter::CommodityLevel;
+use super::index::{Details, FigureKey, Revision};
+use super::rollup::{RollupKey, Sums};
+use crate::domain::{
+    CommodityScope, Country, Flow, Frequency, HsCode, Period, Quantity, Sector, Text,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Key prefix of figure pages.
+pub(crate) const PAGE_PREFIX: u8 = b'P';
+/// Key prefix of rollup groups.
+pub(crate) const ROLLUP_PREFIX: u8 = b'R';
+/// Bytes of a page's content, above which it is cut; a page of one revision
+/// may exceed it (an event encodes to at most 3,900 bytes, so every page
+/// stays within sled's 4 KiB inline values with the store's checksum).
+pub(crate) const PAGE_BUDGET: usize = 3_600;
+/// An encoded figure key.
+pub(crate) const FIGURE_KEY_BYTES: usize = 13;
+/// prefix, reporter, partner.
+const PAIR_BYTES: usize = 5;
+/// A page key: pair, figure key, sequence.
+pub(crate) const PAGE_KEY_BYTES: usize = PAIR_BYTES + FIGURE_KEY_BYTES + 8;
+
+/// A page or rollup that cannot be read back: a checksum or format failure,
+/// or the store's error. Queries answer INTERNAL with it; nothing is served
+/// from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Unreadable(pub String);
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one checkpoint writes: new and replaced values, keys to delete, the
+/// sequence it covers and the agreement events it covers.
+#[derive(Default, Debug)]
+pub(crate) struct CheckpointBatch {
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+    pub deletes: Vec<Vec<u8>>,
+    pub covers: u64,
+    /// Sequences of the agreement events at or below `covers` that earlier
+    /// checkpoints did not cover: the store keeps them, so that a restart
+    /// finds the agreements without reading the whole log.
+    pub agreement_events: Vec<u64>,
+}
+
+/// A key and its value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// One rollup group as stored: the pair's last folded change and each
+/// sector's sums.
+pub(crate) type RollupGroup = (u64, Vec<(Option<Sector>, Sums)>);
+
+/// The views' keys in the store. Values are handed over without a checksum
+/// and come back checked.
+pub(crate) trait PageStore: Send + Sync {
+    /// Calls `each` with every (key, value) of `from..to`, in key order,
+    /// until it returns false.
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Unreadable>;
+    /// The greatest key in `lowest..=key`, with its value.
+    fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable>;
+    /// Applies a checkpoint at once (readers see all of it or none of it:
+    /// the caller holds the views' write lock), not yet durable.
+    fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable>;
+    /// Makes what was applied durable.
+    fn sync(&self) -> Result<(), Unreadable>;
+}
+
+fn bad(what: &str) -> Unreadable {
+    Unreadable(format!("a stored view page is unreadable ({what})"))
+}
+
+// ---- integers -------------------------------------------------------------
+
+fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A reader over a value's bytes; every read is checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u128, Unreadable> {
+        let mut v = 0u128;
+        for shift in (0..128).step_by(7) {
+            let (&b, rest) = self.0.split_first().ok_or_else(|| bad("short varint"))?;
+            self.0 = rest;
+            v |= u128::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad("varint too long"))
+    }
+    fn u64(&mut self) -> Result<u64, Unreadable> {
+        u64::try_from(self.varint()?).map_err(|_| bad("u64 too large"))
+    }
+    fn usize(&mut self) -> Result<usize, Unreadable> {
+        usize::try_from(self.varint()?).map_err(|_| bad("length too large"))
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Unreadable> {
+        if self.0.len() < n {
+            return Err(bad("short value"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn byte(&mut self) -> Result<u8, Unreadable> {
+        Ok(self.bytes(1)?[0])
+    }
+    fn text(&mut self) -> Result<&'a str, Unreadable> {
+        let n = self.usize()?;
+        std::str::from_utf8(self.bytes(n)?).map_err(|_| bad("text is not UTF-8"))
+    }
+}
+
+// ---- keys -----------------------------------------------------------------
+
+fn frequency_byte(f: Frequency) -> u8 {
+    match f {
+        Frequency::Annual => 0,
+        Frequency::Quarterly => 1,
+        Frequency::Monthly => 2,
+        Frequency::YearToDate => 3,
+    }
+}
+
+fn flow_byte(f: Flow) -> u8 {
+    match f {
+        Flow::Export => 0,
+        Flow::Import => 1,
+        Flow::ReExport => 2,
+        Flow::ReImport => 3,
+        Flow::Turnover => 4,
+    }
+}
+
+const FLOWS: [Flow; 5] = [
+    Flow::Export,
+    Flow::Import,
+    Flow::ReExport,
+    Flow::ReImport,
+    Flow::Turnover,
+];
+const FREQUENCIES: [Frequency; 4] = [
+    Frequency::Annual,
+    Frequency::Quarterly,
+    Frequency::Monthly,
+    Frequency::YearToDate,
+];
+
+fn sector_byte(s: Sector) -> u8 {
+    Sector::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
+}
+
+fn sector_of(b: u8) -> Result<Sector, Unreadable> {
+    Sector::ALL
+        .get(usize::from(b))
+        .copied()
+        .ok_or_else(|| bad("sector"))
+}
+
+fn put_period(out: &mut Vec<u8>, p: &Period) {
+    out.push(frequency_byte(p.frequency()));
+    out.extend_from_slice(&p.year().to_be_bytes());
+    out.push(p.number());
+}
+
+fn read_period(b: &[u8]) -> Result<Period, Unreadable> {
+    let frequency = *FREQUENCIES
+        .get(usize::from(b[0]))
+        .ok_or_else(|| bad("frequency"))?;
+    let year = u16::from_be_bytes([b[1], b[2]]);
+    Period::new(i32::from(year), frequency, i32::from(b[3])).map_err(|_| bad("period"))
+}
+
+/// 13 bytes that sort as the key: period (4), scope (8: tag, then the HS
+/// digits and length or the sector), flow (1).
+pub(crate) fn put_figure_key(out: &mut Vec<u8>, k: &FigureKey) {
+    put_period(out, &k.period);
+    match k.scope {
+        CommodityScope::All => out.extend_from_slice(&[0; 8]),
+        CommodityScope::Hs(h) => {
+            out.push(1);
+            let s = h.as_str().as_bytes();
+            let mut digits = [0u8; 6];
+            digits[..s.len()].copy_from_slice(s);
+            out.extend_from_slice(&digits);
+            out.push(s.len() as u8);
+        }
+        CommodityScope::Sector(s) => {
+            out.push(2);
+            out.push(sector_byte(s));
+            out.extend_from_slice(&[0; 6]);
+        }
+    }
+    out.push(flow_byte(k.flow));
+}
+
+pub(crate) fn read_figure_key(b: &[u8]) -> Result<FigureKey, Unreadable> {
+    if b.len() < FIGURE_KEY_BYTES {
+        return Err(bad("short figure key"));
+    }
+    let period = read_period(&b[..4])?;
+    let scope = match b[4] {
+        0 => CommodityScope::All,
+        1 => {
+            let len = usize::from(b[11]).min(6);
+            let s = std::str::from_utf8(&b[5..5 + len]).map_err(|_| bad("HS code"))?;
+            CommodityScope::Hs(HsCode::parse(s).map_err(|_| bad("HS code"))?)
+        }
+        2 => CommodityScope::Sector(sector_of(b[5])?),
+        _ => return Err(bad("commodity scope")),
+    };
+    let flow = *FLOWS.get(usize::from(b[12])).ok_or_else(|| bad("flow"))?;
+    Ok(FigureKey {
+        period,
+        scope,
+        flow,
+    })
+}
+
+/// The key prefix of one pair's pages (or rollups, with that prefix).
+pub(crate) fn pair_prefix(prefix: u8, reporter: Country, partner: Country) -> [u8; PAIR_BYTES] {
+    let (r, p) = (reporter.alpha2().as_bytes(), partner.alpha2().as_bytes());
+    [prefix, r[0], r[1], p[0], p[1]]
+}
+
+/// The reporter and partner of a page or rollup key.
+pub(crate) fn pair_of(key: &[u8]) -> Result<(Country, Country), Unreadable> {
+    let s = key.get(1..PAIR_BYTES).ok_or_else(|| bad("short key"))?;
+    let c = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| Country::parse(s).ok())
+            .ok_or_else(|| bad("country"))
+    };
+    Ok((c(&s[..2])?, c(&s[2..])?))
+}
+
+/// The key of the page whose first revision is `(key, sequence)`.
+pub(crate) fn page_key(
+    reporter: Country,
+    partner: Country,
+    key: &FigureKey,
+    sequence: u64,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PAGE_KEY_BYTES);
+    out.extend_from_slice(&pair_prefix(PAGE_PREFIX, reporter, partner));
+    put_figure_key(&mut out, key);
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out
+}
+
+// ---- pages ------------------------------------------------------------------
+
+/// One revision of one figure, as a page holds it.
+pub(crate) type Entry = (FigureKey, Revision);
+
+const PAGE_VERSION: u8 = 1;
+
+fn details_bytes(d: &Details) -> Vec<u8> {
+    let mut out = Vec::new();
+    match &d.quantity {
+        None => out.push(0),
+        Some(q) => {
+            out.push(1);
+            put_varint(&mut out, q.whole() as u128);
+            put_varint(&mut out, u128::from(q.sub_nanos()));
+            put_varint(&mut out, q.unit().len() as u128);
+            out.extend_from_slice(q.unit().as_bytes());
+        }
+    }
+    for t in [d.source.as_str(), d.note.as_str()] {
+        put_varint(&mut out, t.len() as u128);
+        out.extend_from_slice(t.as_bytes());
+    }
+    out
+}
+
+fn read_details(r: &mut Reader<'_>) -> Result<Details, Unreadable> {
+    let quantity = match r.byte()? {
+        0 => None,
+        1 => {
+            let whole = i64::try_from(r.varint()?).map_err(|_| bad("quantity"))?;
+            let nanos = i32::try_from(r.varint()?).map_err(|_| bad("quantity"))?;
+            let unit = r.text()?;
+            Some(Quantity::new(whole, nanos, unit).map_err(|_| bad("quantity"))?)
+        }
+        _ => return Err(bad("quantity flag")),
+    };
+    let source = Text::parse(r.text()?).map_err(|_| bad("source"))?;
+    let note = Text::parse(r.text()?).map_err(|_| bad("note"))?;
+    Ok(Details {
+        quantity,
+        source,
+        note,
+    })
+}
+
+/// Encodes consecutive entries as one page: its distinct details once, then
+/// each revision (figure key only when it changes, sequence, value, details).
+pub(crate) fn encode_page(entries: &[Entry]) -> Vec<u8> {
+    let mut dictionary: Vec<Vec<u8>> = Vec::new();
+    let mut index: HashMap<*const Details, usize> = HashMap::new();
+    let mut body = Vec::with_capacity(entries.len() * 24);
+    put_varint(&mut body, entries.len() as u128);
+    let mut previous: Option<&FigureKey> = None;
+    for (key, revision) in entries {
+        if previous == Some(key) {
+            body.push(1);
+        } else {
+            body.push(0);
+            put_figure_key(&mut body, key);
+        }
+        previous = Some(key);
+        put_varint(&mut body, u128::from(revision.sequence));
+        put_varint(&mut body, revision.value);
+        let d = match &revision.details {
+            None => 0,
+            Some(d) => {
+                let next = dictionary.len();
+                let i = *index.entry(Arc::as_ptr(d)).or_insert_with(|| {
+                    dictionary.push(details_bytes(d));
+                    next
+                });
+                i + 1
+            }
+        };
+        put_varint(&mut body, d as u128);
+    }
+    let mut out = Vec::with_capacity(body.len() + 64);
+    out.push(PAGE_VERSION);
+    put_varint(&mut out, dictionary.len() as u128);
+    for d in &dictionary {
+        out.extend_from_slice(d);
+    }
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a page's entries, in order.
+pub(crate) fn decode_page(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
+    let mut r = Reader(bytes);
+    if r.byte()? != PAGE_VERSION {
+        return Err(bad("page version"));
+    }
+    let n = r.usize()?;
+    if n > bytes.len() {
+        return Err(bad("details count"));
+    }
+    let mut dictionary = Vec::with_capacity(n);
+    for _ in 0..n {
+        dictionary.push(Arc::new(read_details(&mut r)?));
+    }
+    let count = r.usize()?;
+    if count > bytes.len() {
+        return Err(bad("entry count"));
+    }
+    let mut out: Vec<Entry> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = match r.byte()? {
+            0 => read_figure_key(r.bytes(FIGURE_KEY_BYTES)?)?,
+            1 => out
+                .last()
+                .map(|(k, _)| *k)
+                .ok_or_else(|| bad("first key"))?,
+            _ => return Err(bad("key flag")),
+        };
+        let sequence = r.u64()?;
+        let value = r.varint()?;
+        let details = match r.usize()? {
+            0 => None,
+            i => Some(Arc::clone(
+                dictionary.get(i - 1).ok_or_else(|| bad("details index"))?,
+            )),
+        };
+        out.push((
+            key,
+            Revision {
+                sequence,
+                value,
+                details,
+            },
+        ));
+    }
+    if !r.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// Cuts entries (in order) into pages of at most [`PAGE_BUDGET`] bytes:
+/// (first key, first sequence, bytes) each.
+pub(crate) fn cut_pages(entries: &[Entry]) -> Vec<(FigureKey, u64, Vec<u8>)> {
+    let mut pages = Vec::new();
+    let mut start = 0;
+    let mut size = 8;
+    let mut seen: HashMap<*const Details, ()> = HashMap::new();
+    for (i, (_, revision)) in entries.iter().enumerate() {
+        let mut cost = FIGURE_KEY_BYTES + 1 + 10 + 19 + 3;
+        if let Some(d) = &revision.details {
+            if !seen.contains_key(&Arc::as_ptr(d)) {
+                cost += details_bytes(d).len();
+            }
+        }
+        if i > start && size + cost > PAGE_BUDGET {
+            pages.push(&entries[start..i]);
+            start = i;
+            size = 8;
+            seen.clear();
+            cost = FIGURE_KEY_BYTES
+                + 1
+                + 10
+                + 19
+                + 3
+                + revision
+                    .details
+                    .as_ref()
+                    .map_or(0, |d| details_bytes(d).len());
+        }
+        if let Some(d) = &revision.details {
+            seen.insert(Arc::as_ptr(d), ());
+        }
+        size += cost;
+    }
+    if start < entries.len() {
+        pages.push(&entries[start..]);
+    }
+    pages
+        .into_iter()
+        .map(|p| (p[0].0, p[0].1.sequence, encode_page(p)))
+        .collect()
+}
+
+// ---- rollups ----------------------------------------------------------------
+
+fn level_byte(l: CommodityLevel) -> u8 {
+    match l {
+        CommodityLevel::All => 0,
+        CommodityLevel::Hs2 => 1,
+        CommodityLevel::Hs4 => 2,
+        CommodityLevel::Hs6 => 3,
+        CommodityLevel::Sector => 4,
+    }
+}
+
+const LEVELS: [CommodityLevel; 5] = [
+    CommodityLevel::All,
+    CommodityLevel::Hs2,
+    CommodityLevel::Hs4,
+    CommodityLevel::Hs6,
+    CommodityLevel::Sector,
+];
+
+/// The key of one pair's rollups of one level and period.
+pub(crate) fn rollup_key(
+    reporter: Country,
+    partner: Country,
+    level: CommodityLevel,
+    period: &Period,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(PAIR_BYTES + 5);
+    out.extend_from_slice(&pair_prefix(ROLLUP_PREFIX, reporter, partner));
+    out.push(level_byte(level));
+    put_period(&mut out, period);
+    out
+}
+
+/// The level and period of a rollup key.
+pub(crate) fn read_rollup_key(key: &[u8]) -> Result<(CommodityLevel, Period), Unreadable> {
+    let b = key
+        .get(PAIR_BYTES..PAIR_BYTES + 5)
+        .ok_or_else(|| bad("rollup key"))?;
+    let level = *LEVELS.get(usize::from(b[0])).ok_or_else(|| bad("level"))?;
+    Ok((level, read_period(&b[1..])?))
+}
+
+/// One rollup group's value: the pair's last folded change, then each
+/// sector's (or the no-sector group's) sums.
+pub(crate) fn encode_rollups(folded: u64, groups: &[(Option<Sector>, Sums)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + groups.len() * 40);
+    put_varint(&mut out, u128::from(folded));
+    put_varint(&mut out, groups.len() as u128);
+    for (sector, sums) in groups {
+        out.push(sector.map_or(0xff, sector_byte));
+        sums.encode(&mut |v| put_varint(&mut out, v));
+    }
+    out
+}
+
+pub(crate) fn decode_rollups(bytes: &[u8]) -> Result<RollupGroup, Unreadable> {
+    let mut r = Reader(bytes);
+    let folded = r.u64()?;
+    let n = r.usize()?;
+    if n > Sector::ALL.len() + 1 {
+        return Err(bad("rollup count"));
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let sector = match r.byte()? {
+            0xff => None,
+            b => Some(sector_of(b)?),
+        };
+        let sums = Sums::decode(&mut || r.varint(), || bad("rollup count"))?;
+        out.push((sector, sums));
+    }
+    if !r.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok((folded, out))
+}
+
+impl RollupKey {
+    pub(crate) fn bytes(&self, reporter: Country, partner: Country) -> Vec<u8> {
+        rollup_key(reporter, partner, self.level, &self.period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Payload;
+    use crate::views::testing::random_events;
+
+    fn entries(n: u64) -> Vec<Entry> {
+        let mut out: Vec<Entry> = random_events(n, 7)
+            .into_iter()
+            .map(|e| match e.event.payload {
+                Payload::TradeRecord(r) => (
+                    FigureKey {
+                        period: r.key.period,
+                        scope: r.key.commodity,
+                        flow: r.key.flow,
+                    },
+                    Revision {
+                        sequence: e.sequence,
+                        value: r.value.total_nanos(),
+                        details: Some(Arc::new(Details {
+                            quantity: r.quantity,
+                            source: r.source,
+                            note: r.note,
+                        })),
+                    },
+                ),
+                Payload::TradeRecordRetracted(r) => (
+                    FigureKey {
+                        period: r.key.period,
+                        scope: r.key.commodity,
+                        flow: r.key.flow,
+                    },
+                    Revision {
+                        sequence: e.sequence,
+                        value: 0,
+                        details: None,
+                    },
+                ),
+                _ => unreachable!(),
+            })
+            .collect();
+        out.sort_by_key(|(k, r)| (*k, r.sequence));
+        out
+    }
+
+    fn same(a: &[Entry], b: &[Entry]) -> bool {
+        a.len() == b.len()
+            && a.iter().zip(b).all(|((ka, ra), (kb, rb))| {
+                ka == kb
+                    && ra.sequence == rb.sequence
+                    && ra.value == rb.value
+                    && ra.details.as_deref() == rb.details.as_deref()
+            })
+    }
+
+    #[test]
+    fn pages_round_trip_and_keep_within_the_budget() {
+        let all = entries(3000);
+        let pages = cut_pages(&all);
+        assert!(pages.len() > 1);
+        let mut back = Vec::new();
+        for (key, seq, bytes) in &pages {
+            assert!(bytes.len() <= PAGE_BUDGET, "{}", bytes.len());
+            let e = decode_page(bytes).unwrap();
+            assert_eq!((e[0].0, e[0].1.sequence), (*key, *seq));
+            back.extend(e);
+        }
+        assert!(same(&all, &back));
+    }
+
+    #[test]
+    fn keys_sort_as_what_they_stand_for() {
+        let all = entries(2000);
+        let cn = Country::parse("CN").unwrap();
+        let kz = Country::parse("KZ").unwrap();
+        let keys: Vec<Vec<u8>> = all
+            .iter()
+            .map(|(k, r)| page_key(cn, kz, k, r.sequence))
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]));
+        for ((k, _), bytes) in all.iter().zip(&keys) {
+            assert_eq!(read_figure_key(&bytes[PAIR_BYTES..]).unwrap(), *k);
+            assert_eq!(pair_of(bytes).unwrap(), (cn, kz));
+        }
+    }
+
+    #[test]
+    fn a_damaged_page_is_an_error_never_a_panic() {
+        let page = encode_page(&entries(200));
+        for cut in 0..page.len() {
+            let _ = decode_page(&page[..cut]);
+        }
+        for i in 0..page.len() {
+            let mut p = page.clone();
+            p[i] ^= 0x5a;
+            let _ = decode_page(&p);
+        }
+    }
+}
