@@ -78,6 +78,10 @@ pub struct ServeArgs {
     /// pages and rollups in the store (the publisher waits at twice this).
     #[arg(long, env = "CARAVAN_CHECKPOINT_REVISIONS", default_value_t = crate::views::DEFAULT_CHECKPOINT_REVISIONS)]
     pub checkpoint_revisions: usize,
+    /// Delete the views' checkpoint at startup and rebuild the views from the
+    /// whole log.
+    #[arg(long)]
+    pub rebuild_views: bool,
     /// Seconds after which waiting revisions are checkpointed however few.
     #[arg(long, env = "CARAVAN_CHECKPOINT_SECS", default_value_t = crate::views::DEFAULT_CHECKPOINT_INTERVAL.as_secs())]
     pub checkpoint_secs: u64,
@@ -147,6 +151,7 @@ impl ServeArgs {
             cache_capacity_bytes: self.cache_mib * 1024 * 1024,
             writer_queue: self.writer_queue,
             max_group_events: self.max_group_events,
+            rebuild_views: self.rebuild_views,
         };
         c.ingest = IngestLimits {
             max_batch_events: self.max_batch_events,

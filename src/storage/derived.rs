@@ -125,6 +125,40 @@ fn damaged(key: &[u8], e: String) -> Error {
     ))
 }
 
+/// Deletes every checkpoint key (in batches, then fsynced by the opening that
+/// follows), so that the views are rebuilt from the log.
+pub(super) fn drop_checkpoint(tree: &sled::Tree) -> Result<(), Error> {
+    const KEYS_PER_BATCH: usize = 10_000;
+    let prefixes = VIEW_PREFIXES
+        .iter()
+        .chain(std::iter::once(&CHECKPOINTED_AGREEMENT_PREFIX));
+    let mut dropped = 0u64;
+    // The checkpoint key first: a crash halfway leaves no checkpoint, and
+    // the pages left over are rewritten or deleted by the next checkpoints.
+    tree.remove(CHECKPOINT_KEY)
+        .map_err(|e| storage_error("delete the checkpoint", e))?;
+    for prefix in prefixes {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for item in tree.scan_prefix([*prefix]).keys().take(KEYS_PER_BATCH) {
+                batch.remove(item.map_err(|e| storage_error("read the checkpoint", e))?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            dropped += n as u64;
+            tree.apply_batch(batch)
+                .map_err(|e| storage_error("delete the checkpoint", e))?;
+        }
+    }
+    tree.flush()
+        .map_err(|e| storage_error("delete the checkpoint", e))?;
+    tracing::warn!(keys = dropped, "the views' checkpoint was deleted (--rebuild-views); the views are rebuilt from the whole log");
+    Ok(())
+}
+
 /// The sequence the newest checkpoint covers: 0 when there is none.
 pub(super) fn covered(tree: &sled::Tree) -> Result<u64, String> {
     let Some(v) = tree.get(CHECKPOINT_KEY).map_err(|e| e.to_string())? else {

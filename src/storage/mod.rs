@@ -59,6 +59,9 @@ pub struct StoreConfig {
     pub writer_queue: usize,
     /// The most events one group commit takes before it writes and fsyncs.
     pub max_group_events: usize,
+    /// Deletes the views' checkpoint when the store opens, so that the views
+    /// are rebuilt from the whole log.
+    pub rebuild_views: bool,
 }
 
 impl Default for StoreConfig {
@@ -67,6 +70,7 @@ impl Default for StoreConfig {
             cache_capacity_bytes: DEFAULT_CACHE_BYTES,
             writer_queue: DEFAULT_WRITER_QUEUE,
             max_group_events: DEFAULT_MAX_GROUP_EVENTS,
+            rebuild_views: false,
         }
     }
 }
@@ -293,6 +297,9 @@ impl Store {
         let (replayed, recovered) = sled_failures_as_errors(dir, || {
             if format == recovery::Format::Version1 {
                 recovery::upgrade(&db, &tree, syncer.as_mut())?;
+            }
+            if config.rebuild_views {
+                derived::drop_checkpoint(&tree)?;
             }
             let derived = Derived::new(tree.clone(), dir)?;
             let replayed = recovery::replay(&tree, dir, projection.as_ref(), &derived)?;

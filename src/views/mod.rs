@@ -282,7 +282,10 @@ fn checkpoint_thread(views: Weak<Views>, control: Arc<Control>, settings: Checkp
             signal.stop
         };
         let Some(v) = views.upgrade() else { return };
-        if let Err(e) = v.checkpoint() {
+        // A panic must not leave the publisher waiting for room for ever.
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.checkpoint()))
+            .unwrap_or_else(|_| Err(Unreadable("the checkpoint panicked".into())));
+        if let Err(e) = done {
             tracing::error!(error = %e, "checkpoint failed; the views stay in memory and the next start replays the log since the last checkpoint");
             control.signal().failed = true;
             control.room.notify_all();

@@ -16,16 +16,22 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// How a start of the binary on a store ended.
-enum Start {
+pub(crate) enum Start {
     Serving(Child, String),
     /// It exited: its status and what it wrote on stderr.
     Refused(std::process::ExitStatus, String),
 }
 
 async fn start(data: &Path) -> Start {
+    start_with(data, &[]).await
+}
+
+/// Starts the binary on `data` with more flags.
+pub(crate) async fn start_with(data: &Path, flags: &[&str]) -> Start {
     let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -70,7 +76,7 @@ async fn serving(data: &Path) -> (Child, String) {
     }
 }
 
-async fn stop(mut child: Child) {
+pub(crate) async fn stop(mut child: Child) {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 }
@@ -148,7 +154,7 @@ async fn assert_serves(url: &str, acked: &Acknowledged, expected: u64, case: &st
     assert_eq!(next[0].sequence, last + 1, "{case}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

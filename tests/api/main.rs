@@ -2,6 +2,7 @@
 //! called through the generated clients; and the real binary.
 
 mod binary;
+mod checkpoint;
 mod cli;
 mod damage;
 mod durability;
