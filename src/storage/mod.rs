@@ -9,6 +9,8 @@
 //! - `event_codec`: the on-disk form of one event (`StoredEvent` protobuf);
 //! - `log`: reading events out of chunks, adding a group's chunks to a batch;
 //! - `ids`: the in-memory event-id index;
+//! - `derived`: the views' checkpoint keys (pages, rollups, the sequence a
+//!   checkpoint covers), checksummed, for the projection;
 //! - `directory`: repairs of what a power cut leaves torn, directory fsyncs;
 //! - `mark`: the acknowledgement mark, the newest acknowledged sequence kept
 //!   outside sled, which a damaged or truncated log is checked against;
@@ -75,8 +77,8 @@ impl Default for StoreConfig {
     }
 }
 
-/// Default sled cache: 64 MiB. Queries read the in-memory views, not sled;
-/// sled serves appends, duplicate checks and lookups.
+/// Default sled cache: 64 MiB. It serves appends, duplicate checks, lookups
+/// and the views' figure pages that queries read.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default writer queue: 1,024 requests.
 pub const DEFAULT_WRITER_QUEUE: usize = 1024;

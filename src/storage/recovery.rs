@@ -4,10 +4,12 @@
 //!    when the acknowledgement mark says events were acknowledged, since an
 //!    empty store then means a lost data file); a format-1 store is upgraded
 //!    in place ([`upgrade`]);
-//! 2. the whole log is read and replayed into the projection ([`replay`]),
-//!    checking every chunk's checksum, that the sequences are gapless from 1,
-//!    and each event's own sequence: a damaged log is refused, naming the
-//!    sequences;
+//! 2. the whole log is read ([`replay`]), checking every chunk's checksum,
+//!    that the sequences are gapless from 1, and each decoded event's own
+//!    sequence: a damaged log is refused, naming the sequences; the
+//!    projection is restored from the views' newest checkpoint and fed only
+//!    the events after it (a checkpoint that covers more than the log is
+//!    refused);
 //! 3. the log's end is checked against the acknowledgement mark
 //!    ([`check_acknowledged`]): a log that ends before it is refused;
 //! 4. the derived keys (event-id fingerprint chunks, agreement keys) are

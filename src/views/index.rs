@@ -1,8 +1,8 @@
-//! The in-memory index: every revision of every trade figure and every
-//! version of every agreement, each tagged with its sequence, per (reporter,
-//! partner) pair with the pair's rollups; the sector index; the agreements by
-//! party; the shared figure details. `Index::apply` folds one durable event
-//! into it.
+//! The index: per (reporter, partner) pair its rollups, the sector index,
+//! the agreements by party, and the overlays of figure revisions not yet
+//! checkpointed, over the figure pages in the store. `Index::apply` folds one
+//! durable event into it; `Index::pair_figures` reads a pair's figures from
+//! the pages and the overlays merged.
 //!
 //! Depends only on the domain.
 

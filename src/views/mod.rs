@@ -1,25 +1,33 @@
-//! In-memory, multi-version views of the stored events for queries: every
-//! revision of every trade figure and every version of every agreement, each
-//! tagged with its sequence, so that any query can be answered as of any
-//! sequence ("as-of reads") without touching the log.
+//! Multi-version views of the stored events for queries: every revision of
+//! every trade figure and every version of every agreement, each tagged with
+//! its sequence, so that any query can be answered as of any sequence
+//! ("as-of reads") without touching the log.
 //!
-//! Built by replaying the log at startup and kept current by the store's
-//! publisher thread after each fsync (through `storage::Projection`). Readers
-//! take a read lock for one bounded chunk of work at a time and filter by
-//! their snapshot sequence, so writes never change an answer in progress.
+//! The figures live in **pages** in the store (every revision of a pair's
+//! figures in key order, `page.rs`), written by **checkpoints** behind the
+//! acknowledgement (`checkpoint.rs`); the revisions applied since the last
+//! checkpoint wait in an in-memory **overlay**, and readers merge both. In
+//! memory stay the pairs' **rollups** (the sums of their summing cells per
+//! commodity level, period and sector, as of the last checkpoint), the sector
+//! index and the agreements. A view at a snapshot that the rollups describe
+//! (every change of the pair up to it folded in, none after it) reads them
+//! instead of the figures.
 //!
-//! Each (reporter, partner) pair also keeps rollups: the current sums of its
-//! summing cells per (commodity level, period, sector), updated as each
-//! figure changes. A view at a snapshot no older than the pair's last change
-//! reads them instead of the figures.
+//! Kept current by the store's publisher thread after each fsync (through
+//! `storage::Projection`); at startup restored from the newest checkpoint
+//! and the log after it. Readers take a read lock for one bounded chunk of
+//! work at a time and filter by their snapshot sequence, so writes never
+//! change an answer in progress; a checkpoint is installed under the write
+//! lock, so a chunk sees all of it or none of it.
 //!
-//! One file per job: `index` (the data and how an event is folded in),
-//! `rollup`, `totals` (the summing rules), `filter` (levels, period ranges,
-//! figure filters), `slices` (country and sector views), `records`
-//! (StreamTradeRecords), `agreements`, `aggregate`.
+//! One file per job: `index` (the data, how an event is folded in, reading a
+//! pair's figures), `page` (the byte form of pages and rollups, and
+//! `PageStore`), `checkpoint`, `rollup`, `totals` (the summing rules),
+//! `filter` (levels, period ranges, figure filters), `slices` (country and
+//! sector views), `records` (StreamTradeRecords), `agreements`, `aggregate`.
 //!
 //! Depends only on the domain; must not depend on the generated code, tonic
-//! or sled.
+//! or sled (the store's keys are reached through `PageStore`).
 
 mod aggregate;
 mod agreements;
@@ -248,6 +256,9 @@ impl Views {
         if let Some(t) = thread {
             let _ = t.join();
         }
+        // Let go of the store, so that it closes now even if a connection's
+        // task still holds these views for a moment.
+        self.write().pages = Arc::new(index::MemoryPages::default());
     }
 
     /// Whether a figure is current in what was applied.
