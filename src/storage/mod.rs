@@ -77,6 +77,35 @@ impl Default for StoreConfig {
     }
 }
 
+/// How long opening waits for sled's lock on the data file. sled releases it
+/// only when the last of its background threads of a closed instance lets
+/// go, a few milliseconds after the close on a loaded machine; another
+/// process that holds it is still refused, after this long.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled in `dir`, waiting up to [`LOCK_WAIT`] for its file lock.
+fn open_sled(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> {
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open();
+        match opened {
+            Err(sled::Error::Io(e))
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock") =>
+            {
+                if std::time::Instant::now() >= give_up {
+                    return Err(sled::Error::Io(e));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Default sled cache: 64 MiB. It serves appends, duplicate checks, lookups
 /// and the views' figure pages that queries read.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -274,17 +303,13 @@ impl Store {
         // as an empty store, and the mark is how that is told apart.
         let acknowledged = mark::read(dir)?;
         let (db, tree) = sled_failures_as_errors(dir, || {
-            let db = sled::Config::new()
-                .path(dir)
-                .cache_capacity(config.cache_capacity_bytes)
-                .open()
-                .map_err(|e| {
-                    Error::Internal(format!(
-                        "storage: sled cannot open the store in {}: {e}. It is not served; \
+            let db = open_sled(dir, config.cache_capacity_bytes).map_err(|e| {
+                Error::Internal(format!(
+                    "storage: sled cannot open the store in {}: {e}. It is not served; \
                          if its data file is damaged, restore the store from a backup",
-                        dir.display()
-                    ))
-                })?;
+                    dir.display()
+                ))
+            })?;
             let tree = db
                 .open_tree(layout::TREE)
                 .map_err(|e| storage_error("open tree", e))?;

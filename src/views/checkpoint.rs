@@ -14,10 +14,9 @@
 //! Depends only on the domain and the views.
 
 use super::filter::CommodityLevel;
-use super::index::{scope_sector, FigureKey, Index, Overlay};
+use super::index::{scan_pages, scope_sector, FigureKey, Index, Overlay};
 use super::page::{
-    cut_pages, decode_page, encode_rollups, page_key, pair_prefix, CheckpointBatch, Entry,
-    PageStore, Unreadable, PAGE_PREFIX,
+    cut_pages, encode_rollups, page_key, CheckpointBatch, Entry, PageStore, Unreadable,
 };
 use super::rollup::{RollupKey, Sums};
 use super::totals::Cell;
@@ -37,7 +36,7 @@ struct Folded {
 pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
     let write = || index.write().unwrap_or_else(|p| p.into_inner());
     // Freeze (or take up again a checkpoint whose write failed).
-    let (covers, frozen, pages, mut work) = {
+    let (covers, frozen, pages) = {
         let mut ix = write();
         if ix.frozen.is_none() {
             if ix.active.is_empty() {
@@ -49,16 +48,20 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
         let Some((covers, frozen)) = ix.frozen.clone() else {
             return Ok(false);
         };
-        // Only checkpoints change rollups, so this copy stays current.
-        let work: Vec<((Country, Country), BTreeMap<RollupKey, Sums>)> = frozen
+        (covers, frozen, Arc::clone(&ix.pages))
+    };
+    // Only checkpoints change rollups, so this copy, taken under the read
+    // lock, stays current.
+    let mut work: Vec<((Country, Country), BTreeMap<RollupKey, Sums>)> = {
+        let ix = index.read().unwrap_or_else(|p| p.into_inner());
+        frozen
             .pairs
             .keys()
             .map(|&(r, p)| {
                 let rollups = ix.pair(r, p).map(|x| x.rollups.clone()).unwrap_or_default();
                 ((r, p), rollups)
             })
-            .collect();
-        (covers, frozen, Arc::clone(&ix.pages), work)
+            .collect()
     };
     let mut batch = CheckpointBatch {
         covers,
@@ -90,7 +93,6 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
             pair.unfolded = unfolded;
         }
         ix.frozen = None;
-        ix.checkpointed = covers;
     }
     pages.sync()?;
     Ok(true)
@@ -156,39 +158,19 @@ fn fold_pair(
         flow: Flow::Turnover,
         ..*last
     };
-    let prefix = pair_prefix(PAGE_PREFIX, reporter, partner);
-    let mut end = prefix.to_vec();
-    end.push(0xff);
-    let lo_key = page_key(reporter, partner, &lo, 0);
     let hi_key = page_key(reporter, partner, &hi, u64::MAX);
     // The pages that hold anything from `lo` to `hi`: the one `lo` falls in,
     // and every page that starts up to `hi`.
     let mut old_keys: Vec<Vec<u8>> = Vec::new();
     let mut old: Vec<Entry> = Vec::new();
-    let start = match pages.floor(&prefix, &lo_key)? {
-        Some((k, _)) => k,
-        None => lo_key,
-    };
-    let mut failed = None;
-    pages.scan(&start, &end, &mut |k, v| {
+    scan_pages(pages, reporter, partner, Some(lo), &mut |k, entries| {
         if k > hi_key.as_slice() {
             return false;
         }
-        match decode_page(v) {
-            Ok(e) => {
-                old_keys.push(k.to_vec());
-                old.extend(e);
-                true
-            }
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
-        }
+        old_keys.push(k.to_vec());
+        old.extend(entries);
+        true
     })?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
     let before = current(&old);
     // Merge: the new revisions of a key come after its stored ones.
     let mut merged: Vec<Entry> = Vec::with_capacity(old.len() + frozen.revisions.min(1 << 20));

@@ -8,7 +8,7 @@
 
 use super::page::{
     decode_page, decode_rollups, page_key, pair_of, pair_prefix, read_rollup_key, CheckpointBatch,
-    KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX,
+    Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX,
 };
 use super::rollup::{RollupKey, Sums};
 use crate::domain::{
@@ -32,6 +32,15 @@ pub(crate) struct FigureKey {
 }
 
 impl FigureKey {
+    /// The part of a natural key below its (reporter, partner) pair.
+    pub(crate) fn of(natural: &TradeFigureKey) -> Self {
+        FigureKey {
+            period: natural.period,
+            scope: natural.commodity,
+            flow: natural.flow,
+        }
+    }
+
     /// The smallest key of a period.
     pub(crate) fn first_of(period: Period) -> Self {
         FigureKey {
@@ -187,8 +196,6 @@ pub(crate) struct Index {
     pub(super) pages: Arc<dyn PageStore>,
     /// Highest sequence applied.
     pub applied: u64,
-    /// Highest sequence the pages and rollups cover.
-    pub checkpointed: u64,
 }
 
 impl Default for Index {
@@ -202,7 +209,6 @@ impl Default for Index {
             frozen: None,
             pages: Arc::new(MemoryPages::default()),
             applied: 0,
-            checkpointed: 0,
         }
     }
 }
@@ -338,7 +344,6 @@ impl Index {
         }
         self.pages = pages;
         self.applied = covers;
-        self.checkpointed = covers;
         Ok(())
     }
 
@@ -355,11 +360,7 @@ impl Index {
     fn push_revision(&mut self, natural: &TradeFigureKey, r: Revision) {
         let sequence = r.sequence;
         let (reporter, partner) = (natural.reporter(), natural.partner());
-        let key = FigureKey {
-            period: natural.period,
-            flow: natural.flow,
-            scope: natural.commodity,
-        };
+        let key = FigureKey::of(natural);
         if let Some(sector) = scope_sector(&key.scope) {
             let pairs = self
                 .by_sector
@@ -474,11 +475,7 @@ impl Index {
     /// Whether the figure of `natural` is current: stored, and its latest
     /// revision not a retraction.
     pub(crate) fn figure_is_current(&self, natural: &TradeFigureKey) -> Result<bool, Unreadable> {
-        let key = FigureKey {
-            period: natural.period,
-            flow: natural.flow,
-            scope: natural.commodity,
-        };
+        let key = FigureKey::of(natural);
         let found = self.pair_figures(
             natural.reporter(),
             natural.partner(),
@@ -500,29 +497,11 @@ pub(super) fn read_pages(
     bounds: (Bound<FigureKey>, Bound<FigureKey>),
     each: &mut dyn FnMut(FigureKey, Revision) -> bool,
 ) -> Result<(), Unreadable> {
-    let prefix = pair_prefix(PAGE_PREFIX, reporter, partner);
-    let mut end = prefix.to_vec();
-    end.push(0xff);
-    // The page holding the first key in bounds may begin before it.
-    let start = match bounds.0 {
-        Bound::Unbounded => prefix.to_vec(),
-        Bound::Included(k) | Bound::Excluded(k) => {
-            let at = page_key(reporter, partner, &k, 0);
-            match pages.floor(&prefix, &at)? {
-                Some((key, _)) => key,
-                None => at,
-            }
-        }
+    let from = match bounds.0 {
+        Bound::Unbounded => None,
+        Bound::Included(k) | Bound::Excluded(k) => Some(k),
     };
-    let mut failed = None;
-    pages.scan(&start, &end, &mut |_, value| {
-        let entries = match decode_page(value) {
-            Ok(e) => e,
-            Err(e) => {
-                failed = Some(e);
-                return false;
-            }
-        };
+    scan_pages(pages, reporter, partner, from, &mut |_, entries| {
         for (key, revision) in entries {
             let before_end = match bounds.1 {
                 Bound::Unbounded => true,
@@ -542,6 +521,40 @@ pub(super) fn read_pages(
             }
         }
         true
+    })
+}
+
+/// Calls `each` with the key and the decoded revisions of every page of one
+/// pair, in key order, from the page that `from` falls in (the pair's first
+/// page when `None`), until it returns false.
+pub(super) fn scan_pages(
+    pages: &dyn PageStore,
+    reporter: Country,
+    partner: Country,
+    from: Option<FigureKey>,
+    each: &mut dyn FnMut(&[u8], Vec<Entry>) -> bool,
+) -> Result<(), Unreadable> {
+    let prefix = pair_prefix(PAGE_PREFIX, reporter, partner);
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    // The page holding `from` may begin before it.
+    let start = match from {
+        None => prefix.to_vec(),
+        Some(k) => {
+            let at = page_key(reporter, partner, &k, 0);
+            match pages.floor(&prefix, &at)? {
+                Some((key, _)) => key,
+                None => at,
+            }
+        }
+    };
+    let mut failed = None;
+    pages.scan(&start, &end, &mut |key, value| match decode_page(value) {
+        Ok(entries) => each(key, entries),
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
     })?;
     failed.map_or(Ok(()), Err)
 }

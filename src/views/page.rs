@@ -16,7 +16,7 @@ use super::rollup::{RollupKey, Sums};
 use crate::domain::{
     CommodityScope, Country, Flow, Frequency, HsCode, Period, Quantity, Sector, Text,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Key prefix of figure pages.
@@ -418,36 +418,35 @@ pub(crate) fn decode_page(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
 /// Cuts entries (in order) into pages of at most [`PAGE_BUDGET`] bytes:
 /// (first key, first sequence, bytes) each.
 pub(crate) fn cut_pages(entries: &[Entry]) -> Vec<(FigureKey, u64, Vec<u8>)> {
+    /// The most a revision takes besides its details: the key flag and key,
+    /// the sequence and value varints, the details index.
+    const REVISION_BYTES: usize = 1 + FIGURE_KEY_BYTES + 10 + 19 + 3;
+    /// The version and the two counts.
+    const HEADER_BYTES: usize = 8;
     let mut pages = Vec::new();
-    let mut start = 0;
-    let mut size = 8;
-    let mut seen: HashMap<*const Details, ()> = HashMap::new();
+    let (mut start, mut size) = (0, HEADER_BYTES);
+    let mut seen: HashSet<*const Details> = HashSet::new();
     for (i, (_, revision)) in entries.iter().enumerate() {
-        let mut cost = FIGURE_KEY_BYTES + 1 + 10 + 19 + 3;
-        if let Some(d) = &revision.details {
-            if !seen.contains_key(&Arc::as_ptr(d)) {
-                cost += details_bytes(d).len();
-            }
-        }
-        if i > start && size + cost > PAGE_BUDGET {
-            pages.push(&entries[start..i]);
-            start = i;
-            size = 8;
-            seen.clear();
-            cost = FIGURE_KEY_BYTES
-                + 1
-                + 10
-                + 19
-                + 3
+        // Its details count only on the page's first revision that has them.
+        let cost = |seen: &HashSet<*const Details>| {
+            REVISION_BYTES
                 + revision
                     .details
                     .as_ref()
-                    .map_or(0, |d| details_bytes(d).len());
+                    .filter(|d| !seen.contains(&Arc::as_ptr(d)))
+                    .map_or(0, |d| details_bytes(d).len())
+        };
+        let mut this = cost(&seen);
+        if i > start && size + this > PAGE_BUDGET {
+            pages.push(&entries[start..i]);
+            (start, size) = (i, HEADER_BYTES);
+            seen.clear();
+            this = cost(&seen);
         }
         if let Some(d) = &revision.details {
-            seen.insert(Arc::as_ptr(d), ());
+            seen.insert(Arc::as_ptr(d));
         }
-        size += cost;
+        size += this;
     }
     if start < entries.len() {
         pages.push(&entries[start..]);
@@ -553,11 +552,7 @@ mod tests {
             .into_iter()
             .map(|e| match e.event.payload {
                 Payload::TradeRecord(r) => (
-                    FigureKey {
-                        period: r.key.period,
-                        scope: r.key.commodity,
-                        flow: r.key.flow,
-                    },
+                    FigureKey::of(&r.key),
                     Revision {
                         sequence: e.sequence,
                         value: r.value.total_nanos(),
@@ -569,11 +564,7 @@ mod tests {
                     },
                 ),
                 Payload::TradeRecordRetracted(r) => (
-                    FigureKey {
-                        period: r.key.period,
-                        scope: r.key.commodity,
-                        flow: r.key.flow,
-                    },
+                    FigureKey::of(&r.key),
                     Revision {
                         sequence: e.sequence,
                         value: 0,

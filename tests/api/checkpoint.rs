@@ -4,7 +4,7 @@
 //! every view at every snapshot exactly as a copy of it whose views are
 //! rebuilt from the whole log (`--rebuild-views`).
 
-use crate::damage::{copy_dir, start_with, stop, Start};
+use crate::damage::{copy_dir, start_with, stop, terminate, Start};
 use crate::helpers::*;
 use caravan::proto::v1 as pb;
 use caravan::proto::v1::ingest_service_client::IngestServiceClient;
@@ -222,8 +222,6 @@ async fn a_store_killed_while_checkpointing_answers_as_one_rebuilt_from_the_log(
         stop(child).await;
         let _ = inflight.await;
     }
-    // The records of the in-flight batches may or may not be current: only
-    // retract what the acknowledged batches say from here on (none needed).
     let copy = dir.path().join("copy");
     copy_dir(&data, &copy);
     let (a, url_a) = serving(&data, &FLAGS).await;
@@ -256,15 +254,4 @@ async fn a_store_killed_while_checkpointing_answers_as_one_rebuilt_from_the_log(
     }
     stop(a).await;
     stop(b).await;
-}
-
-/// Stops the binary with SIGTERM and waits for its clean exit.
-async fn terminate(mut child: tokio::process::Child) {
-    let pid = child.id().expect("pid").to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    assert!(child.wait().await.unwrap().success());
 }

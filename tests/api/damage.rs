@@ -76,6 +76,17 @@ async fn serving(data: &Path) -> (Child, String) {
     }
 }
 
+/// Stops the binary with SIGTERM and waits for its clean exit.
+pub(crate) async fn terminate(mut child: Child) {
+    let pid = child.id().expect("pid").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    assert!(child.wait().await.unwrap().success());
+}
+
 pub(crate) async fn stop(mut child: Child) {
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -102,14 +113,7 @@ async fn build_store(data: &Path, sigkill: bool) -> Acknowledged {
     if sigkill {
         stop(child).await;
     } else {
-        let pid = child.id().expect("pid").to_string();
-        let ok = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let mut child = child;
-        assert!(child.wait().await.unwrap().success());
+        terminate(child).await;
     }
     let last = acks.iter().map(|a| a.sequence).max().unwrap();
     Acknowledged { acks, last }

@@ -272,7 +272,7 @@ async fn lost_derived_keys_are_rebuilt_from_the_log() {
     let dir = app.stop().await;
     {
         // Remove every derived key (fingerprints 'I', agreements 'A').
-        let db = sled::open(store_path(dir.path())).unwrap();
+        let db = open_sled(&store_path(dir.path()));
         let tree = db.open_tree("caravan").unwrap();
         let derived: Vec<_> = tree
             .iter()

@@ -69,6 +69,22 @@ impl TestApp {
     }
 }
 
+/// Opens a stopped server's sled directly, waiting (up to 2 s) for the lock
+/// that sled's background threads of the closed instance release a moment
+/// after the close.
+pub fn open_sled(path: &Path) -> sled::Db {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < give_up && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("open sled in {}: {e}", path.display()),
+        }
+    }
+}
+
 pub fn money(units: i64) -> pb::Money {
     pb::Money {
         currency_code: "USD".into(),
