@@ -127,14 +127,14 @@ fn damaged(key: &[u8], e: String) -> Error {
 
 /// Deletes every checkpoint key (in batches, then fsynced by the opening that
 /// follows), so that the views are rebuilt from the log.
-pub(super) fn drop_checkpoint(tree: &sled::Tree) -> Result<(), Error> {
+pub(super) fn drop_checkpoint(tree: &sled::Tree, why: &str) -> Result<(), Error> {
     const KEYS_PER_BATCH: usize = 10_000;
     let prefixes = VIEW_PREFIXES
         .iter()
         .chain(std::iter::once(&CHECKPOINTED_AGREEMENT_PREFIX));
     let mut dropped = 0u64;
     // The checkpoint key first: a crash halfway leaves no checkpoint, and
-    // the pages left over are rewritten or deleted by the next checkpoints.
+    // the next opening drops what is left (`orphaned`).
     tree.remove(CHECKPOINT_KEY)
         .map_err(|e| storage_error("delete the checkpoint", e))?;
     for prefix in prefixes {
@@ -155,8 +155,37 @@ pub(super) fn drop_checkpoint(tree: &sled::Tree) -> Result<(), Error> {
     }
     tree.flush()
         .map_err(|e| storage_error("delete the checkpoint", e))?;
-    tracing::warn!(keys = dropped, "the views' checkpoint was deleted (--rebuild-views); the views are rebuilt from the whole log");
+    tracing::warn!(
+        keys = dropped,
+        "the views' checkpoint was deleted ({why}); the views are rebuilt from the whole log"
+    );
     Ok(())
+}
+
+/// Whether view keys are stored without a checkpoint key: left by a drop
+/// that a crash interrupted (the checkpoint key goes first). Kept, they
+/// would be merged with the views rebuilt from the log.
+pub(super) fn orphaned(tree: &sled::Tree) -> Result<bool, Error> {
+    let read = |e| storage_error("read the checkpoint", e);
+    if tree.contains_key(CHECKPOINT_KEY).map_err(read)? {
+        return Ok(false);
+    }
+    for prefix in VIEW_PREFIXES
+        .iter()
+        .chain(std::iter::once(&CHECKPOINTED_AGREEMENT_PREFIX))
+    {
+        if tree
+            .scan_prefix([*prefix])
+            .keys()
+            .next()
+            .transpose()
+            .map_err(read)?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The sequence the newest checkpoint covers: 0 when there is none.

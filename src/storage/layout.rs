@@ -32,8 +32,9 @@ pub const CHECKPOINT_KEY: &[u8] = b"C";
 /// covers, so that a restart folds the agreements without reading the log.
 pub const CHECKPOINTED_AGREEMENT_PREFIX: u8 = b'G';
 /// Prefixes of the views' own keys (their bytes are the views' `page.rs`):
-/// `P` figure pages, `R` rollup groups.
-pub const VIEW_PREFIXES: [u8; 2] = [b'P', b'R'];
+/// `P` figure pages, `R` rollup groups, `D` runs (a checkpoint's revisions
+/// of one pair, not yet merged into its pages).
+pub const VIEW_PREFIXES: [u8; 3] = [b'P', b'R', b'D'];
 
 /// The largest value written to sled. sled 0.34.7 moves large values into
 /// blob files it never fsyncs; values of a few KiB stay in its main file.
@@ -41,6 +42,13 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 
 /// First byte of a log chunk of format 2: its last 8 bytes are a checksum.
 const CHUNK_FORMAT: u8 = 2;
+/// First byte of a compressed log chunk: `[3][count u16 BE][length u16 BE]`,
+/// the LZ4 block of the format-2 chunk (without its checksum) of that
+/// length, then the checksum of all of that. Written since format 2 by
+/// every chunk that compresses; readers take both.
+const CHUNK_FORMAT_LZ4: u8 = 3;
+/// The compressed chunk's header.
+const LZ4_HEADER: usize = 5;
 /// First byte of a log chunk written by format 1 (no checksum); read only
 /// while a store is upgraded.
 const CHUNK_FORMAT_1: u8 = 1;
@@ -172,26 +180,81 @@ impl ChunkBuilder {
         self.buf.len() + CHECKSUM
     }
 
+    /// The chunk as stored: compressed when that makes it smaller (events
+    /// repeat their feed, countries, codes and sources: world-shaped data
+    /// compresses about 3:1), else as it is.
     pub fn finish(mut self) -> Vec<u8> {
         let c = self.count.to_be_bytes();
         self.buf[1..3].copy_from_slice(&c);
+        let packed = lz4_flex::block::compress(&self.buf);
+        if LZ4_HEADER + packed.len() < self.buf.len() {
+            let mut out = Vec::with_capacity(LZ4_HEADER + packed.len() + CHECKSUM);
+            out.push(CHUNK_FORMAT_LZ4);
+            out.extend_from_slice(&c);
+            // At most MAX_VALUE_BYTES: fits.
+            out.extend_from_slice(&(self.buf.len() as u16).to_be_bytes());
+            out.extend_from_slice(&packed);
+            let sum = checksum(LOG_CHECKSUM_SEED, &out);
+            out.extend_from_slice(&sum);
+            return out;
+        }
         let sum = checksum(LOG_CHECKSUM_SEED, &self.buf);
         self.buf.extend_from_slice(&sum);
         self.buf
     }
 }
 
-/// The header and entries of a log chunk, its checksum verified.
-fn chunk_body(value: &[u8]) -> Result<&[u8], String> {
+/// A log chunk's header and entries, its checksum verified (decompressed
+/// when it was stored compressed).
+pub struct ChunkBody<'a>(std::borrow::Cow<'a, [u8]>);
+
+impl ChunkBody<'_> {
+    /// The entries, in order.
+    pub fn entries(&self) -> Result<Vec<&[u8]>, String> {
+        entries_of(&self.0)
+    }
+}
+
+/// Opens a log chunk: its checksum verified, decompressed if need be.
+pub fn open_chunk(value: &[u8]) -> Result<ChunkBody<'_>, String> {
     match value.first() {
-        Some(&CHUNK_FORMAT) => verified(LOG_CHECKSUM_SEED, value, "log chunk"),
+        Some(&CHUNK_FORMAT) => Ok(ChunkBody(std::borrow::Cow::Borrowed(verified(
+            LOG_CHECKSUM_SEED,
+            value,
+            "log chunk",
+        )?))),
+        Some(&CHUNK_FORMAT_LZ4) => {
+            let body = verified(LOG_CHECKSUM_SEED, value, "log chunk")?;
+            let header = body
+                .get(..LZ4_HEADER)
+                .ok_or("truncated compressed log chunk")?;
+            let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+            if !(CHUNK_HEADER..=MAX_VALUE_BYTES).contains(&len) {
+                return Err(format!("compressed log chunk of {len} bytes"));
+            }
+            let mut raw = vec![0u8; len];
+            let n = lz4_flex::block::decompress_into(&body[LZ4_HEADER..], &mut raw)
+                .map_err(|e| format!("compressed log chunk does not decompress: {e}"))?;
+            if n != len || raw[0] != CHUNK_FORMAT || raw[1..3] != header[1..3] {
+                return Err("compressed log chunk that does not match its header".into());
+            }
+            Ok(ChunkBody(std::borrow::Cow::Owned(raw)))
+        }
         _ => Err("log chunk with an unknown header".into()),
     }
 }
 
-/// The entries of a log chunk, in order, its checksum verified.
-pub fn chunk_entries(value: &[u8]) -> Result<Vec<&[u8]>, String> {
-    entries_of(chunk_body(value)?)
+/// How many events a log chunk holds, its checksum verified but nothing
+/// decoded or decompressed.
+pub fn chunk_count(value: &[u8]) -> Result<u64, String> {
+    let body = match value.first() {
+        Some(&CHUNK_FORMAT) | Some(&CHUNK_FORMAT_LZ4) => {
+            verified(LOG_CHECKSUM_SEED, value, "log chunk")?
+        }
+        _ => return Err("log chunk with an unknown header".into()),
+    };
+    let header = body.get(..CHUNK_HEADER).ok_or("truncated log chunk")?;
+    Ok(u64::from(u16::from_be_bytes([header[1], header[2]])))
 }
 
 /// The entries of a log chunk written by format 1 (no checksum), read only
@@ -261,10 +324,45 @@ mod tests {
         }
         let v = b.finish();
         assert!(v.len() <= MAX_VALUE_BYTES);
-        let entries = chunk_entries(&v).unwrap();
+        let chunk = open_chunk(&v).unwrap();
+        let entries = chunk.entries().unwrap();
         assert_eq!(entries.len(), n);
+        assert_eq!(chunk_count(&v), Ok(n as u64));
         assert_eq!(entries[3], &[3u8; 100][..]);
-        assert!(chunk_entries(&v[..v.len() - 1]).is_err());
+        assert!(open_chunk(&v[..v.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn chunks_that_compress_are_stored_compressed_others_as_they_are() {
+        let build = |entry: &dyn Fn(u64) -> Vec<u8>| {
+            let mut b = ChunkBuilder::new();
+            for i in 0..30 {
+                b.push_with(|buf| buf.extend_from_slice(&entry(i)));
+            }
+            b.finish()
+        };
+        let repetitive = |i: u64| format!("world-1-{i} CN KZ 271111 caravan gen").into_bytes();
+        let random = |i: u64| {
+            xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())
+                .to_le_bytes()
+                .to_vec()
+        };
+        for (entry, compressed) in [
+            (&repetitive as &dyn Fn(u64) -> Vec<u8>, true),
+            (&random, false),
+        ] {
+            let v = build(entry);
+            assert_eq!(v[0] == CHUNK_FORMAT_LZ4, compressed);
+            let raw: usize = (0..30).map(|i| 2 + entry(i).len()).sum::<usize>() + CHUNK_HEADER;
+            assert_eq!(v.len() < raw, compressed, "{} of {raw} bytes", v.len());
+            let chunk = open_chunk(&v).unwrap();
+            let entries = chunk.entries().unwrap();
+            assert_eq!(entries.len(), 30);
+            assert_eq!(chunk_count(&v), Ok(30));
+            for (i, e) in entries.iter().enumerate() {
+                assert_eq!(*e, entry(i as u64).as_slice());
+            }
+        }
     }
 
     #[test]
@@ -274,18 +372,26 @@ mod tests {
             b.push_with(|buf| buf.extend_from_slice(&[n; 20]));
         }
         let chunk = b.finish();
+        assert_eq!(chunk[0], CHUNK_FORMAT_LZ4);
+        let mut plain = ChunkBuilder::new();
+        plain.push_with(|buf| buf.extend_from_slice(&[1, 2, 3]));
+        let plain = plain.finish();
+        assert_eq!(plain[0], CHUNK_FORMAT);
         let fps = encode_fingerprints(&[1, 2, 3]);
         assert_eq!(
             decode_fingerprints(&fps).unwrap().collect::<Vec<_>>(),
             [1, 2, 3]
         );
-        for (value, is_log) in [(&chunk, true), (&fps, false)] {
+        for (value, is_log) in [(&chunk, true), (&plain, true), (&fps, false)] {
             for byte in 0..value.len() {
                 for bit in 0..8 {
                     let mut bad = value.clone();
                     bad[byte] ^= 1 << bit;
                     let refused = if is_log {
-                        chunk_entries(&bad).is_err()
+                        open_chunk(&bad)
+                            .and_then(|c| c.entries().map(|_| ()))
+                            .is_err()
+                            && chunk_count(&bad).is_err()
                     } else {
                         decode_fingerprints(&bad).is_err()
                     };

@@ -26,7 +26,10 @@ pub(super) fn event_bytes(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>
         return Ok(None);
     };
     let first = parse_seq_key(&key).map_err(|e| storage_error("corrupt key", e))?;
-    let entries = layout::chunk_entries(&value).map_err(|e| storage_error("corrupt chunk", e))?;
+    let chunk = layout::open_chunk(&value).map_err(|e| storage_error("corrupt chunk", e))?;
+    let entries = chunk
+        .entries()
+        .map_err(|e| storage_error("corrupt chunk", e))?;
     // `first <= seq` by the range bound.
     Ok(usize::try_from(seq - first)
         .ok()
@@ -81,7 +84,10 @@ pub(super) fn events_after(
             break;
         }
         let chunk_first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
-        let entries = layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        let chunk = layout::open_chunk(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        let entries = chunk
+            .entries()
+            .map_err(|e| storage_error("corrupt chunk", e))?;
         for (i, entry) in entries.iter().enumerate() {
             let seq = chunk_first + i as u64;
             if seq < first {

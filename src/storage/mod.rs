@@ -326,7 +326,11 @@ impl Store {
                 recovery::upgrade(&db, &tree, syncer.as_mut())?;
             }
             if config.rebuild_views {
-                derived::drop_checkpoint(&tree)?;
+                derived::drop_checkpoint(&tree, "--rebuild-views")?;
+            } else if derived::orphaned(&tree)? {
+                // A drop that a crash interrupted: what is left of the views
+                // without their checkpoint key is not theirs any more.
+                derived::drop_checkpoint(&tree, "view keys without a checkpoint")?;
             }
             let derived = Derived::new(tree.clone(), dir)?;
             let replayed = recovery::replay(&tree, dir, projection.as_ref(), &derived)?;

@@ -5,8 +5,10 @@
 //!    empty store then means a lost data file); a format-1 store is upgraded
 //!    in place ([`upgrade`]);
 //! 2. the whole log is read ([`replay`]), checking every chunk's checksum,
-//!    that the sequences are gapless from 1, and each decoded event's own
-//!    sequence: a damaged log is refused, naming the sequences; the
+//!    that the sequences are gapless from 1 (from the chunks' headers), and
+//!    each decoded event's own sequence (events after the checkpoint and
+//!    the agreement events it covers are decoded; the chunks below it only
+//!    checked): a damaged log is refused, naming the sequences; the
 //!    projection is restored from the views' newest checkpoint and fed only
 //!    the events after it (a checkpoint that covers more than the log is
 //!    refused);
@@ -299,7 +301,22 @@ pub(super) fn replay(
                 )
             });
         }
-        let entries = layout::chunk_entries(&v).map_err(|e| damaged(first, e))?;
+        // A chunk that the checkpoint covers whole and that holds none of
+        // the agreement events it names: its checksum and its count are all
+        // that is read (nothing is decompressed or decoded).
+        let count = layout::chunk_count(&v).map_err(|e| damaged(first, e))?;
+        let Some(last) = (first + count).checked_sub(1).filter(|l| *l >= first) else {
+            return Err(damaged(first, "an empty log chunk".into()));
+        };
+        if last <= covers && next_covered.peek().is_none_or(|s| **s > last) {
+            expected = last + 1;
+            continue;
+        }
+        let chunk = layout::open_chunk(&v).map_err(|e| damaged(first, e))?;
+        let entries = chunk.entries().map_err(|e| damaged(first, e))?;
+        if entries.len() as u64 != count {
+            return Err(damaged(first, "a log chunk unlike its header".into()));
+        }
         for (i, entry) in entries.iter().enumerate() {
             let seq = first + i as u64;
             let covered = seq <= covers;
@@ -432,7 +449,10 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
     for item in tree.scan_prefix([LOG_PREFIX]) {
         let (k, v) = item.map_err(|e| storage_error("rebuild scan", e))?;
         let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
-        let entries = layout::chunk_entries(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        let chunk = layout::open_chunk(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        let entries = chunk
+            .entries()
+            .map_err(|e| storage_error("corrupt chunk", e))?;
         let mut fps = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let stored = log::decode(entry)?;

@@ -14,9 +14,10 @@
 //! Depends only on the domain and the views.
 
 use super::filter::CommodityLevel;
-use super::index::{scan_pages, scope_sector, FigureKey, Index, Overlay};
+use super::index::{read_runs, scope_sector, FigureKey, Index, Overlay};
 use super::page::{
-    cut_pages, encode_rollups, page_key, CheckpointBatch, Entry, PageStore, Unreadable,
+    cut_pages, decode_page, encode_rollups, page_key, pair_prefix, run_key, CheckpointBatch, Entry,
+    PageStore, Unreadable, PAGE_PREFIX, RUNS_BUDGET, RUNS_MAX,
 };
 use super::rollup::{RollupKey, Sums};
 use super::totals::Cell;
@@ -98,16 +99,6 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
     Ok(true)
 }
 
-/// The current value of each key among `entries` (sorted by key, then
-/// sequence): its last revision's, or none if that is a retraction.
-fn current(entries: &[Entry]) -> BTreeMap<FigureKey, Option<u128>> {
-    let mut out = BTreeMap::new();
-    for (k, r) in entries {
-        out.insert(*k, r.current_value());
-    }
-    out
-}
-
 fn cell_of(
     current: &BTreeMap<FigureKey, Option<u128>>,
     period: Period,
@@ -131,9 +122,11 @@ fn cell_of(
     cell
 }
 
-/// Folds one pair's frozen changes into its pages (rewriting the pages that
-/// hold the cells they touch) and its rollups; returns the last change's
-/// sequence.
+/// Folds one pair's frozen changes into its rollups (each touched cell out
+/// as it was, in as it is) and into the store: as a new run, or, once the
+/// pair's runs would pass [`RUNS_MAX`] or [`RUNS_BUDGET`], merged with its
+/// runs into the pages that hold their keys (only those pages are
+/// rewritten). Returns the last change's sequence.
 fn fold_pair(
     pages: &dyn PageStore,
     frozen: &Overlay,
@@ -145,64 +138,53 @@ fn fold_pair(
     let Some(new) = frozen.pairs.get(&(reporter, partner)) else {
         return Ok(0);
     };
-    let (Some(first), Some(last)) = (new.figures.keys().next(), new.figures.keys().next_back())
-    else {
-        return Ok(0);
-    };
-    // Whole cells: a cell's flows are adjacent keys, possibly in two pages.
-    let lo = FigureKey {
-        flow: Flow::Export,
-        ..*first
-    };
-    let hi = FigureKey {
-        flow: Flow::Turnover,
-        ..*last
-    };
-    let hi_key = page_key(reporter, partner, &hi, u64::MAX);
-    // The pages that hold anything from `lo` to `hi`: the one `lo` falls in,
-    // and every page that starts up to `hi`.
-    let mut old_keys: Vec<Vec<u8>> = Vec::new();
-    let mut old: Vec<Entry> = Vec::new();
-    scan_pages(pages, reporter, partner, Some(lo), &mut |k, entries| {
-        if k > hi_key.as_slice() {
-            return false;
-        }
-        old_keys.push(k.to_vec());
-        old.extend(entries);
-        true
-    })?;
-    let before = current(&old);
-    // Merge: the new revisions of a key come after its stored ones.
-    let mut merged: Vec<Entry> = Vec::with_capacity(old.len() + frozen.revisions.min(1 << 20));
-    let mut fresh = new
+    let fresh: Vec<Entry> = new
         .figures
         .iter()
         .flat_map(|(k, rs)| rs.iter().map(move |r| (*k, r.clone())))
-        .peekable();
-    let mut last_seq = 0;
-    for entry in old {
-        while let Some((k, r)) =
-            fresh.next_if(|(k, r)| (*k, r.sequence) < (entry.0, entry.1.sequence))
-        {
-            last_seq = last_seq.max(r.sequence);
-            merged.push((k, r));
+        .collect();
+    let Some(last_seq) = fresh.iter().map(|(_, r)| r.sequence).max() else {
+        return Ok(0);
+    };
+    let runs = read_runs(pages, reporter, partner)?;
+    let new_run = cut_pages(&fresh);
+    let run_bytes: usize = runs
+        .iter()
+        .map(|(_, bytes, _)| *bytes)
+        .chain(new_run.iter().map(|(_, _, b)| b.len()))
+        .sum();
+    let merge = runs.len() + new_run.len() > RUNS_MAX || run_bytes > RUNS_BUDGET;
+    let cells_of = |es: &[Entry]| -> BTreeSet<(Period, CommodityScope)> {
+        es.iter().map(|(k, _)| (k.period, k.scope)).collect()
+    };
+    let touched = cells_of(&fresh);
+    let mut needed = touched.clone();
+    if merge {
+        for (_, _, run) in &runs {
+            needed.extend(cells_of(run));
         }
-        merged.push(entry);
     }
-    for (k, r) in fresh {
-        last_seq = last_seq.max(r.sequence);
-        merged.push((k, r));
+    let base = pages_of_cells(pages, reporter, partner, &needed)?;
+    // The current values: pages, then runs, then the new revisions (each
+    // newer than everything before it).
+    let mut values: BTreeMap<FigureKey, Option<u128>> = BTreeMap::new();
+    let stored = base
+        .values()
+        .flatten()
+        .chain(runs.iter().flat_map(|(_, _, r)| r));
+    for (k, r) in stored {
+        values.insert(*k, r.current_value());
     }
-    let after = current(&merged);
-    // Rollups: each touched cell out as it was, in as it is.
-    let cells: BTreeSet<(Period, CommodityScope)> =
-        new.figures.keys().map(|k| (k.period, k.scope)).collect();
+    let before: Vec<Cell> = touched
+        .iter()
+        .map(|&(period, scope)| cell_of(&values, period, scope))
+        .collect();
+    for (k, r) in &fresh {
+        values.insert(*k, r.current_value());
+    }
     let mut groups: BTreeSet<(CommodityLevel, Period)> = BTreeSet::new();
-    for (period, scope) in cells {
-        let (b, a) = (
-            cell_of(&before, period, scope),
-            cell_of(&after, period, scope),
-        );
+    for (&(period, scope), b) in touched.iter().zip(before) {
+        let a = cell_of(&values, period, scope);
         let level = CommodityLevel::of(&scope);
         let sums = rollups
             .entry(RollupKey {
@@ -239,15 +221,100 @@ fn fold_pair(
         .bytes(reporter, partner);
         batch.puts.push((key, encode_rollups(last_seq, &of_group)));
     }
-    // Pages: the merged entries cut again; old keys not reused are deleted.
-    let mut written = BTreeSet::new();
-    for (key, seq, bytes) in cut_pages(&merged) {
-        let k = page_key(reporter, partner, &key, seq);
-        written.insert(k.clone());
-        batch.puts.push((k, bytes));
+    if !merge {
+        for (i, (_, _, bytes)) in new_run.into_iter().enumerate() {
+            let index =
+                u16::try_from(i).map_err(|_| Unreadable("a run of too many pages".into()))?;
+            batch
+                .puts
+                .push((run_key(reporter, partner, batch.covers, index), bytes));
+        }
+        return Ok(last_seq);
     }
-    batch
-        .deletes
-        .extend(old_keys.into_iter().filter(|k| !written.contains(k)));
+    // Merge: each revision of the runs and of this checkpoint goes to the
+    // page its key falls in (every such page was read, see
+    // `pages_of_cells`), or before the pair's first page.
+    let mut added: BTreeMap<Option<Vec<u8>>, Vec<Entry>> = BTreeMap::new();
+    let mut run_keys = Vec::with_capacity(runs.len());
+    let unmerged = runs.into_iter().flat_map(|(key, _, run)| {
+        run_keys.push(key);
+        run
+    });
+    for (k, r) in unmerged.chain(fresh) {
+        let at = page_key(reporter, partner, &k, r.sequence);
+        let owner = base.range(..=at).next_back().map(|(key, _)| key.clone());
+        added.entry(owner).or_default().push((k, r));
+    }
+    for (owner, mut entries) in added {
+        let mut all = owner
+            .as_ref()
+            .and_then(|k| base.get(k))
+            .cloned()
+            .unwrap_or_default();
+        all.append(&mut entries);
+        all.sort_by_key(|(k, r)| (*k, r.sequence));
+        let mut rewrote_owner = false;
+        for (key, seq, bytes) in cut_pages(&all) {
+            let k = page_key(reporter, partner, &key, seq);
+            rewrote_owner |= owner.as_ref() == Some(&k);
+            batch.puts.push((k, bytes));
+        }
+        if let (Some(old), false) = (owner, rewrote_owner) {
+            batch.deletes.push(old);
+        }
+    }
+    batch.deletes.extend(run_keys);
     Ok(last_seq)
+}
+
+/// Every page of one pair that holds a revision of one of `cells` (a cell's
+/// flows are adjacent keys, possibly in two pages), by page key, decoded.
+/// For any key of those cells, the page it falls in is among them.
+fn pages_of_cells(
+    pages: &dyn PageStore,
+    reporter: Country,
+    partner: Country,
+    cells: &BTreeSet<(Period, CommodityScope)>,
+) -> Result<BTreeMap<Vec<u8>, Vec<Entry>>, Unreadable> {
+    let prefix = pair_prefix(PAGE_PREFIX, reporter, partner);
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    let mut out: BTreeMap<Vec<u8>, Vec<Entry>> = BTreeMap::new();
+    for &(period, scope) in cells {
+        let lo = FigureKey {
+            period,
+            scope,
+            flow: Flow::Export,
+        };
+        let hi = FigureKey {
+            flow: Flow::Turnover,
+            ..lo
+        };
+        let at = page_key(reporter, partner, &lo, 0);
+        let hi_key = page_key(reporter, partner, &hi, u64::MAX);
+        // The page `lo` falls in may begin before it.
+        let start = pages.floor(&prefix, &at)?.map_or(at, |(k, _)| k);
+        let mut failed = None;
+        pages.scan(&start, &end, &mut |key, value| {
+            if key > hi_key.as_slice() {
+                return false;
+            }
+            if !out.contains_key(key) {
+                match decode_page(value) {
+                    Ok(entries) => {
+                        out.insert(key.to_vec(), entries);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return false;
+                    }
+                }
+            }
+            true
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    Ok(out)
 }

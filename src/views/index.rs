@@ -8,7 +8,7 @@
 
 use super::page::{
     decode_page, decode_rollups, page_key, pair_of, pair_prefix, read_rollup_key, CheckpointBatch,
-    Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX,
+    Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX, RUN_PREFIX,
 };
 use super::rollup::{RollupKey, Sums};
 use crate::domain::{
@@ -16,7 +16,7 @@ use crate::domain::{
     Payload, Period, Quantity, Sector, StoredEvent, Text, TradeFigureKey,
 };
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 /// The figure part of a natural key below the (reporter, partner) pair,
@@ -432,6 +432,20 @@ impl Index {
         }
         // Past a cut, no key can be among the first `max_keys`.
         let end = cut.map_or(bounds.1, Bound::Excluded);
+        if paged {
+            // Runs hold revisions newer than every page's, in sequence order.
+            for (_, _, run) in read_runs(&*self.pages, reporter, partner)? {
+                for (key, revision) in run {
+                    if !(bounds.0, end).contains(&key) {
+                        continue;
+                    }
+                    let have = out.entry(key).or_default();
+                    if have.last().is_none_or(|r| r.sequence < revision.sequence) {
+                        have.push(revision);
+                    }
+                }
+            }
+        }
         let overlays = self
             .frozen
             .iter()
@@ -441,7 +455,12 @@ impl Index {
             let Some(o) = overlay.pairs.get(&(reporter, partner)) else {
                 continue;
             };
-            for (key, revisions) in o.figures.range((bounds.0, end)).take(max_keys) {
+            // One more than a window: `out` then tells whether there are more.
+            for (key, revisions) in o
+                .figures
+                .range((bounds.0, end))
+                .take(max_keys.saturating_add(1))
+            {
                 let have = out.entry(*key).or_default();
                 let last = have.last().map_or(0, |r| r.sequence);
                 have.extend(revisions.iter().filter(|r| r.sequence > last).cloned());
@@ -522,6 +541,34 @@ pub(super) fn read_pages(
         }
         true
     })
+}
+
+/// One run page: its key, its size in bytes and its revisions.
+pub(super) type Run = (Vec<u8>, usize, Vec<Entry>);
+
+/// Every run page of one pair, oldest first: its key, its size in bytes and
+/// its revisions in (key, sequence) order.
+pub(super) fn read_runs(
+    pages: &dyn PageStore,
+    reporter: Country,
+    partner: Country,
+) -> Result<Vec<Run>, Unreadable> {
+    let prefix = pair_prefix(RUN_PREFIX, reporter, partner);
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    let mut runs = Vec::new();
+    let mut failed = None;
+    pages.scan(&prefix, &end, &mut |key, value| match decode_page(value) {
+        Ok(entries) => {
+            runs.push((key.to_vec(), value.len(), entries));
+            true
+        }
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    })?;
+    failed.map_or(Ok(runs), Err)
 }
 
 /// Calls `each` with the key and the decoded revisions of every page of one

@@ -35,6 +35,8 @@ mod checkpoint;
 mod filter;
 mod index;
 mod page;
+#[cfg(test)]
+mod property;
 mod records;
 mod rollup;
 mod slices;
