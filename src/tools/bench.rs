@@ -490,7 +490,7 @@ async fn footprint(
 
     let t = Instant::now();
     let (child, url) = spawn_server(&store).await?;
-    let channel = tonic::transport::Endpoint::from_shared(url)?
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
         .connect()
         .await?;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -509,7 +509,21 @@ async fn footprint(
     }
     let restart = t.elapsed();
     let (rss_restarted, _) = rss_mib(child.id());
+    // The query timings on the restarted store (world data: HS6 from 2017,
+    // the most traded products first: chapters 01-24 are the first loaded).
+    let what = match profile {
+        FootprintProfile::World => (2017, pb::CommodityLevel::Hs6, pb::Sector::AgricultureFood),
+        FootprintProfile::Bench => (2022, pb::CommodityLevel::Hs4, pb::Sector::Energy),
+    };
+    let timed = time_queries(&url, n as u64, what).await?;
+    let (rss_queried, _) = rss_mib(child.id());
     stop_server(child)?;
+    println!("queries on the restarted footprint store of {n} events:");
+    println!("{}", timed.table);
+    println!(
+        "StreamTradeRecords: {:.0} records/s to one client; RSS after the queries {rss_queried:.0} MiB",
+        timed.records_per_s
+    );
     println!(
         "footprint of the server process with {n} events: {:.1} MB on disk ({:.0} bytes/event); \
          peak RSS while loading {peak_loading:.0} MiB; restart to health SERVING {:.2} s, \
@@ -534,6 +548,9 @@ async fn footprint(
         "peak_rss_loading_mib": peak_loading,
         "rss_after_restart_mib": rss_restarted,
         "restart_to_serving_s": restart.as_secs_f64(),
+        "rss_after_queries_mib": rss_queried,
+        "queries": timed.figures,
+        "stream_trade_records_per_s": timed.records_per_s.round(),
     }))
 }
 
@@ -568,7 +585,6 @@ macro_rules! timed_stream {
 }
 
 async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
-    use crate::proto::v1::query_service_client::QueryServiceClient;
     let dir = tempfile::tempdir()?;
     let server = server::start(ServerConfig::new(
         "127.0.0.1:0".parse()?,
@@ -593,19 +609,56 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
             .collect();
         pass(&url, &load, &events).await?;
     }
-    let channel = tonic::transport::Endpoint::from_shared(url)?
+    let timed = time_queries(
+        &url,
+        n as u64,
+        (2022, pb::CommodityLevel::Hs4, pb::Sector::Energy),
+    )
+    .await?;
+    println!("queries on a store of {n} trade records from `caravan gen --seed 1` (HS4, annual and monthly):");
+    println!("{}", timed.table);
+    println!(
+        "StreamTradeRecords: {:.0} records/s to one client",
+        timed.records_per_s
+    );
+    server.shutdown().await?;
+    Ok(serde_json::json!({
+        "records": n,
+        "queries": timed.figures,
+        "stream_trade_records_per_s": timed.records_per_s.round()
+    }))
+}
+
+/// The query timings of one store.
+struct Timed {
+    table: comfy_table::Table,
+    figures: Vec<serde_json::Value>,
+    records_per_s: f64,
+}
+
+/// Times the query RPCs on the server at `url`, which holds `n` events: the
+/// country view of CN for `year` at `level` (now and as of sequence `n`/2),
+/// the sector view of `sector`, Aggregate of CN by partner, and
+/// StreamTradeRecords of every annual figure at `level`.
+async fn time_queries(
+    url: &str,
+    n: u64,
+    (year, level, sector): (i32, pb::CommodityLevel, pb::Sector),
+) -> Result<Timed, Box<dyn Error>> {
+    use crate::proto::v1::query_service_client::QueryServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect()
         .await?;
     let mut q = QueryServiceClient::new(channel);
-    let year = |y| pb::Period {
+    let period = |y| pb::Period {
         year: y,
         frequency: pb::Frequency::Annual as i32,
         number: 0,
     };
     let one_year = pb::PeriodRange {
         frequency: pb::Frequency::Annual as i32,
-        from: Some(year(2022)),
-        to: Some(year(2022)),
+        from: Some(period(year)),
+        to: Some(period(year)),
     };
     let all_years = pb::PeriodRange {
         frequency: pb::Frequency::Annual as i32,
@@ -616,12 +669,12 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header([
-        "query (HS4 figures)",
-        "items",
-        "first p50",
-        "first p99",
-        "whole p50",
-        "whole p99",
+        format!("query ({} figures)", level.as_str_name()),
+        "items".into(),
+        "first p50".into(),
+        "first p99".into(),
+        "whole p50".into(),
+        "whole p99".into(),
     ]);
     let mut figures = Vec::new();
     let mut row = |name: &str, (first, whole, items): (Vec<Duration>, Vec<Duration>, usize)| {
@@ -645,12 +698,12 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     let country = |as_of| pb::StreamCountryCooperationRequest {
         country: "CN".into(),
         periods: Some(one_year),
-        level: pb::CommodityLevel::Hs4 as i32,
+        level: level as i32,
         as_of_sequence: as_of,
         ..Default::default()
     };
     row(
-        "country view, CN, one year",
+        &format!("country view, CN, {year}"),
         timed_stream!(
             runs,
             q.stream_country_cooperation(country(0)),
@@ -661,18 +714,19 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
         &format!("same, as of sequence {}", n / 2),
         timed_stream!(
             runs,
-            q.stream_country_cooperation(country(n as u64 / 2)),
+            q.stream_country_cooperation(country(n / 2)),
             |_: &pb::StreamCountryCooperationResponse| 1
         ),
     );
+    let sector_name = sector.as_str_name();
     let sector = pb::StreamSectorCooperationRequest {
-        sector: pb::Sector::Energy as i32,
+        sector: sector as i32,
         periods: Some(one_year),
-        level: pb::CommodityLevel::Hs4 as i32,
+        level: level as i32,
         ..Default::default()
     };
     row(
-        "sector view, energy, one year",
+        &format!("sector view, {sector_name}, {year}"),
         timed_stream!(
             runs,
             q.stream_sector_cooperation(sector.clone()),
@@ -682,7 +736,7 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     let aggregate = pb::AggregateRequest {
         filter: Some(pb::FigureFilter {
             reporters: vec!["CN".into()],
-            level: pb::CommodityLevel::Hs4 as i32,
+            level: level as i32,
             periods: Some(one_year),
             ..Default::default()
         }),
@@ -690,7 +744,7 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
         ..Default::default()
     };
     row(
-        "Aggregate, CN by partner, one year",
+        &format!("Aggregate, CN by partner, {year}"),
         timed_stream!(
             runs,
             q.aggregate(aggregate.clone()),
@@ -699,7 +753,7 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
     );
     let records = pb::StreamTradeRecordsRequest {
         filter: Some(pb::FigureFilter {
-            level: pb::CommodityLevel::Hs4 as i32,
+            level: level as i32,
             periods: Some(all_years),
             ..Default::default()
         }),
@@ -715,13 +769,11 @@ async fn queries(n: usize) -> Result<serde_json::Value, Box<dyn Error>> {
         "StreamTradeRecords, all annual figures",
         (first, whole, items),
     );
-    println!("queries on a store of {n} trade records from `caravan gen --seed 1` (HS4, annual and monthly):");
-    println!("{table}");
-    println!("StreamTradeRecords: {rate:.0} records/s to one client");
-    server.shutdown().await?;
-    Ok(
-        serde_json::json!({"records": n, "queries": figures, "stream_trade_records_per_s": rate.round()}),
-    )
+    Ok(Timed {
+        table,
+        figures,
+        records_per_s: rate,
+    })
 }
 
 /// Acknowledgement-to-delivery latency at a fixed event rate, with

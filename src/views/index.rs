@@ -417,31 +417,40 @@ impl Index {
         bounds: (Bound<FigureKey>, Bound<FigureKey>),
         max_keys: usize,
     ) -> Result<(Figures, bool), Unreadable> {
-        let mut out: BTreeMap<FigureKey, Vec<Revision>> = BTreeMap::new();
+        // The pages arrive in key order: grouped as they come, no map.
+        let mut out: Figures = Vec::new();
         let mut cut = None;
         let paged = self.pair(reporter, partner).is_some_and(|p| p.folded > 0);
         if paged {
             read_pages(&*self.pages, reporter, partner, bounds, &mut |k, r| {
-                if out.len() >= max_keys && !out.contains_key(&k) {
-                    cut = Some(k);
-                    return false;
+                let len = out.len();
+                match out.last_mut() {
+                    Some((last, revisions)) if *last == k => revisions.push(r),
+                    _ if len >= max_keys => {
+                        cut = Some(k);
+                        return false;
+                    }
+                    _ => out.push((k, vec![r])),
                 }
-                out.entry(k).or_default().push(r);
                 true
             })?;
         }
         // Past a cut, no key can be among the first `max_keys`.
         let end = cut.map_or(bounds.1, Bound::Excluded);
+        // Revisions newer than the pages': the runs (in sequence order),
+        // then the overlays.
+        let mut newer: BTreeMap<FigureKey, Vec<Revision>> = BTreeMap::new();
+        let mut add = |key: FigureKey, revision: &Revision| {
+            let have = newer.entry(key).or_default();
+            if have.last().is_none_or(|r| r.sequence < revision.sequence) {
+                have.push(revision.clone());
+            }
+        };
         if paged {
-            // Runs hold revisions newer than every page's, in sequence order.
             for (_, _, run) in read_runs(&*self.pages, reporter, partner)? {
-                for (key, revision) in run {
-                    if !(bounds.0, end).contains(&key) {
-                        continue;
-                    }
-                    let have = out.entry(key).or_default();
-                    if have.last().is_none_or(|r| r.sequence < revision.sequence) {
-                        have.push(revision);
+                for (key, revision) in &run {
+                    if (bounds.0, end).contains(key) {
+                        add(*key, revision);
                     }
                 }
             }
@@ -455,22 +464,24 @@ impl Index {
             let Some(o) = overlay.pairs.get(&(reporter, partner)) else {
                 continue;
             };
-            // One more than a window: `out` then tells whether there are more.
+            // One more than a window: the result then tells whether there
+            // are more.
             for (key, revisions) in o
                 .figures
                 .range((bounds.0, end))
                 .take(max_keys.saturating_add(1))
             {
-                let have = out.entry(*key).or_default();
-                let last = have.last().map_or(0, |r| r.sequence);
-                have.extend(revisions.iter().filter(|r| r.sequence > last).cloned());
+                for r in revisions {
+                    add(*key, r);
+                }
             }
         }
-        let mut more = cut.is_some();
-        if out.len() > max_keys {
-            more = true;
+        if !newer.is_empty() {
+            out = merge_newer(out, newer);
         }
-        Ok((out.into_iter().take(max_keys).collect(), more))
+        let more = cut.is_some() || out.len() > max_keys;
+        out.truncate(max_keys);
+        Ok((out, more))
     }
 
     /// The latest version of an agreement at or before `sequence`.
@@ -505,6 +516,25 @@ impl Index {
             .and_then(|(_, revisions)| revisions.last())
             .is_some_and(|r| r.current_value().is_some()))
     }
+}
+
+/// `stored` (in key order) with the `newer` revisions of each key after its
+/// own, each sequence once.
+fn merge_newer(stored: Figures, newer: BTreeMap<FigureKey, Vec<Revision>>) -> Figures {
+    let mut out = Vec::with_capacity(stored.len() + newer.len());
+    let mut newer = newer.into_iter().peekable();
+    for (key, mut revisions) in stored {
+        while let Some(n) = newer.next_if(|(k, _)| *k < key) {
+            out.push(n);
+        }
+        if let Some((_, more)) = newer.next_if(|(k, _)| *k == key) {
+            let last = revisions.last().map_or(0, |r| r.sequence);
+            revisions.extend(more.into_iter().filter(|r| r.sequence > last));
+        }
+        out.push((key, revisions));
+    }
+    out.extend(newer);
+    out
 }
 
 /// Calls `each` with every revision in the pages of one pair whose key is in

@@ -15,6 +15,8 @@ pub(crate) type RecordPosition = (Country, Country, FigureKey);
 /// Keys read from one pair at a time, so that a chunk of the answer reads
 /// about what it sends, however many figures the pair has.
 const WINDOW_KEYS: usize = 2048;
+/// The smallest window read.
+const MIN_WINDOW_KEYS: usize = 64;
 
 /// Up to `max` current figures after `after`, in natural-key order.
 pub(crate) fn next_records(
@@ -48,8 +50,12 @@ pub(crate) fn next_records(
                 }
             }
             loop {
+                // No more keys than the answer can still take (most keys
+                // are current), so that a chunk does not read what the
+                // next one reads again.
+                let window = (max - out.len()).clamp(MIN_WINDOW_KEYS, WINDOW_KEYS);
                 let (figures, more) =
-                    index.pair_figures_window(*reporter, partner, (from, to), WINDOW_KEYS)?;
+                    index.pair_figures_window(*reporter, partner, (from, to), window)?;
                 for (key, revisions) in &figures {
                     if !filter.matches(key) {
                         continue;
