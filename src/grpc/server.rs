@@ -179,6 +179,10 @@ impl PageStore for Pages {
         self.0.floor(lowest, key).map_err(unreadable)
     }
 
+    fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable> {
+        self.0.put(puts).map_err(unreadable)
+    }
+
     fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {
         self.0
             .apply(

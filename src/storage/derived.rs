@@ -66,6 +66,18 @@ impl Derived {
         Ok(Some((k.to_vec(), payload.to_vec())))
     }
 
+    /// Writes view keys ahead of a checkpoint, in one batch.
+    pub fn put(&self, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Error> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in puts {
+            check_put(&k, &v)?;
+            batch.insert(k, seal(v));
+        }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| storage_error("write a checkpoint", e))
+    }
+
     /// Applies one checkpoint in one atomic batch: its view keys, the
     /// agreement events it covers, and the sequence it covers. Not yet
     /// durable: see [`Derived::sync`].
@@ -87,12 +99,7 @@ impl Derived {
             batch.remove(k);
         }
         for (k, v) in puts {
-            if !ours(&k) || v.len() + 8 > layout::MAX_VALUE_BYTES {
-                return Err(Error::Internal(format!(
-                    "a checkpoint may not write key {k:02x?} ({} bytes)",
-                    v.len()
-                )));
-            }
+            check_put(&k, &v)?;
             batch.insert(k, seal(v));
         }
         for seq in agreement_events {
@@ -116,6 +123,18 @@ impl Derived {
             .sync_all()
             .map_err(|e| storage_error("fsync a checkpoint", e))
     }
+}
+
+/// A checkpoint writes only the views' keys, each within the value limit.
+fn check_put(k: &[u8], v: &[u8]) -> Result<(), Error> {
+    let ours = k.first().is_some_and(|p| VIEW_PREFIXES.contains(p));
+    if !ours || v.len() + 8 > layout::MAX_VALUE_BYTES {
+        return Err(Error::Internal(format!(
+            "a checkpoint may not write key {k:02x?} ({} bytes)",
+            v.len()
+        )));
+    }
+    Ok(())
 }
 
 fn damaged(key: &[u8], e: String) -> Error {

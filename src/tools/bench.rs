@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// ingest scenarios' own small mix (30 countries, HS4, 25 years).
     #[arg(long, value_enum, default_value = "world")]
     pub footprint_profile: FootprintProfile,
+    /// Build the footprint store in this new directory and keep it (for
+    /// profiling a server on it); by default it is temporary.
+    #[arg(long)]
+    pub footprint_keep: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -384,7 +388,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     if args.footprint_events > 0 {
         report.insert(
             "footprint".into(),
-            footprint(args.footprint_events, args.footprint_profile).await?,
+            footprint(
+                args.footprint_events,
+                args.footprint_profile,
+                args.footprint_keep.as_deref(),
+            )
+            .await?,
         );
     }
     if !args.no_hostile {
@@ -463,9 +472,16 @@ pub(crate) fn stop_server(mut child: std::process::Child) -> Result<(), Box<dyn 
 async fn footprint(
     n: usize,
     profile: FootprintProfile,
+    keep: Option<&std::path::Path>,
 ) -> Result<serde_json::Value, Box<dyn Error>> {
     let dir = tempfile::tempdir()?;
-    let store = dir.path().join("store");
+    let store = match keep {
+        Some(path) if path.exists() => {
+            return Err(format!("--footprint-keep {}: already exists", path.display()).into())
+        }
+        Some(path) => path.to_path_buf(),
+        None => dir.path().join("store"),
+    };
     let s = Scenario {
         name: String::new(),
         mode: Mode::Unary { batch: 1000 },

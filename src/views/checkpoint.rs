@@ -14,21 +14,51 @@
 //! Depends only on the domain and the views.
 
 use super::filter::CommodityLevel;
-use super::index::{read_runs, scope_sector, FigureKey, Index, Overlay};
+use super::index::{read_runs, scope_sector, FigureKey, Index, Overlay, Run};
 use super::page::{
-    cut_pages, decode_page, encode_rollups, page_key, pair_prefix, run_key, CheckpointBatch, Entry,
-    PageStore, Unreadable, PAGE_PREFIX, RUNS_BUDGET, RUNS_MAX,
+    cut_pages, decode_page, encode_rollups, page_key, pair_prefix, run_covers, run_key,
+    CheckpointBatch, Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, RUNS_BUDGET, RUNS_MAX,
 };
-use super::rollup::{RollupKey, Sums};
+use super::rollup::{RollupKey, Rollups, Sums};
 use super::totals::Cell;
 use crate::domain::{CommodityScope, Country, Flow, Period, Sector};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
+/// What the folds of one checkpoint share.
+struct Fold<'a> {
+    pages: &'a dyn PageStore,
+    frozen: &'a Overlay,
+    /// The sequence the store's checkpoint covers: stored revisions beyond
+    /// it are not trusted (see `Index::checkpointed`).
+    stored: u64,
+    /// Runs and pages to write ahead of the checkpoint.
+    ahead: Vec<KeyValue>,
+    /// What the checkpoint writes at its end, at once.
+    batch: CheckpointBatch,
+    /// What is left of `MERGE_BUDGET`.
+    merge_budget: usize,
+}
+
+/// Keys of runs and pages written ahead in one sled batch. sled copies a
+/// leaf for every key a batch inserts and frees the copies only after the
+/// batch: one batch of a whole checkpoint (about 56,000 keys at 100,000
+/// revisions of world data) took hundreds of MiB for a moment.
+const AHEAD_KEYS: usize = 1024;
+
+/// Bytes of pages one checkpoint rewrites by merging runs before it leaves
+/// the remaining merges that are due to the next checkpoints (a pair whose
+/// runs reach twice `RUNS_MAX` or `RUNS_BUDGET` is merged regardless): the
+/// batch of a checkpoint, and the memory it takes, stays bounded however
+/// many pairs are due at once.
+const MERGE_BUDGET: usize = 16 << 20;
+
 /// What a fold produced for one pair.
 struct Folded {
     pair: (Country, Country),
-    rollups: BTreeMap<RollupKey, Sums>,
+    /// The new sums of the rollup groups it changed, whole (every sector of
+    /// each level and period it touched).
+    rollups: Rollups,
     /// The last change folded.
     last: u64,
 }
@@ -37,7 +67,7 @@ struct Folded {
 pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
     let write = || index.write().unwrap_or_else(|p| p.into_inner());
     // Freeze (or take up again a checkpoint whose write failed).
-    let (covers, frozen, pages) = {
+    let (covers, frozen, pages, stored) = {
         let mut ix = write();
         if ix.frozen.is_none() {
             if ix.active.is_empty() {
@@ -49,38 +79,58 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
         let Some((covers, frozen)) = ix.frozen.clone() else {
             return Ok(false);
         };
-        (covers, frozen, Arc::clone(&ix.pages))
+        (covers, frozen, Arc::clone(&ix.pages), ix.checkpointed)
     };
-    // Only checkpoints change rollups, so this copy, taken under the read
-    // lock, stays current.
-    let mut work: Vec<((Country, Country), BTreeMap<RollupKey, Sums>)> = {
-        let ix = index.read().unwrap_or_else(|p| p.into_inner());
-        frozen
-            .pairs
-            .keys()
-            .map(|&(r, p)| {
-                let rollups = ix.pair(r, p).map(|x| x.rollups.clone()).unwrap_or_default();
-                ((r, p), rollups)
-            })
-            .collect()
+    let mut fold = Fold {
+        pages: &*pages,
+        frozen: &frozen,
+        stored,
+        ahead: Vec::new(),
+        batch: CheckpointBatch {
+            covers,
+            agreement_events: frozen.agreement_events.clone(),
+            ..CheckpointBatch::default()
+        },
+        merge_budget: MERGE_BUDGET,
     };
-    let mut batch = CheckpointBatch {
-        covers,
-        agreement_events: frozen.agreement_events.clone(),
-        ..CheckpointBatch::default()
-    };
-    let mut folded = Vec::with_capacity(work.len());
-    for ((r, p), rollups) in work.iter_mut() {
-        let last = fold_pair(&*pages, &frozen, *r, *p, rollups, &mut batch)?;
+    let mut folded = Vec::with_capacity(frozen.pairs.len());
+    for (&(r, p), changes) in &frozen.pairs {
+        // A copy of the groups the changes fall in, so that memory follows
+        // the size of the checkpoint, not of the store. Only checkpoints
+        // change rollups, so it stays current.
+        let mut rollups = {
+            let touched: BTreeSet<(CommodityLevel, Period)> = changes
+                .figures
+                .keys()
+                .map(|k| (CommodityLevel::of(&k.scope), k.period))
+                .collect();
+            let ix = index.read().unwrap_or_else(|p| p.into_inner());
+            let mut copy = Rollups::default();
+            if let Some(pair) = ix.pair(r, p) {
+                for (level, period) in touched {
+                    for (k, s) in pair.rollups.range(group(level, period)) {
+                        copy.insert(*k, *s);
+                    }
+                }
+            }
+            copy
+        };
+        let last = fold_pair(&mut fold, r, p, &mut rollups)?;
         folded.push(Folded {
-            pair: (*r, *p),
-            rollups: std::mem::take(rollups),
+            pair: (r, p),
+            rollups,
             last,
         });
+        if fold.ahead.len() >= AHEAD_KEYS {
+            pages.put(std::mem::take(&mut fold.ahead))?;
+        }
     }
+    pages.put(std::mem::take(&mut fold.ahead))?;
+    let batch = fold.batch;
     {
         let mut ix = write();
         pages.apply(batch)?;
+        ix.checkpointed = covers;
         for f in folded {
             let unfolded = ix.active.pairs.get(&f.pair).map(|o| o.first);
             let pair = ix
@@ -89,7 +139,10 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
                 .or_default()
                 .entry(f.pair.1)
                 .or_default();
-            pair.rollups = f.rollups;
+            for (k, s) in f.rollups.iter() {
+                pair.rollups.insert(*k, *s);
+            }
+            pair.rollups.shrink();
             pair.folded = pair.folded.max(f.last);
             pair.unfolded = unfolded;
         }
@@ -97,6 +150,19 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
     }
     pages.sync()?;
     Ok(true)
+}
+
+/// The keys of one rollup group: every sector of one level and period.
+fn group(level: CommodityLevel, period: Period) -> std::ops::RangeInclusive<RollupKey> {
+    RollupKey {
+        level,
+        period,
+        sector: None,
+    }..=RollupKey {
+        level,
+        period,
+        sector: Some(Sector::Other),
+    }
 }
 
 fn cell_of(
@@ -128,14 +194,13 @@ fn cell_of(
 /// runs into the pages that hold their keys (only those pages are
 /// rewritten). Returns the last change's sequence.
 fn fold_pair(
-    pages: &dyn PageStore,
-    frozen: &Overlay,
+    fold: &mut Fold<'_>,
     reporter: Country,
     partner: Country,
-    rollups: &mut BTreeMap<RollupKey, Sums>,
-    batch: &mut CheckpointBatch,
+    rollups: &mut Rollups,
 ) -> Result<u64, Unreadable> {
-    let Some(new) = frozen.pairs.get(&(reporter, partner)) else {
+    let (pages, stored, covers) = (fold.pages, fold.stored, fold.batch.covers);
+    let Some(new) = fold.frozen.pairs.get(&(reporter, partner)) else {
         return Ok(0);
     };
     let fresh: Vec<Entry> = new
@@ -146,14 +211,21 @@ fn fold_pair(
     let Some(last_seq) = fresh.iter().map(|(_, r)| r.sequence).max() else {
         return Ok(0);
     };
-    let runs = read_runs(pages, reporter, partner)?;
+    // Runs written ahead of a checkpoint that did not end are not the
+    // pair's: deleted (unless this checkpoint writes the same key again).
+    let (runs, stale): (Vec<Run>, Vec<Run>) = read_runs(pages, reporter, partner)?
+        .into_iter()
+        .partition(|(key, _, _)| run_covers(key).is_ok_and(|c| c <= stored));
     let new_run = cut_pages(&fresh);
     let run_bytes: usize = runs
         .iter()
         .map(|(_, bytes, _)| *bytes)
         .chain(new_run.iter().map(|(_, _, b)| b.len()))
         .sum();
-    let merge = runs.len() + new_run.len() > RUNS_MAX || run_bytes > RUNS_BUDGET;
+    let (count, limit) = (runs.len() + new_run.len(), runs_limit(reporter, partner));
+    let due = count > limit || run_bytes > RUNS_BUDGET;
+    let forced = count > 2 * RUNS_MAX || run_bytes > 2 * RUNS_BUDGET;
+    let merge = forced || (due && fold.merge_budget > 0);
     let cells_of = |es: &[Entry]| -> BTreeSet<(Period, CommodityScope)> {
         es.iter().map(|(k, _)| (k.period, k.scope)).collect()
     };
@@ -164,7 +236,12 @@ fn fold_pair(
             needed.extend(cells_of(run));
         }
     }
-    let base = pages_of_cells(pages, reporter, partner, &needed)?;
+    let mut base = pages_of_cells(pages, reporter, partner, &needed)?;
+    for entries in base.values_mut() {
+        entries.retain(|(_, r)| r.sequence <= stored);
+    }
+    let mut rewritten: BTreeSet<Vec<u8>> = BTreeSet::new();
+    let batch = &mut fold.batch;
     // The current values: pages, then runs, then the new revisions (each
     // newer than everything before it).
     let mut values: BTreeMap<FigureKey, Option<u128>> = BTreeMap::new();
@@ -186,13 +263,11 @@ fn fold_pair(
     for (&(period, scope), b) in touched.iter().zip(before) {
         let a = cell_of(&values, period, scope);
         let level = CommodityLevel::of(&scope);
-        let sums = rollups
-            .entry(RollupKey {
-                level,
-                period,
-                sector: scope_sector(&scope),
-            })
-            .or_default();
+        let sums = rollups.entry(RollupKey {
+            level,
+            period,
+            sector: scope_sector(&scope),
+        });
         if b.figures > 0 {
             sums.remove(&b);
         }
@@ -202,17 +277,10 @@ fn fold_pair(
         groups.insert((level, period));
     }
     for (level, period) in groups {
-        let range = RollupKey {
-            level,
-            period,
-            sector: None,
-        }..=RollupKey {
-            level,
-            period,
-            sector: Some(Sector::Other),
-        };
-        let of_group: Vec<(Option<Sector>, Sums)> =
-            rollups.range(range).map(|(k, s)| (k.sector, *s)).collect();
+        let of_group: Vec<(Option<Sector>, Sums)> = rollups
+            .range(group(level, period))
+            .map(|(k, s)| (k.sector, *s))
+            .collect();
         let key = RollupKey {
             level,
             period,
@@ -225,10 +293,16 @@ fn fold_pair(
         for (i, (_, _, bytes)) in new_run.into_iter().enumerate() {
             let index =
                 u16::try_from(i).map_err(|_| Unreadable("a run of too many pages".into()))?;
-            batch
-                .puts
-                .push((run_key(reporter, partner, batch.covers, index), bytes));
+            let key = run_key(reporter, partner, covers, index);
+            rewritten.insert(key.clone());
+            fold.ahead.push((key, bytes));
         }
+        fold.batch.deletes.extend(
+            stale
+                .into_iter()
+                .map(|(key, _, _)| key)
+                .filter(|k| !rewritten.contains(k)),
+        );
         return Ok(last_seq);
     }
     // Merge: each revision of the runs and of this checkpoint goes to the
@@ -253,18 +327,36 @@ fn fold_pair(
             .unwrap_or_default();
         all.append(&mut entries);
         all.sort_by_key(|(k, r)| (*k, r.sequence));
+        // A merge that a crash cut short may have put a run's revisions in
+        // a page already.
+        all.dedup_by_key(|(k, r)| (*k, r.sequence));
         let mut rewrote_owner = false;
         for (key, seq, bytes) in cut_pages(&all) {
+            fold.merge_budget = fold.merge_budget.saturating_sub(bytes.len());
             let k = page_key(reporter, partner, &key, seq);
             rewrote_owner |= owner.as_ref() == Some(&k);
-            batch.puts.push((k, bytes));
+            fold.ahead.push((k, bytes));
         }
         if let (Some(old), false) = (owner, rewrote_owner) {
-            batch.deletes.push(old);
+            fold.batch.deletes.push(old);
         }
     }
-    batch.deletes.extend(run_keys);
+    fold.batch.deletes.extend(run_keys);
+    fold.batch
+        .deletes
+        .extend(stale.into_iter().map(|(key, _, _)| key));
     Ok(last_seq)
+}
+
+/// The number of run pages after which one pair's runs are merged: from
+/// `RUNS_MAX` / 2 to 3 × `RUNS_MAX` / 2 by the pair, so that pairs that a
+/// load touches in step (a world file loaded product by product touches
+/// nearly all of them at every checkpoint) do not all merge at the same
+/// checkpoint.
+fn runs_limit(reporter: Country, partner: Country) -> usize {
+    let pair = pair_prefix(PAGE_PREFIX, reporter, partner);
+    let spread = xxhash_rust::xxh3::xxh3_64(&pair) % RUNS_MAX as u64;
+    RUNS_MAX / 2 + spread as usize
 }
 
 /// Every page of one pair that holds a revision of one of `cells` (a cell's

@@ -7,10 +7,11 @@
 //! Depends only on the domain.
 
 use super::page::{
-    decode_page, decode_rollups, page_key, pair_of, pair_prefix, read_rollup_key, CheckpointBatch,
-    Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX, RUN_PREFIX,
+    decode_page, decode_rollups, page_key, pair_of, pair_prefix, read_rollup_key, run_covers,
+    CheckpointBatch, Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX,
+    RUN_PREFIX,
 };
-use super::rollup::{RollupKey, Sums};
+use super::rollup::{RollupKey, Rollups};
 use crate::domain::{
     Agreement, AgreementId, AgreementStatus, CommodityScope, Country, Date, Flow, Frequency,
     Payload, Period, Quantity, Sector, StoredEvent, Text, TradeFigureKey,
@@ -122,7 +123,7 @@ pub(crate) type Figures = Vec<(FigureKey, Vec<Revision>)>;
 /// and, for changes since, in the overlays.
 #[derive(Default)]
 pub(crate) struct Pair {
-    pub rollups: BTreeMap<RollupKey, Sums>,
+    pub rollups: Rollups,
     /// Sequence of the last change folded into the rollups (0: none).
     pub folded: u64,
     /// Sequence of the first change not yet folded into them, if any.
@@ -194,6 +195,10 @@ pub(crate) struct Index {
     /// as part of the views until it is installed.
     pub(super) frozen: Option<(u64, Arc<Overlay>)>,
     pub(super) pages: Arc<dyn PageStore>,
+    /// The sequence the store's checkpoint covers: revisions in runs and
+    /// pages beyond it were written ahead of a checkpoint not installed yet
+    /// (or cut short by a crash), and are in the overlays or the log too.
+    pub(super) checkpointed: u64,
     /// Highest sequence applied.
     pub applied: u64,
 }
@@ -208,6 +213,7 @@ impl Default for Index {
             active: Overlay::default(),
             frozen: None,
             pages: Arc::new(MemoryPages::default()),
+            checkpointed: 0,
             applied: 0,
         }
     }
@@ -342,7 +348,27 @@ impl Index {
         if let Some(e) = failed {
             return Err(e);
         }
+        // Runs of a checkpoint that a crash cut short would otherwise count
+        // once a later checkpoint covers their sequence.
+        let mut stale = Vec::new();
+        let mut end = vec![RUN_PREFIX];
+        end.push(0xff);
+        pages.scan(&[RUN_PREFIX], &end, &mut |key, _| {
+            if run_covers(key).map_or(true, |c| c > covers) {
+                stale.push(key.to_vec());
+            }
+            true
+        })?;
+        if !stale.is_empty() {
+            pages.apply(CheckpointBatch {
+                deletes: stale,
+                covers,
+                ..CheckpointBatch::default()
+            })?;
+            pages.sync()?;
+        }
         self.pages = pages;
+        self.checkpointed = covers;
         self.applied = covers;
         Ok(())
     }
@@ -665,6 +691,12 @@ impl PageStore for MemoryPages {
             .range::<[u8], _>((Bound::Included(lowest), Bound::Included(key)))
             .next_back()
             .map(|(k, v)| (k.clone(), v.clone())))
+    }
+
+    fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.extend(puts);
+        Ok(())
     }
 
     fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {

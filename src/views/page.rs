@@ -27,8 +27,10 @@ pub(crate) const ROLLUP_PREFIX: u8 = b'R';
 /// kept apart from its pages until [`RUNS_MAX`] runs or [`RUNS_BUDGET`]
 /// bytes have gathered, then merged into them.
 pub(crate) const RUN_PREFIX: u8 = b'D';
-/// Runs (run pages) a pair keeps before a checkpoint merges them into its
-/// pages. A checkpoint that touches a few figures of a pair writes those
+/// Runs (run pages) a pair keeps, on average, before a checkpoint merges
+/// them into its pages (each pair's own limit is spread around it, and a
+/// checkpoint merges at most `MERGE_BUDGET` bytes; twice this is a hard
+/// limit). A checkpoint that touches a few figures of a pair writes those
 /// figures, not the pair's pages again: merging every 8th time divides the
 /// bytes rewritten by about 8 when checkpoints touch most pairs a little
 /// (the shape of a world HS6 file loaded product by product). Every read of
@@ -59,8 +61,9 @@ impl std::fmt::Display for Unreadable {
     }
 }
 
-/// What one checkpoint writes: new and replaced values, keys to delete, the
-/// sequence it covers and the agreement events it covers.
+/// What the end of one checkpoint writes at once: its rollup groups, keys
+/// to delete, the sequence it covers and the agreement events it covers
+/// (its runs and pages are written ahead with [`PageStore::put`]).
 #[derive(Default, Debug)]
 pub(crate) struct CheckpointBatch {
     pub puts: Vec<(Vec<u8>, Vec<u8>)>,
@@ -92,8 +95,13 @@ pub(crate) trait PageStore: Send + Sync {
     ) -> Result<(), Unreadable>;
     /// The greatest key in `lowest..=key`, with its value.
     fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable>;
-    /// Applies a checkpoint at once (readers see all of it or none of it:
-    /// the caller holds the views' write lock), not yet durable.
+    /// Writes runs and pages of a checkpoint ahead of it, in a batch of
+    /// their own, not yet durable: what they hold beyond the checkpoint
+    /// the store covers is also in the overlays (readers take each
+    /// revision once) or, after a crash, in the log after that checkpoint.
+    fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable>;
+    /// Applies the end of a checkpoint at once (readers see all of it or
+    /// none of it: the caller holds the views' write lock), not yet durable.
     fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable>;
     /// Makes what was applied durable.
     fn sync(&self) -> Result<(), Unreadable>;
@@ -292,6 +300,14 @@ pub(crate) fn page_key(
 
 /// The key of the `index`th page of the run that the checkpoint covering
 /// `covers` added to one pair.
+/// The sequence covered by the checkpoint that wrote a run.
+pub(crate) fn run_covers(key: &[u8]) -> Result<u64, Unreadable> {
+    key.get(PAIR_BYTES..PAIR_BYTES + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| bad("short run key"))
+}
+
 pub(crate) fn run_key(reporter: Country, partner: Country, covers: u64, index: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(PAIR_BYTES + 10);
     out.extend_from_slice(&pair_prefix(RUN_PREFIX, reporter, partner));

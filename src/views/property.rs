@@ -2,14 +2,17 @@
 //! revisions and retractions, with checkpoints at random moments (so that
 //! pairs gather runs, merge them into pages, and split pages), every figure,
 //! revision history and cooperation slice read from the index equals a
-//! brute-force computation over the events themselves, at random snapshots.
+//! brute-force computation over the events themselves, at random snapshots;
+//! also after checkpoints cut short between their writes ahead and their end
+//! and a restart from the store.
 //!
 //! Test-only; depends on the views and the domain.
 
 use super::checkpoint::checkpoint;
 use super::filter::{previous_year, CommodityLevel, PeriodRange};
+use super::index::MemoryPages;
 use super::index::{figure_at, scope_sector, FigureKey, Index};
-use super::page::{PAGE_PREFIX, RUN_PREFIX};
+use super::page::{CheckpointBatch, KeyValue, PageStore, Unreadable, PAGE_PREFIX, RUN_PREFIX};
 use super::slices::{pair_slices, SliceSpec};
 use super::testing::{countries, random_events};
 use super::totals::{Cell, FlowTotals};
@@ -18,7 +21,8 @@ use crate::domain::{
 };
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// A deterministic draw below `n`.
 struct Draws(u64);
@@ -240,5 +244,87 @@ fn every_view_equals_a_brute_force_over_the_log_at_random_snapshots() {
         // merged into them.
         assert!(most_pages > 2 * 6, "{most_pages} pages");
         assert!(merged, "no runs were merged");
+    }
+}
+
+/// Pages whose end-of-checkpoint write fails when told to: the store a crash
+/// leaves between a checkpoint's writes ahead and its end.
+#[derive(Default)]
+struct CutShort {
+    pages: MemoryPages,
+    fail: AtomicBool,
+}
+
+impl PageStore for CutShort {
+    fn scan(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), Unreadable> {
+        self.pages.scan(from, to, each)
+    }
+    fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable> {
+        self.pages.floor(lowest, key)
+    }
+    fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable> {
+        self.pages.put(puts)
+    }
+    fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {
+        if self.fail.swap(false, Ordering::SeqCst) {
+            return Err(Unreadable("cut short".into()));
+        }
+        self.pages.apply(batch)
+    }
+    fn sync(&self) -> Result<(), Unreadable> {
+        Ok(())
+    }
+}
+
+#[test]
+fn checkpoints_cut_short_after_their_writes_ahead_leave_views_equal_to_the_log() {
+    for seed in 5..=7u64 {
+        let events = random_events(2_500, seed);
+        let mut draws = Draws(seed << 40);
+        let store = Arc::new(CutShort::default());
+        let fresh = |covers: u64| {
+            let mut ix = Index::default();
+            ix.restore(Arc::clone(&store) as Arc<dyn PageStore>, covers)
+                .unwrap();
+            RwLock::new(ix)
+        };
+        let mut index = fresh(0);
+        let mut cut = 0;
+        let mut next_checkpoint = 1 + draws.below(120);
+        let mut i = 0;
+        while i < events.len() {
+            index.write().unwrap().apply(events[i].clone());
+            i += 1;
+            if i as u64 != next_checkpoint {
+                continue;
+            }
+            next_checkpoint = i as u64 + 1 + draws.below(120);
+            if draws.below(3) != 0 {
+                checkpoint(&index).unwrap();
+                continue;
+            }
+            // The runs and pages are written, the end is not: the process
+            // "dies", and a new one starts from the store's checkpoint and
+            // replays the log after it.
+            store.fail.store(true, Ordering::SeqCst);
+            assert!(checkpoint(&index).is_err());
+            cut += 1;
+            let covers = index.read().unwrap().checkpointed;
+            index = fresh(covers);
+            for e in &events[covers as usize..i] {
+                index.write().unwrap().apply(e.clone());
+            }
+        }
+        checkpoint(&index).unwrap();
+        assert!(cut > 3, "{cut} checkpoints cut short");
+        let ix = index.read().unwrap();
+        for snapshot in [events.len() as u64, 1 + draws.below(events.len() as u64)] {
+            check(&ix, &events, snapshot, &mut draws);
+        }
     }
 }
