@@ -37,6 +37,70 @@ pub(super) fn event_bytes(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>
         .map(|e| e.to_vec()))
 }
 
+/// The log chunk that a duplicate check read last, its entries decoded:
+/// re-sent events mostly come in the order they were stored, so one check
+/// after another falls in the same chunk (decompressing it for each of its
+/// ~30 events made re-sends three times slower). Chunks never change once
+/// written, so it is never stale.
+#[derive(Default)]
+pub(super) struct LastChunk(std::sync::Mutex<Option<Chunk>>);
+
+/// A log chunk's first sequence and its entries.
+type Chunk = (u64, Vec<Vec<u8>>);
+
+impl LastChunk {
+    /// The decoded stored event at `seq`, checked to say it is `seq`.
+    pub(super) fn event(&self, tree: &sled::Tree, seq: u64) -> Result<Option<StoredEvent>, Error> {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let holds = |c: &Option<Chunk>| {
+            c.as_ref().is_some_and(|(first, entries)| {
+                seq.checked_sub(*first)
+                    .is_some_and(|i| i < entries.len() as u64)
+            })
+        };
+        if !holds(&last) {
+            *last = chunk_at(tree, seq)?;
+        }
+        let Some(bytes) = last
+            .as_ref()
+            .and_then(|(first, entries)| entries.get(usize::try_from(seq - first).ok()?))
+        else {
+            return Ok(None);
+        };
+        let stored = decode(bytes)?;
+        if stored.sequence != seq {
+            return Err(storage_error(
+                "corrupt log",
+                format!("event at {seq} says it is {}", stored.sequence),
+            ));
+        }
+        Ok(Some(stored))
+    }
+}
+
+/// The chunk whose range starts at or before `seq`: its first sequence and
+/// its entries.
+fn chunk_at(tree: &sled::Tree, seq: u64) -> Result<Option<Chunk>, Error> {
+    if seq == 0 {
+        return Ok(None);
+    }
+    let hi = seq_key(LOG_PREFIX, seq);
+    let found = tree
+        .range([LOG_PREFIX].as_slice()..=hi.as_slice())
+        .next_back()
+        .transpose()
+        .map_err(|e| storage_error("read", e))?;
+    let Some((key, value)) = found else {
+        return Ok(None);
+    };
+    let first = parse_seq_key(&key).map_err(|e| storage_error("corrupt key", e))?;
+    let chunk = layout::open_chunk(&value).map_err(|e| storage_error("corrupt chunk", e))?;
+    let entries = chunk
+        .entries()
+        .map_err(|e| storage_error("corrupt chunk", e))?;
+    Ok(Some((first, entries.iter().map(|e| e.to_vec()).collect())))
+}
+
 /// The decoded stored event at `seq`, checked to say it is `seq`.
 pub(super) fn event(tree: &sled::Tree, seq: u64) -> Result<Option<StoredEvent>, Error> {
     let Some(bytes) = event_bytes(tree, seq)? else {

@@ -191,6 +191,8 @@ struct Shared {
     /// Newest durable (fsynced) sequence; reads never go past it.
     durable: AtomicU64,
     ids: RwLock<IdIndex>,
+    /// The log chunk the last duplicate check read, decoded.
+    last_chunk: log::LastChunk,
     /// Publishes `durable` as it grows, to readers that wait for new events
     /// (subscriptions). A watch holds only the latest value: a slow reader
     /// never holds the publisher up, it just sees a later sequence.
@@ -247,7 +249,9 @@ impl Shared {
         let Some(seq) = candidate else {
             return Ok(None);
         };
-        let stored = log::event(&self.tree, seq)?
+        let stored = self
+            .last_chunk
+            .event(&self.tree, seq)?
             .ok_or_else(|| storage_error("id index", format!("points at missing event {seq}")))?;
         Ok((stored.event.id.as_str() == id).then_some(stored))
     }
@@ -359,6 +363,7 @@ impl Store {
             tree,
             durable: AtomicU64::new(last),
             ids: RwLock::new(recovered.ids),
+            last_chunk: log::LastChunk::default(),
             durable_tx,
             closed: AtomicBool::new(false),
             mark: Mutex::new(mark),

@@ -372,6 +372,10 @@ fn pages_of_cells(
     let mut end = prefix.to_vec();
     end.push(0xff);
     let mut out: BTreeMap<Vec<u8>, Vec<Entry>> = BTreeMap::new();
+    // Every page from `read.0` up to `read.1` (excluded; `None`: the pair's
+    // last page) is in `out`: most cells fall in the pages the cell before
+    // them read, and need no lookup in the store.
+    let mut read: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
     for &(period, scope) in cells {
         let lo = FigureKey {
             period,
@@ -384,11 +388,18 @@ fn pages_of_cells(
         };
         let at = page_key(reporter, partner, &lo, 0);
         let hi_key = page_key(reporter, partner, &hi, u64::MAX);
+        if let Some((from, stop)) = &read {
+            if *from <= at && stop.as_ref().is_none_or(|s| hi_key < *s) {
+                continue;
+            }
+        }
         // The page `lo` falls in may begin before it.
         let start = pages.floor(&prefix, &at)?.map_or(at, |(k, _)| k);
         let mut failed = None;
+        let mut stop = None;
         pages.scan(&start, &end, &mut |key, value| {
             if key > hi_key.as_slice() {
+                stop = Some(key.to_vec());
                 return false;
             }
             if !out.contains_key(key) {
@@ -407,6 +418,7 @@ fn pages_of_cells(
         if let Some(e) = failed {
             return Err(e);
         }
+        read = Some((start, stop));
     }
     Ok(out)
 }
