@@ -76,6 +76,35 @@ impl IdIndex {
         }
     }
 
+    /// Adds `seq` under `fingerprint` while an index is loaded, unsorted;
+    /// [`IdIndex::finish_load`] must follow. Inserting 10 M fingerprints
+    /// one by one into sorted buckets moved about 12 GB (7 s of a start).
+    pub(super) fn push_loaded(&mut self, fingerprint: u64, seq: u64) {
+        self.buckets[(fingerprint >> (64 - BUCKET_BITS)) as usize].push((fingerprint, seq));
+    }
+
+    /// Sorts what [`IdIndex::push_loaded`] added. Of the sequences that
+    /// share a fingerprint only the lowest stays; the others are returned
+    /// with it, (kept, other), for the caller to check and keep in full.
+    pub(super) fn finish_load(&mut self) -> Vec<(u64, u64)> {
+        let mut shared = Vec::new();
+        for bucket in &mut self.buckets {
+            bucket.sort_unstable();
+            let mut kept: Option<(u64, u64)> = None;
+            bucket.retain(|&(f, seq)| match kept {
+                Some((k, first)) if k == f => {
+                    shared.push((first, seq));
+                    false
+                }
+                _ => {
+                    kept = Some((f, seq));
+                    true
+                }
+            });
+        }
+        shared
+    }
+
     /// Records an id whose fingerprint another id holds.
     pub(super) fn insert_collided(&mut self, id: String, seq: u64) {
         self.collided.insert(id, seq);
@@ -104,6 +133,29 @@ mod tests {
             assert_eq!(ids.candidate("x", fp), None);
             assert_eq!(ids.insert(fp, 7), Ok(()));
             assert_eq!(ids.candidate("x", fp), Some(7));
+        }
+    }
+
+    #[test]
+    fn a_loaded_index_is_the_index_built_one_by_one() {
+        let fps: Vec<u64> = (0..20_000u64)
+            .map(|i| xxhash_rust::xxh3::xxh3_64(&(i % 19_000).to_le_bytes()))
+            .collect();
+        let (mut one_by_one, mut loaded) = (IdIndex::with_capacity(0), IdIndex::with_capacity(0));
+        let mut taken = Vec::new();
+        for (i, fp) in fps.iter().enumerate() {
+            let seq = i as u64 + 1;
+            if let Err(kept) = one_by_one.insert(*fp, seq) {
+                taken.push((kept, seq));
+            }
+            loaded.push_loaded(*fp, seq);
+        }
+        let mut shared = loaded.finish_load();
+        shared.sort_unstable_by_key(|(_, seq)| *seq);
+        assert_eq!(shared.len(), 1_000);
+        assert_eq!(shared, taken);
+        for fp in &fps {
+            assert_eq!(loaded.candidate("x", *fp), one_by_one.candidate("x", *fp));
         }
     }
 

@@ -13,28 +13,13 @@ use crate::error::Error;
 
 /// The encoded stored event at `seq`, if the log has it (durable or not).
 pub(super) fn event_bytes(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>, Error> {
-    if seq == 0 {
-        return Ok(None);
-    }
-    let hi = seq_key(LOG_PREFIX, seq);
-    let found = tree
-        .range([LOG_PREFIX].as_slice()..=hi.as_slice())
-        .next_back()
-        .transpose()
-        .map_err(|e| storage_error("read", e))?;
-    let Some((key, value)) = found else {
+    let Some((first, entries)) = chunk_at(tree, seq)? else {
         return Ok(None);
     };
-    let first = parse_seq_key(&key).map_err(|e| storage_error("corrupt key", e))?;
-    let chunk = layout::open_chunk(&value).map_err(|e| storage_error("corrupt chunk", e))?;
-    let entries = chunk
-        .entries()
-        .map_err(|e| storage_error("corrupt chunk", e))?;
     // `first <= seq` by the range bound.
     Ok(usize::try_from(seq - first)
         .ok()
-        .and_then(|i| entries.get(i))
-        .map(|e| e.to_vec()))
+        .and_then(|i| entries.into_iter().nth(i)))
 }
 
 /// The log chunk that a duplicate check read last, its entries decoded:

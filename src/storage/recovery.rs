@@ -391,19 +391,20 @@ fn load_ids(tree: &sled::Tree, last_sequence: u64) -> Result<IdIndex, Error> {
         let fps = layout::decode_fingerprints(&v).map_err(|e| storage_error("corrupt ids", e))?;
         for (i, fp) in fps.enumerate() {
             let seq = first + i as u64;
-            if let Err(other) = ids.insert(fp, seq) {
-                // Two ids with one fingerprint: keep the later one in full.
-                let id = event_id_at(tree, seq)?;
-                if id == event_id_at(tree, other)? {
-                    return Err(storage_error(
-                        "inconsistent store",
-                        format!("event id {id} stored twice ({other} and {seq})"),
-                    ));
-                }
-                ids.insert_collided(id, seq);
-            }
+            ids.push_loaded(fp, seq);
             expected = seq + 1;
         }
+    }
+    for (other, seq) in ids.finish_load() {
+        // Two ids with one fingerprint: keep the later one in full.
+        let id = event_id_at(tree, seq)?;
+        if id == event_id_at(tree, other)? {
+            return Err(storage_error(
+                "inconsistent store",
+                format!("event id {id} stored twice ({other} and {seq})"),
+            ));
+        }
+        ids.insert_collided(id, seq);
     }
     if expected != last_sequence + 1 {
         return Err(storage_error(

@@ -165,11 +165,8 @@ fn group(level: CommodityLevel, period: Period) -> std::ops::RangeInclusive<Roll
     }
 }
 
-fn cell_of(
-    current: &BTreeMap<FigureKey, Option<u128>>,
-    period: Period,
-    scope: CommodityScope,
-) -> Cell {
+/// The first and last keys of one summing cell (its flows are adjacent).
+fn cell_keys(period: Period, scope: CommodityScope) -> (FigureKey, FigureKey) {
     let first = FigureKey {
         period,
         scope,
@@ -179,6 +176,15 @@ fn cell_of(
         flow: Flow::Turnover,
         ..first
     };
+    (first, last)
+}
+
+fn cell_of(
+    current: &BTreeMap<FigureKey, Option<u128>>,
+    period: Period,
+    scope: CommodityScope,
+) -> Cell {
+    let (first, last) = cell_keys(period, scope);
     let mut cell = Cell::default();
     for (k, v) in current.range(first..=last) {
         if let Some(v) = v {
@@ -377,15 +383,7 @@ fn pages_of_cells(
     // them read, and need no lookup in the store.
     let mut read: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
     for &(period, scope) in cells {
-        let lo = FigureKey {
-            period,
-            scope,
-            flow: Flow::Export,
-        };
-        let hi = FigureKey {
-            flow: Flow::Turnover,
-            ..lo
-        };
+        let (lo, hi) = cell_keys(period, scope);
         let at = page_key(reporter, partner, &lo, 0);
         let hi_key = page_key(reporter, partner, &hi, u64::MAX);
         if let Some((from, stop)) = &read {
