@@ -501,7 +501,8 @@ mod tests {
 
     /// The log chunks of a closed store: (first sequence, format 1?).
     fn chunks(dir: &Path) -> (Vec<(u64, bool)>, u32) {
-        let db = sled::Config::new().path(dir).open().unwrap();
+        // sled's lock may outlive a close for a moment: wait for it.
+        let db = crate::storage::open_sled(dir, crate::storage::DEFAULT_CACHE_BYTES).unwrap();
         let tree = db.open_tree(layout::TREE).unwrap();
         let chunks = tree
             .scan_prefix([LOG_PREFIX])

@@ -7,9 +7,8 @@
 //! Depends only on the domain.
 
 use super::page::{
-    decode_page, decode_rollups, page_key, pair_of, pair_prefix, read_rollup_key, run_covers,
-    CheckpointBatch, Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, ROLLUP_PREFIX,
-    RUN_PREFIX,
+    decode_rollups, pair_of, read_rollup_key, run_covers, CheckpointBatch, PageStore, Unreadable,
+    ROLLUP_PREFIX, RUN_PREFIX,
 };
 use super::rollup::{RollupKey, Rollups};
 use crate::domain::{
@@ -19,6 +18,9 @@ use crate::domain::{
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
+
+pub(crate) use super::stored::MemoryPages;
+pub(super) use super::stored::{read_pages, read_runs, Run};
 
 /// The figure part of a natural key below the (reporter, partner) pair,
 /// ordered period first so that a period range is one range scan, then by
@@ -561,154 +563,4 @@ fn merge_newer(stored: Figures, newer: BTreeMap<FigureKey, Vec<Revision>>) -> Fi
     }
     out.extend(newer);
     out
-}
-
-/// Calls `each` with every revision in the pages of one pair whose key is in
-/// `bounds`, in (key, sequence) order.
-pub(super) fn read_pages(
-    pages: &dyn PageStore,
-    reporter: Country,
-    partner: Country,
-    bounds: (Bound<FigureKey>, Bound<FigureKey>),
-    each: &mut dyn FnMut(FigureKey, Revision) -> bool,
-) -> Result<(), Unreadable> {
-    let from = match bounds.0 {
-        Bound::Unbounded => None,
-        Bound::Included(k) | Bound::Excluded(k) => Some(k),
-    };
-    scan_pages(pages, reporter, partner, from, &mut |_, entries| {
-        for (key, revision) in entries {
-            let before_end = match bounds.1 {
-                Bound::Unbounded => true,
-                Bound::Included(e) => key <= e,
-                Bound::Excluded(e) => key < e,
-            };
-            if !before_end {
-                return false;
-            }
-            let after_start = match bounds.0 {
-                Bound::Unbounded => true,
-                Bound::Included(s) => key >= s,
-                Bound::Excluded(s) => key > s,
-            };
-            if after_start && !each(key, revision) {
-                return false;
-            }
-        }
-        true
-    })
-}
-
-/// One run page: its key, its size in bytes and its revisions.
-pub(super) type Run = (Vec<u8>, usize, Vec<Entry>);
-
-/// Every run page of one pair, oldest first: its key, its size in bytes and
-/// its revisions in (key, sequence) order.
-pub(super) fn read_runs(
-    pages: &dyn PageStore,
-    reporter: Country,
-    partner: Country,
-) -> Result<Vec<Run>, Unreadable> {
-    let prefix = pair_prefix(RUN_PREFIX, reporter, partner);
-    let mut end = prefix.to_vec();
-    end.push(0xff);
-    let mut runs = Vec::new();
-    let mut failed = None;
-    pages.scan(&prefix, &end, &mut |key, value| match decode_page(value) {
-        Ok(entries) => {
-            runs.push((key.to_vec(), value.len(), entries));
-            true
-        }
-        Err(e) => {
-            failed = Some(e);
-            false
-        }
-    })?;
-    failed.map_or(Ok(runs), Err)
-}
-
-/// Calls `each` with the key and the decoded revisions of every page of one
-/// pair, in key order, from the page that `from` falls in (the pair's first
-/// page when `None`), until it returns false.
-pub(super) fn scan_pages(
-    pages: &dyn PageStore,
-    reporter: Country,
-    partner: Country,
-    from: Option<FigureKey>,
-    each: &mut dyn FnMut(&[u8], Vec<Entry>) -> bool,
-) -> Result<(), Unreadable> {
-    let prefix = pair_prefix(PAGE_PREFIX, reporter, partner);
-    let mut end = prefix.to_vec();
-    end.push(0xff);
-    // The page holding `from` may begin before it.
-    let start = match from {
-        None => prefix.to_vec(),
-        Some(k) => {
-            let at = page_key(reporter, partner, &k, 0);
-            match pages.floor(&prefix, &at)? {
-                Some((key, _)) => key,
-                None => at,
-            }
-        }
-    };
-    let mut failed = None;
-    pages.scan(&start, &end, &mut |key, value| match decode_page(value) {
-        Ok(entries) => each(key, entries),
-        Err(e) => {
-            failed = Some(e);
-            false
-        }
-    })?;
-    failed.map_or(Ok(()), Err)
-}
-
-/// Pages kept in memory: for the views' own tests, and for views that no
-/// store was attached to.
-#[derive(Default)]
-pub(crate) struct MemoryPages {
-    map: std::sync::Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-}
-
-impl PageStore for MemoryPages {
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), Unreadable> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for (k, v) in map.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to))) {
-            if !each(k, v) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(map
-            .range::<[u8], _>((Bound::Included(lowest), Bound::Included(key)))
-            .next_back()
-            .map(|(k, v)| (k.clone(), v.clone())))
-    }
-
-    fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.extend(puts);
-        Ok(())
-    }
-
-    fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        for k in batch.deletes {
-            map.remove(&k);
-        }
-        map.extend(batch.puts);
-        Ok(())
-    }
-
-    fn sync(&self) -> Result<(), Unreadable> {
-        Ok(())
-    }
 }

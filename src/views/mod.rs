@@ -40,6 +40,7 @@ mod property;
 mod records;
 mod rollup;
 mod slices;
+mod stored;
 #[cfg(test)]
 mod testing;
 mod totals;
