@@ -131,6 +131,21 @@ impl HsCode {
         Ok(code)
     }
 
+    /// The code of exactly these digits (no spaces): what [`HsCode::parse`]
+    /// accepts, checked without building a string (stored keys hold them).
+    pub fn from_digits(d: &[u8]) -> Option<Self> {
+        if !matches!(d.len(), 2 | 4 | 6) || !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let mut digits = [0u8; 6];
+        digits[..d.len()].copy_from_slice(d);
+        let code = HsCode {
+            digits,
+            len: d.len() as u8,
+        };
+        (code.chapter() != 0).then_some(code)
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII digits are stored.
         std::str::from_utf8(&self.digits[..self.len as usize]).unwrap_or("")
@@ -421,7 +436,15 @@ mod tests {
         assert_eq!(HsCode::parse("271111").unwrap().sector(), Sector::Energy);
         for bad in ["2", "271", "27111", "2711111", "00", "ab", ""] {
             assert!(HsCode::parse(bad).is_err(), "{bad} accepted");
+            assert_eq!(HsCode::from_digits(bad.as_bytes()), None);
         }
+        for good in ["01", "2711", "271111", "99"] {
+            assert_eq!(
+                HsCode::from_digits(good.as_bytes()),
+                HsCode::parse(good).ok()
+            );
+        }
+        assert_eq!(HsCode::from_digits(b" 27 "), None);
     }
 
     #[test]

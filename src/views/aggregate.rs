@@ -3,11 +3,11 @@
 //!
 //! Depends only on the domain and the index.
 
-use super::filter::{pair_in_range, FigureFilter};
+use super::filter::{key_bounds, FigureFilter};
 use super::index::{scope_sector, Index};
 use super::page::Unreadable;
-use super::totals::{for_each_cell, FlowTotals};
-use crate::domain::{Country, Flow, Period, Sector};
+use super::totals::{Cell, Cells, FlowTotals};
+use crate::domain::{CommodityScope, Country, Flow, Period, Sector};
 use std::collections::BTreeMap;
 
 /// What Aggregate groups by.
@@ -50,48 +50,54 @@ pub(crate) fn aggregate(
                 continue;
             }
             let mut too_many = false;
-            let figures = pair_in_range(index, *reporter, *partner, &filter.periods)?;
-            for_each_cell(
-                figures.iter().map(|(k, r)| (k, r)),
-                snapshot,
-                |k| filter.matches(k),
-                |period, scope, cell| {
-                    let (period, scope) = (&period, &scope);
-                    let base = GroupKey {
-                        reporter: has(GroupDim::Reporter).then_some(*reporter),
-                        partner: has(GroupDim::Partner).then_some(*partner),
-                        flow: None,
-                        sector: if has(GroupDim::Sector) {
-                            scope_sector(scope)
-                        } else {
-                            None
-                        },
-                        period: has(GroupDim::Period).then_some(*period),
-                    };
-                    if has(GroupDim::Flow) {
-                        for (flow, v) in [
-                            (Flow::Export, cell.exports),
-                            (Flow::Import, cell.imports),
-                            (Flow::ReExport, cell.re_exports),
-                            (Flow::ReImport, cell.re_imports),
-                            (Flow::Turnover, cell.turnover),
-                        ] {
-                            if v.is_some() {
-                                let key = GroupKey {
-                                    flow: Some(flow),
-                                    ..base
-                                };
-                                groups.entry(key).or_default().add_flow_only(flow, cell);
-                            }
-                        }
+            let mut cells = Cells::new(|period: Period, scope: CommodityScope, cell: &Cell| {
+                let (period, scope) = (&period, &scope);
+                let base = GroupKey {
+                    reporter: has(GroupDim::Reporter).then_some(*reporter),
+                    partner: has(GroupDim::Partner).then_some(*partner),
+                    flow: None,
+                    sector: if has(GroupDim::Sector) {
+                        scope_sector(scope)
                     } else {
-                        groups.entry(base).or_default().add_cell(cell);
+                        None
+                    },
+                    period: has(GroupDim::Period).then_some(*period),
+                };
+                if has(GroupDim::Flow) {
+                    for (flow, v) in [
+                        (Flow::Export, cell.exports),
+                        (Flow::Import, cell.imports),
+                        (Flow::ReExport, cell.re_exports),
+                        (Flow::ReImport, cell.re_imports),
+                        (Flow::Turnover, cell.turnover),
+                    ] {
+                        if v.is_some() {
+                            let key = GroupKey {
+                                flow: Some(flow),
+                                ..base
+                            };
+                            groups.entry(key).or_default().add_flow_only(flow, cell);
+                        }
                     }
-                    if groups.len() > max_groups {
-                        too_many = true;
+                } else {
+                    groups.entry(base).or_default().add_cell(cell);
+                }
+                if groups.len() > max_groups {
+                    too_many = true;
+                }
+            });
+            index.pair_values_at(
+                *reporter,
+                *partner,
+                key_bounds(&filter.periods),
+                snapshot,
+                &mut |key, value| {
+                    if filter.matches(key) {
+                        cells.push(key, value);
                     }
                 },
-            );
+            )?;
+            cells.finish();
             if too_many {
                 return Ok(Err(max_groups));
             }

@@ -3,11 +3,8 @@
 //!
 //! Depends only on the domain and the index's key types.
 
-use super::index::{scope_sector, FigureKey, Index, Revision};
-use super::page::Unreadable;
-use crate::domain::{
-    BitSet, CommodityScope, Country, CountrySet, Date, Flow, Frequency, Period, SectorSet,
-};
+use super::index::{scope_sector, FigureKey};
+use crate::domain::{BitSet, CommodityScope, CountrySet, Date, Flow, Frequency, Period, SectorSet};
 use std::ops::Bound;
 
 /// Which commodity level is summed.
@@ -144,18 +141,6 @@ pub(crate) fn period_dates(p: &Period) -> (Date, Date) {
 fn fallback_date() -> Date {
     // Periods are validated (1900-2100, months 1-12): never reached.
     Date::new(1900, 1, 1).unwrap_or_else(|_| unreachable!("1900-01-01 is a date"))
-}
-
-/// Every revision of one pair's figures whose period may lie in `range`
-/// (one range of pages; other frequencies inside the bounds are filtered by
-/// the caller).
-pub(crate) fn pair_in_range(
-    index: &Index,
-    reporter: Country,
-    partner: Country,
-    range: &PeriodRange,
-) -> Result<Vec<(FigureKey, Vec<Revision>)>, Unreadable> {
-    index.pair_figures(reporter, partner, key_bounds(range))
 }
 
 /// The figure keys that can hold a period of `range`.

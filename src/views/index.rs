@@ -20,7 +20,7 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 pub(crate) use super::stored::MemoryPages;
-pub(super) use super::stored::{read_pages, read_runs, Run};
+pub(super) use super::stored::{read_page_values, read_pages, read_runs, Run};
 
 /// The figure part of a natural key below the (reporter, partner) pair,
 /// ordered period first so that a period range is one range scan, then by
@@ -510,6 +510,111 @@ impl Index {
         let more = cut.is_some() || out.len() > max_keys;
         out.truncate(max_keys);
         Ok((out, more))
+    }
+
+    /// Calls `each` with the value as of `snapshot` of every figure of one
+    /// pair with its key in `bounds`, in key order, skipping figures not
+    /// stored or retracted then: the fold of [`Index::pair_figures`] without
+    /// copying the revisions or decoding their details (an as-of view reads
+    /// every revision of the pair's period range through it).
+    pub(crate) fn pair_values_at(
+        &self,
+        reporter: Country,
+        partner: Country,
+        bounds: (Bound<FigureKey>, Bound<FigureKey>),
+        snapshot: u64,
+        each: &mut dyn FnMut(&FigureKey, u128),
+    ) -> Result<(), Unreadable> {
+        // The latest revision at or before the snapshot is the one with the
+        // highest sequence of any source, whatever the order they are read
+        // in: first that of the runs and overlays (few keys), kept per key.
+        let mut newer: BTreeMap<FigureKey, (u64, Option<u128>)> = BTreeMap::new();
+        let mut add = |key: &FigureKey, sequence: u64, value: Option<u128>| {
+            if sequence <= snapshot {
+                let slot = newer.entry(*key).or_insert((0, None));
+                if sequence >= slot.0 {
+                    *slot = (sequence, value);
+                }
+            }
+        };
+        let paged = self.pair(reporter, partner).is_some_and(|p| p.folded > 0);
+        if paged {
+            for (_, _, run) in read_runs(&*self.pages, reporter, partner)? {
+                for (key, revision) in &run {
+                    if bounds.contains(key) {
+                        add(key, revision.sequence, revision.current_value());
+                    }
+                }
+            }
+        }
+        let overlays = self
+            .frozen
+            .iter()
+            .map(|(_, f)| &**f)
+            .chain(std::iter::once(&self.active));
+        for overlay in overlays {
+            if let Some(o) = overlay.pairs.get(&(reporter, partner)) {
+                for (key, revisions) in o.figures.range(bounds) {
+                    for r in revisions {
+                        add(key, r.sequence, r.current_value());
+                    }
+                }
+            }
+        }
+        // Then the pages, in key order, merged with those as they pass.
+        let mut newer = newer.into_iter().peekable();
+        let mut emit = |key: &FigureKey, (sequence, value): (u64, Option<u128>)| {
+            while let Some((k, v)) = newer.next_if(|(k, _)| k < key) {
+                if let (_, Some(value)) = v {
+                    each(&k, value);
+                }
+            }
+            let value = match newer.next_if(|(k, _)| k == key) {
+                Some((_, (s, v))) if s >= sequence => v,
+                _ => value,
+            };
+            if let Some(value) = value {
+                each(key, value);
+            }
+        };
+        if paged {
+            // The current key and its latest revision at or before the
+            // snapshot (sequence 0, no value: none yet).
+            let mut current: Option<(FigureKey, (u64, Option<u128>))> = None;
+            read_page_values(
+                &*self.pages,
+                reporter,
+                partner,
+                bounds,
+                &mut |key, sequence, value| match &mut current {
+                    Some((k, latest)) if k == key => {
+                        if sequence <= snapshot {
+                            *latest = (sequence, value);
+                        }
+                    }
+                    _ => {
+                        if let Some((k, latest)) = current.take() {
+                            emit(&k, latest);
+                        }
+                        let latest = if sequence <= snapshot {
+                            (sequence, value)
+                        } else {
+                            (0, None)
+                        };
+                        current = Some((*key, latest));
+                    }
+                },
+            )?;
+            if let Some((k, latest)) = current {
+                emit(&k, latest);
+            }
+        }
+        for (k, (_, v)) in newer {
+            if let Some(value) = v {
+                each(&k, value);
+            }
+        }
+        Ok(())
     }
 
     /// The latest version of an agreement at or before `sequence`.

@@ -252,8 +252,7 @@ pub(crate) fn read_figure_key(b: &[u8]) -> Result<FigureKey, Unreadable> {
         0 => CommodityScope::All,
         1 => {
             let len = usize::from(b[11]).min(6);
-            let s = std::str::from_utf8(&b[5..5 + len]).map_err(|_| bad("HS code"))?;
-            CommodityScope::Hs(HsCode::parse(s).map_err(|_| bad("HS code"))?)
+            CommodityScope::Hs(HsCode::from_digits(&b[5..5 + len]).ok_or_else(|| bad("HS code"))?)
         }
         2 => CommodityScope::Sector(sector_of(b[5])?),
         _ => return Err(bad("commodity scope")),
@@ -452,6 +451,73 @@ pub(crate) fn decode_page(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
         return Err(bad("trailing bytes"));
     }
     Ok(out)
+}
+
+/// Steps over one encoded [`Details`] (for [`decode_page_values`], which
+/// does not need them).
+fn skip_details(r: &mut Reader<'_>) -> Result<(), Unreadable> {
+    match r.byte()? {
+        0 => {}
+        1 => {
+            r.varint()?;
+            r.varint()?;
+            let n = r.usize()?;
+            r.bytes(n)?;
+        }
+        _ => return Err(bad("quantity flag")),
+    }
+    for _ in 0..2 {
+        let n = r.usize()?;
+        r.bytes(n)?;
+    }
+    Ok(())
+}
+
+/// Calls `each` with the key, sequence and value (`None`: a retraction) of
+/// every revision of a page, in order, without decoding their details: what
+/// a fold of values needs, at a fraction of [`decode_page`]'s cost. Stops
+/// when `each` returns false.
+pub(crate) fn decode_page_values(
+    bytes: &[u8],
+    each: &mut dyn FnMut(&FigureKey, u64, Option<u128>) -> bool,
+) -> Result<(), Unreadable> {
+    let mut r = Reader(bytes);
+    if r.byte()? != PAGE_VERSION {
+        return Err(bad("page version"));
+    }
+    let n = r.usize()?;
+    if n > bytes.len() {
+        return Err(bad("details count"));
+    }
+    for _ in 0..n {
+        skip_details(&mut r)?;
+    }
+    let count = r.usize()?;
+    if count > bytes.len() {
+        return Err(bad("entry count"));
+    }
+    let mut key: Option<FigureKey> = None;
+    for _ in 0..count {
+        let k = match r.byte()? {
+            0 => read_figure_key(r.bytes(FIGURE_KEY_BYTES)?)?,
+            1 => key.ok_or_else(|| bad("first key"))?,
+            _ => return Err(bad("key flag")),
+        };
+        key = Some(k);
+        let sequence = r.u64()?;
+        let value = r.varint()?;
+        let details = r.usize()?;
+        if details > n {
+            return Err(bad("details index"));
+        }
+        if !each(&k, sequence, (details > 0).then_some(value)) {
+            return Ok(());
+        }
+    }
+    if !r.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(())
 }
 
 /// Cuts entries (in order) into pages of at most [`PAGE_BUDGET`] bytes:
@@ -661,13 +727,42 @@ mod tests {
     #[test]
     fn a_damaged_page_is_an_error_never_a_panic() {
         let page = encode_page(&entries(200));
+        let values = |p: &[u8]| decode_page_values(p, &mut |_, _, _| true);
         for cut in 0..page.len() {
             let _ = decode_page(&page[..cut]);
+            assert!(values(&page[..cut]).is_err());
         }
         for i in 0..page.len() {
             let mut p = page.clone();
             p[i] ^= 0x5a;
             let _ = decode_page(&p);
+            let _ = values(&p);
         }
+    }
+
+    #[test]
+    fn a_page_read_for_its_values_gives_what_it_holds_in_order() {
+        let all = entries(300);
+        let page = encode_page(&all);
+        let mut got = Vec::new();
+        decode_page_values(&page, &mut |k, s, v| {
+            got.push((*k, s, v));
+            true
+        })
+        .unwrap();
+        let wanted: Vec<_> = all
+            .iter()
+            .map(|(k, r)| (*k, r.sequence, r.current_value()))
+            .collect();
+        assert_eq!(got, wanted);
+        assert!(wanted.iter().any(|(_, _, v)| v.is_none()));
+        // Stopping early stops.
+        let mut seen = 0;
+        decode_page_values(&page, &mut |_, _, _| {
+            seen += 1;
+            seen < 10
+        })
+        .unwrap();
+        assert_eq!(seen, 10);
     }
 }

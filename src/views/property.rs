@@ -20,7 +20,7 @@ use crate::domain::{
     CommodityScope, Country, Frequency, Payload, Period, Sector, SectorSet, StoredEvent,
 };
 use std::collections::BTreeMap;
-use std::ops::Bound;
+use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -107,6 +107,30 @@ fn check(index: &Index, events: &[StoredEvent], snapshot: u64, draws: &mut Draws
             }
         }
         assert_eq!(&got, expected, "{r:?}->{p:?} at {snapshot}");
+        // The values alone, as the as-of folds read them, whole and from a
+        // key on.
+        let values: Vec<(FigureKey, u128)> = expected
+            .iter()
+            .filter_map(|(k, (_, v))| v.map(|v| (*k, v)))
+            .collect();
+        let from = values
+            .get(draws.below(values.len() as u64 + 1) as usize)
+            .map_or(Bound::Unbounded, |(k, _)| Bound::Included(*k));
+        for bounds in [
+            (Bound::Unbounded, Bound::Unbounded),
+            (from, Bound::Unbounded),
+        ] {
+            let mut folded = Vec::new();
+            index
+                .pair_values_at(r, p, bounds, snapshot, &mut |k, v| folded.push((*k, v)))
+                .unwrap();
+            let wanted: Vec<_> = values
+                .iter()
+                .filter(|(k, _)| bounds.contains(k))
+                .copied()
+                .collect();
+            assert_eq!(folded, wanted, "{r:?}->{p:?} values at {snapshot}");
+        }
         // ...and in windows, as StreamTradeRecords reads them.
         let window = 1 + draws.below(40) as usize;
         let mut from = Bound::Unbounded;

@@ -7,15 +7,21 @@
 //! Depends only on the domain and the index.
 
 use super::agreements::{pair_agreements, AgreementState};
-use super::filter::{pair_in_range, period_dates, previous_year, CommodityLevel, PeriodRange};
-use super::index::{scope_sector, FigureKey, Index, Pair, Revision};
+use super::filter::{key_bounds, period_dates, previous_year, CommodityLevel, PeriodRange};
+#[cfg(test)]
+use super::index::Revision;
+use super::index::{scope_sector, FigureKey, Index, Pair};
 use super::page::Unreadable;
 use super::rollup::RollupKey;
-use super::totals::{for_each_cell, FlowTotals};
+#[cfg(test)]
+use super::totals::for_each_cell;
+use super::totals::{Cell, Cells, FlowTotals};
 use crate::domain::{Country, Period, Sector, SectorSet};
 use std::collections::BTreeMap;
 
-/// Per-period totals of the figures that pass `keep`.
+/// Per-period totals of the figures that pass `keep` (the reference that
+/// [`summed`] and the rollups are tested against).
+#[cfg(test)]
 fn period_totals<'a>(
     figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<Revision>)>,
     snapshot: u64,
@@ -32,7 +38,9 @@ fn period_totals<'a>(
     out
 }
 
-/// Per-(period, sector) totals of one pair's figures at `level`.
+/// Per-(period, sector) totals of one pair's figures at `level` (a test's
+/// reference, as [`period_totals`]).
+#[cfg(test)]
 fn sector_totals(
     figures: &[(FigureKey, Vec<Revision>)],
     snapshot: u64,
@@ -57,6 +65,63 @@ fn sector_totals(
         },
     );
     out
+}
+
+/// Per-period and, at a breakdown level, per-(period, sector) totals.
+type Summed = (
+    BTreeMap<Period, FlowTotals>,
+    BTreeMap<(Period, Sector), FlowTotals>,
+);
+
+/// Per-period totals over `wide` of one pair's figures that pass `keep`,
+/// and with `breakdown` (level, range, sectors) its per-(period, sector)
+/// totals: summed from its figures as of `snapshot`, in one read of them.
+fn summed(
+    index: &Index,
+    snapshot: u64,
+    (reporter, partner): (Country, Country),
+    wide: &PeriodRange,
+    keep: &dyn Fn(&FigureKey) -> bool,
+    breakdown: Option<(CommodityLevel, &PeriodRange, SectorSet)>,
+) -> Result<Summed, Unreadable> {
+    let (mut totals, mut sectors) = (BTreeMap::new(), BTreeMap::new());
+    let mut by_period = Cells::new(|period, _, cell: &Cell| {
+        totals
+            .entry(period)
+            .or_insert_with(FlowTotals::default)
+            .add_cell(cell)
+    });
+    let mut by_sector = Cells::new(|period, scope, cell: &Cell| {
+        if let Some(sector) = scope_sector(&scope) {
+            sectors
+                .entry((period, sector))
+                .or_insert_with(FlowTotals::default)
+                .add_cell(cell);
+        }
+    });
+    index.pair_values_at(
+        reporter,
+        partner,
+        key_bounds(wide),
+        snapshot,
+        &mut |key, value| {
+            if wide.contains(&key.period) && keep(key) {
+                by_period.push(key, value);
+            }
+            if let Some((level, range, admitted)) = breakdown {
+                let sector = scope_sector(&key.scope);
+                if range.contains(&key.period)
+                    && level.matches(&key.scope)
+                    && sector.is_some_and(|s| admitted.admits(s))
+                {
+                    by_sector.push(key, value);
+                }
+            }
+        },
+    )?;
+    by_period.finish();
+    by_sector.finish();
+    Ok((totals, sectors))
 }
 
 /// Per-period totals of one pair at `level` (of `sectors` only, when not
@@ -166,19 +231,26 @@ pub(crate) fn pair_slices(
             && (spec.sectors.is_empty()
                 || scope_sector(&k.scope).is_some_and(|s| spec.sectors.contains(s)))
     };
-    let own_figures = if fast {
-        Vec::new()
+    let (own, breakdown) = if fast {
+        let sectors = spec
+            .breakdown
+            .map(|level| rolled_up_sectors(pair, &spec.range, level, spec.sectors));
+        (
+            rolled_up_totals(pair, &wide, spec.level, spec.sectors),
+            sectors,
+        )
     } else {
-        pair_in_range(index, reporter, partner, &wide)?
+        let breakdown = spec.breakdown.map(|l| (l, &spec.range, spec.sectors));
+        let (totals, sectors) = summed(
+            index,
+            snapshot,
+            (reporter, partner),
+            &wide,
+            &keep,
+            breakdown,
+        )?;
+        (totals, spec.breakdown.map(|_| sectors))
     };
-    let totals = |p: Option<&Pair>, figures: &[(FigureKey, Vec<Revision>)]| {
-        if fast {
-            rolled_up_totals(p, &wide, spec.level, spec.sectors)
-        } else {
-            period_totals(figures.iter().map(|(k, r)| (k, r)), snapshot, &wide, keep)
-        }
-    };
-    let own = totals(pair, &own_figures);
     let in_range = |m: &BTreeMap<Period, FlowTotals>| {
         m.keys()
             .any(|p| spec.range.contains(p) && after.is_none_or(|a| *p > a))
@@ -186,22 +258,14 @@ pub(crate) fn pair_slices(
     if !spec.mirror_only && !in_range(&own) {
         return Ok(Vec::new());
     }
-    let mirror_figures = if fast {
-        Vec::new()
+    let mirror = if fast {
+        rolled_up_totals(mirror_pair, &wide, spec.level, spec.sectors)
     } else {
-        pair_in_range(index, partner, reporter, &wide)?
+        summed(index, snapshot, (partner, reporter), &wide, &keep, None)?.0
     };
-    let mirror = totals(mirror_pair, &mirror_figures);
     if !in_range(&own) && !in_range(&mirror) {
         return Ok(Vec::new());
     }
-    let breakdown = spec.breakdown.map(|level| {
-        if fast {
-            rolled_up_sectors(pair, &spec.range, level, spec.sectors)
-        } else {
-            sector_totals(&own_figures, snapshot, &spec.range, level, spec.sectors)
-        }
-    });
     let mut periods: Vec<Period> = own.keys().copied().collect();
     if spec.mirror_only {
         periods.extend(mirror.keys().copied());
@@ -280,6 +344,17 @@ pub(crate) fn sector_pairs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Country;
+
+    /// Every revision of one pair's figures whose period may lie in `range`.
+    fn pair_in_range(
+        index: &Index,
+        reporter: Country,
+        partner: Country,
+        range: &PeriodRange,
+    ) -> Result<Vec<(FigureKey, Vec<Revision>)>, Unreadable> {
+        index.pair_figures(reporter, partner, key_bounds(range))
+    }
 
     /// Random records, revisions and retractions over three countries; after
     /// every few events the rollups must give exactly the sums computed from
@@ -333,6 +408,25 @@ mod tests {
                                     rolled_up_sectors(pair, &range, level, sectors),
                                     sector_totals(&figures, sequence, &range, level, sectors),
                                 );
+                                // The fold an as-of view uses, now and at
+                                // older snapshots, against the reference.
+                                for at in [sequence, sequence / 2, sequence - 37] {
+                                    let breakdown = Some((level, &range, sectors));
+                                    let (totals, by_sector) =
+                                        summed(&index, at, (a, b), &range, &keep, breakdown)
+                                            .unwrap();
+                                    let reference = period_totals(
+                                        figures.iter().map(|(k, r)| (k, r)),
+                                        at,
+                                        &range,
+                                        keep,
+                                    );
+                                    assert_eq!(totals, reference, "{a:?}->{b:?} as of {at}");
+                                    assert_eq!(
+                                        by_sector,
+                                        sector_totals(&figures, at, &range, level, sectors)
+                                    );
+                                }
                             }
                         }
                     }

@@ -5,8 +5,8 @@
 
 use super::index::{FigureKey, Revision};
 use super::page::{
-    decode_page, page_key, pair_prefix, CheckpointBatch, Entry, KeyValue, PageStore, Unreadable,
-    PAGE_PREFIX, RUN_PREFIX,
+    decode_page, decode_page_values, page_key, pair_prefix, CheckpointBatch, Entry, KeyValue,
+    PageStore, Unreadable, PAGE_PREFIX, RUN_PREFIX,
 };
 use crate::domain::Country;
 use std::collections::BTreeMap;
@@ -27,20 +27,10 @@ pub(super) fn read_pages(
     };
     scan_pages(pages, reporter, partner, from, &mut |_, entries| {
         for (key, revision) in entries {
-            let before_end = match bounds.1 {
-                Bound::Unbounded => true,
-                Bound::Included(e) => key <= e,
-                Bound::Excluded(e) => key < e,
-            };
-            if !before_end {
+            if !bounds.1.admits_as_end(&key) {
                 return false;
             }
-            let after_start = match bounds.0 {
-                Bound::Unbounded => true,
-                Bound::Included(s) => key >= s,
-                Bound::Excluded(s) => key > s,
-            };
-            if after_start && !each(key, revision) {
+            if bounds.0.admits_as_start(&key) && !each(key, revision) {
                 return false;
             }
         }
@@ -86,6 +76,32 @@ pub(super) fn scan_pages(
     from: Option<FigureKey>,
     each: &mut dyn FnMut(&[u8], Vec<Entry>) -> bool,
 ) -> Result<(), Unreadable> {
+    let mut failed = None;
+    scan_page_bytes(
+        pages,
+        reporter,
+        partner,
+        from,
+        &mut |key, value| match decode_page(value) {
+            Ok(entries) => each(key, entries),
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        },
+    )?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// Calls `each` with the key and the bytes of every page of one pair, as
+/// [`scan_pages`] does with their revisions.
+fn scan_page_bytes(
+    pages: &dyn PageStore,
+    reporter: Country,
+    partner: Country,
+    from: Option<FigureKey>,
+    each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> Result<(), Unreadable> {
     let prefix = pair_prefix(PAGE_PREFIX, reporter, partner);
     let mut end = prefix.to_vec();
     end.push(0xff);
@@ -100,15 +116,68 @@ pub(super) fn scan_pages(
             }
         }
     };
+    pages.scan(&start, &end, each)
+}
+
+/// Calls `each` with the key, sequence and value (`None`: a retraction) of
+/// every revision in the pages of one pair whose key is in `bounds`, in
+/// (key, sequence) order, without decoding their details.
+pub(super) fn read_page_values(
+    pages: &dyn PageStore,
+    reporter: Country,
+    partner: Country,
+    bounds: (Bound<FigureKey>, Bound<FigureKey>),
+    each: &mut dyn FnMut(&FigureKey, u64, Option<u128>),
+) -> Result<(), Unreadable> {
+    let from = match bounds.0 {
+        Bound::Unbounded => None,
+        Bound::Included(k) | Bound::Excluded(k) => Some(k),
+    };
     let mut failed = None;
-    pages.scan(&start, &end, &mut |key, value| match decode_page(value) {
-        Ok(entries) => each(key, entries),
-        Err(e) => {
+    let mut ended = false;
+    scan_page_bytes(pages, reporter, partner, from, &mut |_, value| {
+        let decoded = decode_page_values(value, &mut |key, sequence, value| {
+            if !bounds.1.admits_as_end(key) {
+                ended = true;
+                return false;
+            }
+            if bounds.0.admits_as_start(key) {
+                each(key, sequence, value);
+            }
+            true
+        });
+        if let Err(e) = decoded {
             failed = Some(e);
-            false
+            return false;
         }
+        !ended
     })?;
     failed.map_or(Ok(()), Err)
+}
+
+/// Where a key stands against a range's bound.
+trait BoundCheck {
+    /// For a start bound: whether `key` is at or after it.
+    fn admits_as_start(&self, key: &FigureKey) -> bool;
+    /// For an end bound: whether `key` is at or before it.
+    fn admits_as_end(&self, key: &FigureKey) -> bool;
+}
+
+impl BoundCheck for Bound<FigureKey> {
+    fn admits_as_start(&self, key: &FigureKey) -> bool {
+        match self {
+            Bound::Unbounded => true,
+            Bound::Included(s) => key >= s,
+            Bound::Excluded(s) => key > s,
+        }
+    }
+    fn admits_as_end(&self, key: &FigureKey) -> bool {
+        match self {
+            Bound::Unbounded => true,
+            Bound::Included(e) => key <= e,
+            Bound::Excluded(e) => key < e,
+        }
+    }
 }
 
 /// Pages kept in memory: for the views' own tests, and for views that no

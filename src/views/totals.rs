@@ -6,7 +6,9 @@
 //!
 //! Depends only on the domain and the index.
 
-use super::index::{figure_at, FigureKey, Revision};
+use super::index::FigureKey;
+#[cfg(test)]
+use super::index::{figure_at, Revision};
 use crate::domain::{CommodityScope, Flow, Period};
 
 /// One (reporter, partner, period, commodity) cell: at most one figure per flow.
@@ -163,36 +165,61 @@ pub(crate) fn percent_of_hundredths(part: i128, base: u128) -> Result<Option<i64
 /// Calls `each` once per summing cell (period, commodity) of the figures
 /// that pass `keep`, as of `snapshot`. Figures arrive in `FigureKey` order, so
 /// a cell's flows are adjacent and no map is needed.
+#[cfg(test)]
 pub(super) fn for_each_cell<'a>(
     figures: impl Iterator<Item = (&'a FigureKey, &'a Vec<Revision>)>,
     snapshot: u64,
     keep: impl Fn(&FigureKey) -> bool,
-    mut each: impl FnMut(Period, CommodityScope, &Cell),
+    each: impl FnMut(Period, CommodityScope, &Cell),
 ) {
-    let mut current: Option<(Period, CommodityScope, Cell)> = None;
+    let mut cells = Cells::new(each);
     for (key, revisions) in figures {
         if !keep(key) {
             continue;
         }
-        let Some(f) = figure_at(revisions, snapshot) else {
-            continue;
-        };
-        match &mut current {
-            Some((p, s, cell)) if *p == key.period && *s == key.scope => {
-                cell.add(key.flow, f.value)
-            }
+        if let Some(f) = figure_at(revisions, snapshot) {
+            cells.push(key, f.value);
+        }
+    }
+    cells.finish();
+}
+
+/// Gathers figure values, pushed in `FigureKey` order, into summing cells:
+/// a cell's flows are adjacent, so each cell is handed to `each` as soon as
+/// the next one begins, and no map is needed.
+pub(super) struct Cells<F: FnMut(Period, CommodityScope, &Cell)> {
+    current: Option<(Period, CommodityScope, Cell)>,
+    each: F,
+}
+
+impl<F: FnMut(Period, CommodityScope, &Cell)> Cells<F> {
+    pub(super) fn new(each: F) -> Self {
+        Cells {
+            current: None,
+            each,
+        }
+    }
+
+    /// Adds the value of the figure of `key`.
+    pub(super) fn push(&mut self, key: &FigureKey, value: u128) {
+        match &mut self.current {
+            Some((p, s, cell)) if *p == key.period && *s == key.scope => cell.add(key.flow, value),
             _ => {
-                if let Some((p, s, cell)) = current.take() {
-                    each(p, s, &cell);
+                if let Some((p, s, cell)) = self.current.take() {
+                    (self.each)(p, s, &cell);
                 }
                 let mut cell = Cell::default();
-                cell.add(key.flow, f.value);
-                current = Some((key.period, key.scope, cell));
+                cell.add(key.flow, value);
+                self.current = Some((key.period, key.scope, cell));
             }
         }
     }
-    if let Some((p, s, cell)) = current {
-        each(p, s, &cell);
+
+    /// Hands over the last cell.
+    pub(super) fn finish(mut self) {
+        if let Some((p, s, cell)) = self.current.take() {
+            (self.each)(p, s, &cell);
+        }
     }
 }
 
