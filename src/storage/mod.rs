@@ -337,9 +337,32 @@ impl Store {
                 derived::drop_checkpoint(&tree, "view keys without a checkpoint")?;
             }
             let derived = Derived::new(tree.clone(), dir)?;
-            let replayed = recovery::replay(&tree, dir, projection.as_ref(), &derived)?;
+            // The event-id index is loaded on a second thread while the log
+            // is replayed: each reads its own keys, and the index is checked
+            // against the log's end once both are done.
+            let began = std::time::Instant::now();
+            let (replayed, loaded) = std::thread::scope(|s| {
+                let loading = s.spawn(|| {
+                    let loaded = sled_failures_as_errors(dir, || recovery::load_ids(&tree));
+                    (loaded, began.elapsed())
+                });
+                let replayed = recovery::replay(&tree, dir, projection.as_ref(), &derived);
+                let replay_time = began.elapsed();
+                let (loaded, ids_time) = loading.join().unwrap_or_else(|_| {
+                    let e = Error::Internal("the event-id index could not be loaded".into());
+                    (Err(e), began.elapsed())
+                });
+                tracing::info!(
+                    replay_ms = replay_time.as_millis(),
+                    ids_ms = ids_time.as_millis(),
+                    "log replayed and event-id index loaded side by side"
+                );
+                (replayed, loaded)
+            });
+            let replayed = replayed?;
             recovery::check_acknowledged(dir, &acknowledged, replayed.last_sequence)?;
-            let recovered = recovery::recover(&db, &tree, replayed.last_sequence, syncer.as_mut())?;
+            let recovered =
+                recovery::recover(&db, &tree, replayed.last_sequence, loaded, syncer.as_mut())?;
             Ok((replayed, recovered))
         })?;
         let last = replayed.last_sequence;

@@ -201,24 +201,49 @@ fn rewrite_chunk(batch: &mut sled::Batch, mut first: u64, entries: &[&[u8]]) {
     batch.insert(&seq_key(LOG_PREFIX, first), chunk.finish());
 }
 
-/// Loads the id index from the derived keys, after
-/// checking that the fingerprint chunks cover exactly the log's gapless
-/// sequence range. If they do not, rebuilds every derived key from the log.
+/// Takes the id index [`load_ids`] read (while the log was replayed), after
+/// checking that its fingerprint chunks cover exactly the log's gapless
+/// sequence range. If they do not, rebuilds every derived key from the log
+/// and loads the index again.
 pub(super) fn recover(
     db: &sled::Db,
     tree: &sled::Tree,
     last_sequence: u64,
+    loaded: Result<LoadedIds, Error>,
     syncer: &mut dyn Syncer,
 ) -> Result<Recovered, Error> {
-    let ids = match load_ids(tree, last_sequence) {
+    let ids = match loaded.and_then(|l| l.covering(last_sequence)) {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "derived keys do not match the log; rebuilding them from the log");
             rebuild_derived(db, tree, syncer)?;
-            load_ids(tree, last_sequence)?
+            load_ids(tree)?.covering(last_sequence)?
         }
     };
     Ok(Recovered { ids })
+}
+
+/// The id index as the fingerprint chunks give it, and the sequence after
+/// the last one they cover.
+pub(super) struct LoadedIds {
+    ids: IdIndex,
+    next: u64,
+}
+
+impl LoadedIds {
+    /// The index, if its chunks end where the log does.
+    fn covering(self, last_sequence: u64) -> Result<IdIndex, Error> {
+        if self.next != last_sequence + 1 {
+            return Err(storage_error(
+                "inconsistent store",
+                format!(
+                    "fingerprints end at {}, the log at {last_sequence}",
+                    self.next - 1
+                ),
+            ));
+        }
+        Ok(self.ids)
+    }
 }
 
 /// What the replay found.
@@ -376,9 +401,25 @@ pub(super) fn replay(
     })
 }
 
-fn load_ids(tree: &sled::Tree, last_sequence: u64) -> Result<IdIndex, Error> {
+/// Loads the id index from the fingerprint chunks, checking that they follow
+/// each other from sequence 1 without a gap; two ids with one fingerprint
+/// are told apart by reading them from the log. Reads only the `I` chunks
+/// (and the log's events of shared fingerprints), so that it runs beside
+/// [`replay`].
+pub(super) fn load_ids(tree: &sled::Tree) -> Result<LoadedIds, Error> {
+    // Room for every id at once: the last chunk tells how many there are.
+    let events = match tree.scan_prefix([IDS_PREFIX]).next_back() {
+        None => 0,
+        Some(item) => {
+            let (k, v) = item.map_err(|e| storage_error("scan ids", e))?;
+            let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+            let fps =
+                layout::decode_fingerprints(&v).map_err(|e| storage_error("corrupt ids", e))?;
+            first.saturating_add(fps.count() as u64)
+        }
+    };
     let mut expected = 1u64;
-    let mut ids = IdIndex::with_capacity(usize::try_from(last_sequence).unwrap_or(0));
+    let mut ids = IdIndex::with_capacity(usize::try_from(events).unwrap_or(0));
     for item in tree.scan_prefix([IDS_PREFIX]) {
         let (k, v) = item.map_err(|e| storage_error("scan ids", e))?;
         let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
@@ -406,16 +447,10 @@ fn load_ids(tree: &sled::Tree, last_sequence: u64) -> Result<IdIndex, Error> {
         }
         ids.insert_collided(id, seq);
     }
-    if expected != last_sequence + 1 {
-        return Err(storage_error(
-            "inconsistent store",
-            format!(
-                "fingerprints end at {}, the log at {last_sequence}",
-                expected - 1
-            ),
-        ));
-    }
-    Ok(ids)
+    Ok(LoadedIds {
+        ids,
+        next: expected,
+    })
 }
 
 fn event_id_at(tree: &sled::Tree, seq: u64) -> Result<String, Error> {

@@ -109,7 +109,7 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
             if let Some(pair) = ix.pair(r, p) {
                 for (level, period) in touched {
                     for (k, s) in pair.rollups.range(group(level, period)) {
-                        copy.insert(*k, *s);
+                        copy.insert(*k, s.clone());
                     }
                 }
             }
@@ -140,7 +140,7 @@ pub(super) fn checkpoint(index: &RwLock<Index>) -> Result<bool, Unreadable> {
                 .entry(f.pair.1)
                 .or_default();
             for (k, s) in f.rollups.iter() {
-                pair.rollups.insert(*k, *s);
+                pair.rollups.insert(*k, s.clone());
             }
             pair.rollups.shrink();
             pair.folded = pair.folded.max(f.last);
@@ -285,7 +285,7 @@ fn fold_pair(
     for (level, period) in groups {
         let of_group: Vec<(Option<Sector>, Sums)> = rollups
             .range(group(level, period))
-            .map(|(k, s)| (k.sector, *s))
+            .map(|(k, s)| (k.sector, s.clone()))
             .collect();
         let key = RollupKey {
             level,
