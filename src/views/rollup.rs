@@ -21,7 +21,7 @@ pub(crate) struct RollupKey {
 }
 
 /// One pair's rollup groups in key order: a sorted vector rather than a map
-/// (a pair has a few to a few dozen groups of 144 bytes, and a B-tree's
+/// (a pair has a few to a few dozen groups of 80 bytes, and a B-tree's
 /// nodes took about 3 KB per pair: 83 MB for the 28,000 pairs of 1 M world
 /// figures). Only checkpoints insert, under the views' write lock.
 #[derive(Clone, Default, Debug)]
@@ -74,9 +74,8 @@ impl Rollups {
 /// Exact sums of a set of summing cells, kept as counts so that a cell can
 /// be taken out again when one of its figures is revised or retracted.
 /// Narrow (amounts in u64, counts in u16: 64 bytes) while they fit, which is
-/// nearly every group, else wide on the heap: the 2.6 M groups of 10 M world
-/// HS6 figures took 144 bytes each with their key when every sum was wide,
-/// and take 80 now.
+/// nearly every group, else wide on the heap: a group and its key take 80
+/// bytes instead of the 144 they took when every sum was wide.
 #[derive(Clone, Debug)]
 pub(crate) enum Sums {
     Narrow(Narrow),
