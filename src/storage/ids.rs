@@ -73,8 +73,12 @@ fn partition_by_byte(v: &mut [(u64, u64)], shift: u32) -> [usize; 257] {
 impl IdIndex {
     /// An empty index with room for `events` ids to be loaded.
     pub(super) fn with_capacity(events: usize) -> Self {
+        // The count comes from the store, which can lie: room that cannot
+        // be had is left out, and the vector grows as it loads instead.
+        let mut loaded = Vec::new();
+        let _ = loaded.try_reserve_exact(events);
         IdIndex {
-            loaded: Vec::with_capacity(events),
+            loaded,
             starts: vec![0; BUCKETS + 1],
             added: (0..BUCKETS).map(|_| Vec::new()).collect(),
             collided: HashMap::new(),

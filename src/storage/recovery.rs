@@ -415,7 +415,8 @@ pub(super) fn load_ids(tree: &sled::Tree) -> Result<LoadedIds, Error> {
             let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
             let fps =
                 layout::decode_fingerprints(&v).map_err(|e| storage_error("corrupt ids", e))?;
-            first.saturating_add(fps.count() as u64)
+            // The sequence of its last fingerprint.
+            first.saturating_add(fps.count() as u64).saturating_sub(1)
         }
     };
     let mut expected = 1u64;

@@ -13,13 +13,15 @@
 //!
 //! Depends only on the domain and the views.
 
+use super::codec::{page_key, pair_prefix, run_covers, run_key};
 use super::filter::CommodityLevel;
-use super::index::{read_runs, scope_sector, FigureKey, Index, Overlay, Run};
+use super::index::{scope_sector, FigureKey, Index, Overlay};
 use super::page::{
-    cut_pages, decode_page, encode_rollups, page_key, pair_prefix, run_covers, run_key,
-    CheckpointBatch, Entry, KeyValue, PageStore, Unreadable, PAGE_PREFIX, RUNS_BUDGET, RUNS_MAX,
+    cut_pages, decode_page, encode_rollups, CheckpointBatch, Entry, KeyValue, PageStore,
+    Unreadable, PAGE_PREFIX, RUNS_BUDGET, RUNS_MAX,
 };
 use super::rollup::{RollupKey, Rollups, Sums};
+use super::stored::{read_runs, Run};
 use super::totals::Cell;
 use crate::domain::{CommodityScope, Country, Flow, Period, Sector};
 use std::collections::{BTreeMap, BTreeSet};

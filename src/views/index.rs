@@ -1,14 +1,14 @@
 //! The index: per (reporter, partner) pair its rollups, the sector index,
 //! the agreements by party, and the overlays of figure revisions not yet
 //! checkpointed, over the figure pages in the store. `Index::apply` folds one
-//! durable event into it; `Index::pair_figures` reads a pair's figures from
-//! the pages and the overlays merged.
+//! durable event into it (reading a pair's figures is `figures.rs`).
 //!
 //! Depends only on the domain.
 
+use super::codec::{pair_of, run_covers};
 use super::page::{
-    decode_rollups, pair_of, read_rollup_key, run_covers, CheckpointBatch, PageStore, Unreadable,
-    ROLLUP_PREFIX, RUN_PREFIX,
+    decode_rollups, read_rollup_key, CheckpointBatch, PageStore, Unreadable, ROLLUP_PREFIX,
+    RUN_PREFIX,
 };
 use super::rollup::{RollupKey, Rollups};
 use crate::domain::{
@@ -16,11 +16,9 @@ use crate::domain::{
     Payload, Period, Quantity, Sector, StoredEvent, Text, TradeFigureKey,
 };
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 pub(crate) use super::stored::MemoryPages;
-pub(super) use super::stored::{read_page_values, read_pages, read_runs, Run};
 
 /// The figure part of a natural key below the (reporter, partner) pair,
 /// ordered period first so that a period range is one range scan, then by
@@ -422,201 +420,6 @@ impl Index {
         self.active.revisions += 1;
     }
 
-    /// Every revision of one pair's figures with keys in `bounds`, in key
-    /// order: from the pages, then the overlays (a revision is in a page
-    /// and the frozen overlay at once while a checkpoint is installed).
-    pub(crate) fn pair_figures(
-        &self,
-        reporter: Country,
-        partner: Country,
-        bounds: (Bound<FigureKey>, Bound<FigureKey>),
-    ) -> Result<Vec<(FigureKey, Vec<Revision>)>, Unreadable> {
-        Ok(self
-            .pair_figures_window(reporter, partner, bounds, usize::MAX)?
-            .0)
-    }
-
-    /// The first `max_keys` figures of [`Index::pair_figures`], and whether
-    /// there are more.
-    pub(crate) fn pair_figures_window(
-        &self,
-        reporter: Country,
-        partner: Country,
-        bounds: (Bound<FigureKey>, Bound<FigureKey>),
-        max_keys: usize,
-    ) -> Result<(Figures, bool), Unreadable> {
-        // The pages arrive in key order: grouped as they come, no map.
-        let mut out: Figures = Vec::new();
-        let mut cut = None;
-        let paged = self.pair(reporter, partner).is_some_and(|p| p.folded > 0);
-        if paged {
-            read_pages(&*self.pages, reporter, partner, bounds, &mut |k, r| {
-                let len = out.len();
-                match out.last_mut() {
-                    Some((last, revisions)) if *last == k => revisions.push(r),
-                    _ if len >= max_keys => {
-                        cut = Some(k);
-                        return false;
-                    }
-                    _ => out.push((k, vec![r])),
-                }
-                true
-            })?;
-        }
-        // Past a cut, no key can be among the first `max_keys`.
-        let end = cut.map_or(bounds.1, Bound::Excluded);
-        // Revisions newer than the pages': the runs (in sequence order),
-        // then the overlays.
-        let mut newer: BTreeMap<FigureKey, Vec<Revision>> = BTreeMap::new();
-        let mut add = |key: FigureKey, revision: &Revision| {
-            let have = newer.entry(key).or_default();
-            if have.last().is_none_or(|r| r.sequence < revision.sequence) {
-                have.push(revision.clone());
-            }
-        };
-        if paged {
-            for (_, _, run) in read_runs(&*self.pages, reporter, partner)? {
-                for (key, revision) in &run {
-                    if (bounds.0, end).contains(key) {
-                        add(*key, revision);
-                    }
-                }
-            }
-        }
-        let overlays = self
-            .frozen
-            .iter()
-            .map(|(_, f)| &**f)
-            .chain(std::iter::once(&self.active));
-        for overlay in overlays {
-            let Some(o) = overlay.pairs.get(&(reporter, partner)) else {
-                continue;
-            };
-            // One more than a window: the result then tells whether there
-            // are more.
-            for (key, revisions) in o
-                .figures
-                .range((bounds.0, end))
-                .take(max_keys.saturating_add(1))
-            {
-                for r in revisions {
-                    add(*key, r);
-                }
-            }
-        }
-        if !newer.is_empty() {
-            out = merge_newer(out, newer);
-        }
-        let more = cut.is_some() || out.len() > max_keys;
-        out.truncate(max_keys);
-        Ok((out, more))
-    }
-
-    /// Calls `each` with the value as of `snapshot` of every figure of one
-    /// pair with its key in `bounds`, in key order, skipping figures not
-    /// stored or retracted then: the fold of [`Index::pair_figures`] without
-    /// copying the revisions or decoding their details (an as-of view reads
-    /// every revision of the pair's period range through it).
-    pub(crate) fn pair_values_at(
-        &self,
-        reporter: Country,
-        partner: Country,
-        bounds: (Bound<FigureKey>, Bound<FigureKey>),
-        snapshot: u64,
-        each: &mut dyn FnMut(&FigureKey, u128),
-    ) -> Result<(), Unreadable> {
-        // The latest revision at or before the snapshot is the one with the
-        // highest sequence of any source, whatever the order they are read
-        // in: first that of the runs and overlays (few keys), kept per key.
-        let mut newer: BTreeMap<FigureKey, (u64, Option<u128>)> = BTreeMap::new();
-        let mut add = |key: &FigureKey, sequence: u64, value: Option<u128>| {
-            if sequence <= snapshot {
-                let slot = newer.entry(*key).or_insert((0, None));
-                if sequence >= slot.0 {
-                    *slot = (sequence, value);
-                }
-            }
-        };
-        let paged = self.pair(reporter, partner).is_some_and(|p| p.folded > 0);
-        if paged {
-            for (_, _, run) in read_runs(&*self.pages, reporter, partner)? {
-                for (key, revision) in &run {
-                    if bounds.contains(key) {
-                        add(key, revision.sequence, revision.current_value());
-                    }
-                }
-            }
-        }
-        let overlays = self
-            .frozen
-            .iter()
-            .map(|(_, f)| &**f)
-            .chain(std::iter::once(&self.active));
-        for overlay in overlays {
-            if let Some(o) = overlay.pairs.get(&(reporter, partner)) {
-                for (key, revisions) in o.figures.range(bounds) {
-                    for r in revisions {
-                        add(key, r.sequence, r.current_value());
-                    }
-                }
-            }
-        }
-        // Then the pages, in key order, merged with those as they pass.
-        let mut newer = newer.into_iter().peekable();
-        let mut emit = |key: &FigureKey, (sequence, value): (u64, Option<u128>)| {
-            while let Some((k, v)) = newer.next_if(|(k, _)| k < key) {
-                if let (_, Some(value)) = v {
-                    each(&k, value);
-                }
-            }
-            let value = match newer.next_if(|(k, _)| k == key) {
-                Some((_, (s, v))) if s >= sequence => v,
-                _ => value,
-            };
-            if let Some(value) = value {
-                each(key, value);
-            }
-        };
-        if paged {
-            // The current key and its latest revision at or before the
-            // snapshot (sequence 0, no value: none yet).
-            let mut current: Option<(FigureKey, (u64, Option<u128>))> = None;
-            read_page_values(
-                &*self.pages,
-                reporter,
-                partner,
-                bounds,
-                &mut |key, sequence, value| match &mut current {
-                    Some((k, latest)) if k == key => {
-                        if sequence <= snapshot {
-                            *latest = (sequence, value);
-                        }
-                    }
-                    _ => {
-                        if let Some((k, latest)) = current.take() {
-                            emit(&k, latest);
-                        }
-                        let latest = if sequence <= snapshot {
-                            (sequence, value)
-                        } else {
-                            (0, None)
-                        };
-                        current = Some((*key, latest));
-                    }
-                },
-            )?;
-            if let Some((k, latest)) = current {
-                emit(&k, latest);
-            }
-        }
-        for (k, (_, v)) in newer {
-            if let Some(value) = v {
-                each(&k, value);
-            }
-        }
-        Ok(())
-    }
-
     /// The latest version of an agreement at or before `sequence`.
     pub(crate) fn agreement_at(&self, id: &AgreementId, sequence: u64) -> Option<Arc<Agreement>> {
         self.agreements
@@ -634,38 +437,4 @@ impl Index {
     pub(crate) fn pair(&self, reporter: Country, partner: Country) -> Option<&Pair> {
         self.pairs.get(&reporter).and_then(|m| m.get(&partner))
     }
-
-    /// Whether the figure of `natural` is current: stored, and its latest
-    /// revision not a retraction.
-    pub(crate) fn figure_is_current(&self, natural: &TradeFigureKey) -> Result<bool, Unreadable> {
-        let key = FigureKey::of(natural);
-        let found = self.pair_figures(
-            natural.reporter(),
-            natural.partner(),
-            (Bound::Included(key), Bound::Included(key)),
-        )?;
-        Ok(found
-            .first()
-            .and_then(|(_, revisions)| revisions.last())
-            .is_some_and(|r| r.current_value().is_some()))
-    }
-}
-
-/// `stored` (in key order) with the `newer` revisions of each key after its
-/// own, each sequence once.
-fn merge_newer(stored: Figures, newer: BTreeMap<FigureKey, Vec<Revision>>) -> Figures {
-    let mut out = Vec::with_capacity(stored.len() + newer.len());
-    let mut newer = newer.into_iter().peekable();
-    for (key, mut revisions) in stored {
-        while let Some(n) = newer.next_if(|(k, _)| *k < key) {
-            out.push(n);
-        }
-        if let Some((_, more)) = newer.next_if(|(k, _)| *k == key) {
-            let last = revisions.last().map_or(0, |r| r.sequence);
-            revisions.extend(more.into_iter().filter(|r| r.sequence > last));
-        }
-        out.push((key, revisions));
-    }
-    out.extend(newer);
-    out
 }

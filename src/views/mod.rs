@@ -20,9 +20,9 @@
 //! change an answer in progress; a checkpoint is installed under the write
 //! lock, so a chunk sees all of it or none of it.
 //!
-//! One file per job: `index` (the data, how an event is folded in, reading a
-//! pair's figures), `page` (the byte form of pages and rollups, and
-//! `PageStore`), `checkpoint`, `rollup`, `totals` (the summing rules),
+//! One file per job: `index` (the data, how an event is folded in),
+//! `figures` (reading a pair's figures, and folding them at a snapshot), `codec` (the byte form of keys and integers), `page` (the byte
+//! form of pages and rollups, and `PageStore`), `checkpoint`, `rollup`, `totals` (the summing rules),
 //! `filter` (levels, period ranges, figure filters), `slices` (country and
 //! sector views), `records` (StreamTradeRecords), `agreements`, `aggregate`.
 //!
@@ -32,6 +32,8 @@
 mod aggregate;
 mod agreements;
 mod checkpoint;
+mod codec;
+mod figures;
 mod filter;
 mod index;
 mod page;

@@ -1,21 +1,21 @@
 //! The byte form of the views' data kept in sled: **figure pages** (every
 //! revision of a pair's figures, in (figure key, sequence) order, cut into
 //! pages of at most [`PAGE_BUDGET`] bytes) and **rollup groups** (one pair's
-//! sums of one commodity level and period), with their keys; and
-//! [`PageStore`], what the views need from the store to keep them.
-//!
-//! Keys sort as the values they stand for (integers big-endian, enums by
-//! their declaration order), so a pair's period range is one range of keys.
+//! sums of one commodity level and period); and [`PageStore`], what the
+//! views need from the store to keep them. The keys and integers they are
+//! written with are `codec.rs`.
 //!
 //! Depends only on the domain and the views' key types; knows nothing of
 //! sled (the store adds and checks a checksum on every value).
 
+use super::codec::{
+    bad, pair_prefix, put_figure_key, put_period, put_varint, read_figure_key, read_period,
+    sector_byte, sector_of, Reader, FIGURE_KEY_BYTES, PAIR_BYTES,
+};
 use super::filter::CommodityLevel;
 use super::index::{Details, FigureKey, Revision};
 use super::rollup::{RollupKey, Sums};
-use crate::domain::{
-    CommodityScope, Country, Flow, Frequency, HsCode, Period, Quantity, Sector, Text,
-};
+use crate::domain::{Country, Period, Quantity, Sector, Text};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -42,12 +42,6 @@ pub(crate) const RUNS_BUDGET: usize = 4 * PAGE_BUDGET;
 /// may exceed it (an event encodes to at most 3,900 bytes, so every page
 /// stays within sled's 4 KiB inline values with the store's checksum).
 pub(crate) const PAGE_BUDGET: usize = 3_600;
-/// An encoded figure key.
-pub(crate) const FIGURE_KEY_BYTES: usize = 13;
-/// prefix, reporter, partner.
-const PAIR_BYTES: usize = 5;
-/// A page key: pair, figure key, sequence.
-pub(crate) const PAGE_KEY_BYTES: usize = PAIR_BYTES + FIGURE_KEY_BYTES + 8;
 
 /// A page or rollup that cannot be read back: a checksum or format failure,
 /// or the store's error. Queries answer INTERNAL with it; nothing is served
@@ -105,214 +99,6 @@ pub(crate) trait PageStore: Send + Sync {
     fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable>;
     /// Makes what was applied durable.
     fn sync(&self) -> Result<(), Unreadable>;
-}
-
-fn bad(what: &str) -> Unreadable {
-    Unreadable(format!("a stored view page is unreadable ({what})"))
-}
-
-// ---- integers -------------------------------------------------------------
-
-fn put_varint(out: &mut Vec<u8>, mut v: u128) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A reader over a value's bytes; every read is checked.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn varint(&mut self) -> Result<u128, Unreadable> {
-        let mut v = 0u128;
-        for shift in (0..128).step_by(7) {
-            let (&b, rest) = self.0.split_first().ok_or_else(|| bad("short varint"))?;
-            self.0 = rest;
-            v |= u128::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(bad("varint too long"))
-    }
-    fn u64(&mut self) -> Result<u64, Unreadable> {
-        u64::try_from(self.varint()?).map_err(|_| bad("u64 too large"))
-    }
-    fn usize(&mut self) -> Result<usize, Unreadable> {
-        usize::try_from(self.varint()?).map_err(|_| bad("length too large"))
-    }
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], Unreadable> {
-        if self.0.len() < n {
-            return Err(bad("short value"));
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn byte(&mut self) -> Result<u8, Unreadable> {
-        Ok(self.bytes(1)?[0])
-    }
-    fn text(&mut self) -> Result<&'a str, Unreadable> {
-        let n = self.usize()?;
-        std::str::from_utf8(self.bytes(n)?).map_err(|_| bad("text is not UTF-8"))
-    }
-}
-
-// ---- keys -----------------------------------------------------------------
-
-fn frequency_byte(f: Frequency) -> u8 {
-    match f {
-        Frequency::Annual => 0,
-        Frequency::Quarterly => 1,
-        Frequency::Monthly => 2,
-        Frequency::YearToDate => 3,
-    }
-}
-
-fn flow_byte(f: Flow) -> u8 {
-    match f {
-        Flow::Export => 0,
-        Flow::Import => 1,
-        Flow::ReExport => 2,
-        Flow::ReImport => 3,
-        Flow::Turnover => 4,
-    }
-}
-
-const FLOWS: [Flow; 5] = [
-    Flow::Export,
-    Flow::Import,
-    Flow::ReExport,
-    Flow::ReImport,
-    Flow::Turnover,
-];
-const FREQUENCIES: [Frequency; 4] = [
-    Frequency::Annual,
-    Frequency::Quarterly,
-    Frequency::Monthly,
-    Frequency::YearToDate,
-];
-
-fn sector_byte(s: Sector) -> u8 {
-    Sector::ALL.iter().position(|x| *x == s).unwrap_or(0) as u8
-}
-
-fn sector_of(b: u8) -> Result<Sector, Unreadable> {
-    Sector::ALL
-        .get(usize::from(b))
-        .copied()
-        .ok_or_else(|| bad("sector"))
-}
-
-fn put_period(out: &mut Vec<u8>, p: &Period) {
-    out.push(frequency_byte(p.frequency()));
-    out.extend_from_slice(&p.year().to_be_bytes());
-    out.push(p.number());
-}
-
-fn read_period(b: &[u8]) -> Result<Period, Unreadable> {
-    let frequency = *FREQUENCIES
-        .get(usize::from(b[0]))
-        .ok_or_else(|| bad("frequency"))?;
-    let year = u16::from_be_bytes([b[1], b[2]]);
-    Period::new(i32::from(year), frequency, i32::from(b[3])).map_err(|_| bad("period"))
-}
-
-/// 13 bytes that sort as the key: period (4), scope (8: tag, then the HS
-/// digits and length or the sector), flow (1).
-pub(crate) fn put_figure_key(out: &mut Vec<u8>, k: &FigureKey) {
-    put_period(out, &k.period);
-    match k.scope {
-        CommodityScope::All => out.extend_from_slice(&[0; 8]),
-        CommodityScope::Hs(h) => {
-            out.push(1);
-            let s = h.as_str().as_bytes();
-            let mut digits = [0u8; 6];
-            digits[..s.len()].copy_from_slice(s);
-            out.extend_from_slice(&digits);
-            out.push(s.len() as u8);
-        }
-        CommodityScope::Sector(s) => {
-            out.push(2);
-            out.push(sector_byte(s));
-            out.extend_from_slice(&[0; 6]);
-        }
-    }
-    out.push(flow_byte(k.flow));
-}
-
-pub(crate) fn read_figure_key(b: &[u8]) -> Result<FigureKey, Unreadable> {
-    if b.len() < FIGURE_KEY_BYTES {
-        return Err(bad("short figure key"));
-    }
-    let period = read_period(&b[..4])?;
-    let scope = match b[4] {
-        0 => CommodityScope::All,
-        1 => {
-            let len = usize::from(b[11]).min(6);
-            CommodityScope::Hs(HsCode::from_digits(&b[5..5 + len]).ok_or_else(|| bad("HS code"))?)
-        }
-        2 => CommodityScope::Sector(sector_of(b[5])?),
-        _ => return Err(bad("commodity scope")),
-    };
-    let flow = *FLOWS.get(usize::from(b[12])).ok_or_else(|| bad("flow"))?;
-    Ok(FigureKey {
-        period,
-        scope,
-        flow,
-    })
-}
-
-/// The key prefix of one pair's pages (or rollups, with that prefix).
-pub(crate) fn pair_prefix(prefix: u8, reporter: Country, partner: Country) -> [u8; PAIR_BYTES] {
-    let (r, p) = (reporter.alpha2().as_bytes(), partner.alpha2().as_bytes());
-    [prefix, r[0], r[1], p[0], p[1]]
-}
-
-/// The reporter and partner of a page or rollup key.
-pub(crate) fn pair_of(key: &[u8]) -> Result<(Country, Country), Unreadable> {
-    let s = key.get(1..PAIR_BYTES).ok_or_else(|| bad("short key"))?;
-    let c = |b: &[u8]| {
-        std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| Country::parse(s).ok())
-            .ok_or_else(|| bad("country"))
-    };
-    Ok((c(&s[..2])?, c(&s[2..])?))
-}
-
-/// The key of the page whose first revision is `(key, sequence)`.
-pub(crate) fn page_key(
-    reporter: Country,
-    partner: Country,
-    key: &FigureKey,
-    sequence: u64,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PAGE_KEY_BYTES);
-    out.extend_from_slice(&pair_prefix(PAGE_PREFIX, reporter, partner));
-    put_figure_key(&mut out, key);
-    out.extend_from_slice(&sequence.to_be_bytes());
-    out
-}
-
-/// The key of the `index`th page of the run that the checkpoint covering
-/// `covers` added to one pair.
-/// The sequence covered by the checkpoint that wrote a run.
-pub(crate) fn run_covers(key: &[u8]) -> Result<u64, Unreadable> {
-    key.get(PAIR_BYTES..PAIR_BYTES + 8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| bad("short run key"))
-}
-
-pub(crate) fn run_key(reporter: Country, partner: Country, covers: u64, index: u16) -> Vec<u8> {
-    let mut out = Vec::with_capacity(PAIR_BYTES + 10);
-    out.extend_from_slice(&pair_prefix(RUN_PREFIX, reporter, partner));
-    out.extend_from_slice(&covers.to_be_bytes());
-    out.extend_from_slice(&index.to_be_bytes());
-    out
 }
 
 // ---- pages ------------------------------------------------------------------
@@ -402,8 +188,9 @@ pub(crate) fn encode_page(entries: &[Entry]) -> Vec<u8> {
     out
 }
 
-/// Decodes a page's entries, in order.
-pub(crate) fn decode_page(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
+/// Reads a page's version and the number of its distinct details, which
+/// follow.
+fn open_page(bytes: &[u8]) -> Result<(Reader<'_>, usize), Unreadable> {
     let mut r = Reader(bytes);
     if r.byte()? != PAGE_VERSION {
         return Err(bad("page version"));
@@ -412,44 +199,66 @@ pub(crate) fn decode_page(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
     if n > bytes.len() {
         return Err(bad("details count"));
     }
+    Ok((r, n))
+}
+
+/// Calls `each` with the key, sequence, value and details index (0: a
+/// retraction; at most `details`) of every revision after a page's details,
+/// until it returns false; a page read to its end must end there.
+fn page_revisions(
+    mut r: Reader<'_>,
+    details: usize,
+    each: &mut dyn FnMut(&FigureKey, u64, u128, usize) -> bool,
+) -> Result<(), Unreadable> {
+    let count = r.usize()?;
+    if count > r.0.len() {
+        return Err(bad("entry count"));
+    }
+    let mut key: Option<FigureKey> = None;
+    for _ in 0..count {
+        let k = match r.byte()? {
+            0 => read_figure_key(r.bytes(FIGURE_KEY_BYTES)?)?,
+            1 => key.ok_or_else(|| bad("first key"))?,
+            _ => return Err(bad("key flag")),
+        };
+        key = Some(k);
+        let sequence = r.u64()?;
+        let value = r.varint()?;
+        let index = r.usize()?;
+        if index > details {
+            return Err(bad("details index"));
+        }
+        if !each(&k, sequence, value, index) {
+            return Ok(());
+        }
+    }
+    if !r.0.is_empty() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok(())
+}
+
+/// Decodes a page's entries, in order.
+pub(crate) fn decode_page(bytes: &[u8]) -> Result<Vec<Entry>, Unreadable> {
+    let (mut r, n) = open_page(bytes)?;
     let mut dictionary = Vec::with_capacity(n);
     for _ in 0..n {
         dictionary.push(Arc::new(read_details(&mut r)?));
     }
-    let count = r.usize()?;
-    if count > bytes.len() {
-        return Err(bad("entry count"));
-    }
-    let mut out: Vec<Entry> = Vec::with_capacity(count);
-    for _ in 0..count {
-        let key = match r.byte()? {
-            0 => read_figure_key(r.bytes(FIGURE_KEY_BYTES)?)?,
-            1 => out
-                .last()
-                .map(|(k, _)| *k)
-                .ok_or_else(|| bad("first key"))?,
-            _ => return Err(bad("key flag")),
-        };
-        let sequence = r.u64()?;
-        let value = r.varint()?;
-        let details = match r.usize()? {
-            0 => None,
-            i => Some(Arc::clone(
-                dictionary.get(i - 1).ok_or_else(|| bad("details index"))?,
-            )),
-        };
+    let mut out: Vec<Entry> = Vec::new();
+    page_revisions(r, n, &mut |key, sequence, value, index| {
+        // `page_revisions` checked that the index is at most `n`.
+        let details = index.checked_sub(1).map(|i| Arc::clone(&dictionary[i]));
         out.push((
-            key,
+            *key,
             Revision {
                 sequence,
                 value,
                 details,
             },
         ));
-    }
-    if !r.0.is_empty() {
-        return Err(bad("trailing bytes"));
-    }
+        true
+    })?;
     Ok(out)
 }
 
@@ -481,43 +290,13 @@ pub(crate) fn decode_page_values(
     bytes: &[u8],
     each: &mut dyn FnMut(&FigureKey, u64, Option<u128>) -> bool,
 ) -> Result<(), Unreadable> {
-    let mut r = Reader(bytes);
-    if r.byte()? != PAGE_VERSION {
-        return Err(bad("page version"));
-    }
-    let n = r.usize()?;
-    if n > bytes.len() {
-        return Err(bad("details count"));
-    }
+    let (mut r, n) = open_page(bytes)?;
     for _ in 0..n {
         skip_details(&mut r)?;
     }
-    let count = r.usize()?;
-    if count > bytes.len() {
-        return Err(bad("entry count"));
-    }
-    let mut key: Option<FigureKey> = None;
-    for _ in 0..count {
-        let k = match r.byte()? {
-            0 => read_figure_key(r.bytes(FIGURE_KEY_BYTES)?)?,
-            1 => key.ok_or_else(|| bad("first key"))?,
-            _ => return Err(bad("key flag")),
-        };
-        key = Some(k);
-        let sequence = r.u64()?;
-        let value = r.varint()?;
-        let details = r.usize()?;
-        if details > n {
-            return Err(bad("details index"));
-        }
-        if !each(&k, sequence, (details > 0).then_some(value)) {
-            return Ok(());
-        }
-    }
-    if !r.0.is_empty() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(())
+    page_revisions(r, n, &mut |key, sequence, value, index| {
+        each(key, sequence, (index > 0).then_some(value))
+    })
 }
 
 /// Cuts entries (in order) into pages of at most [`PAGE_BUDGET`] bytes:
@@ -650,6 +429,7 @@ impl RollupKey {
 mod tests {
     use super::*;
     use crate::domain::Payload;
+    use crate::views::codec::{page_key, pair_of};
     use crate::views::testing::random_events;
 
     fn entries(n: u64) -> Vec<Entry> {

@@ -3,10 +3,11 @@
 //!
 //! Depends only on the views' page format.
 
+use super::codec::{page_key, pair_prefix};
 use super::index::{FigureKey, Revision};
 use super::page::{
-    decode_page, decode_page_values, page_key, pair_prefix, CheckpointBatch, Entry, KeyValue,
-    PageStore, Unreadable, PAGE_PREFIX, RUN_PREFIX,
+    decode_page, decode_page_values, CheckpointBatch, Entry, KeyValue, PageStore, Unreadable,
+    PAGE_PREFIX, RUN_PREFIX,
 };
 use crate::domain::Country;
 use std::collections::BTreeMap;
