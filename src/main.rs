@@ -4,7 +4,8 @@
 use clap::Parser;
 
 // glibc's malloc and free were about a third of the server's CPU time under
-// ingest (perf); mimalloc serves the same allocations for much less.
+// ingest (perf); mimalloc serves the same allocations for much less. It is
+// built without transparent huge pages (Cargo.toml says why).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
