@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// again is disconnected.
     #[arg(long, env = "CARAVAN_KEEPALIVE_SECS", default_value_t = 20)]
     pub keepalive_secs: u64,
+    /// Serve an address beyond loopback without TLS or credentials (refused
+    /// without this: this build has neither).
+    #[arg(long, env = "CARAVAN_INSECURE")]
+    pub insecure: bool,
 }
 
 impl ServeArgs {
@@ -181,6 +185,7 @@ impl ServeArgs {
         c.max_decoding_bytes = self.max_decoding_bytes;
         c.max_connections = self.max_connections;
         c.handshake_timeout = Duration::from_secs(self.handshake_timeout_secs.max(1));
+        c.insecure = self.insecure;
         c.request_read_timeout = Duration::from_secs(self.request_read_timeout_secs.max(1));
         c.max_concurrent_streams = self.max_concurrent_streams;
         c.keepalive_interval = Duration::from_secs(self.keepalive_secs.max(1));

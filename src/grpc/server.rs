@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long a new connection may take to begin HTTP/2.
     pub handshake_timeout: Duration,
+    /// Serve an address beyond loopback although this build has neither TLS
+    /// nor credentials ([`check_exposure`]); off by default.
+    pub insecure: bool,
 }
 
 /// Default listen address.
@@ -109,6 +112,7 @@ impl ServerConfig {
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            insecure: false,
         }
     }
 }
@@ -231,8 +235,36 @@ impl RunningServer {
     }
 }
 
+/// Refuses to serve an address that other machines can reach: the service
+/// has no TLS and no credentials yet, so anyone who reaches the port could
+/// append, revise and retract anything, in the clear. Loopback addresses
+/// (127.0.0.0/8, ::1) are served as they are; any other address only with
+/// `insecure`, and then with a warning.
+pub fn check_exposure(listen: SocketAddr, insecure: bool) -> Result<(), Error> {
+    if listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if insecure {
+        tracing::warn!(
+            %listen,
+            "serving beyond loopback without TLS or credentials (--insecure): anyone who \
+             reaches this port can read and write everything, in the clear"
+        );
+        return Ok(());
+    }
+    Err(Error::Unavailable(format!(
+        "refusing to listen on {listen}: it is reachable beyond this machine, and this \
+         service has no TLS and no credentials, so anyone reaching it could read and \
+         write everything in the clear. Listen on a loopback address (127.0.0.1 or \
+         [::1]) behind a proxy that adds TLS and authentication, or pass --insecure \
+         (CARAVAN_INSECURE=true) to serve it as it is"
+    )))
+}
+
 /// Opens the store, binds the listener and starts serving in the background.
+/// An address beyond loopback is refused first, unless `config.insecure`.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+    check_exposure(config.listen, config.insecure)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -399,6 +431,28 @@ async fn serve_until_shutdown(
         _ = async { drain.wait().await; tokio::time::sleep(deadline).await } => {
             tracing::warn!(?deadline, "drain deadline passed; no longer waiting for open calls");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    use super::check_exposure;
+
+    #[test]
+    fn only_loopback_is_served_without_insecure() {
+        for served in ["127.0.0.1:50051", "127.8.9.10:0", "[::1]:50051"] {
+            let addr = served.parse().unwrap();
+            assert!(check_exposure(addr, false).is_ok(), "{served}");
+        }
+        for refused in ["0.0.0.0:50051", "[::]:0", "10.1.2.3:50051", "192.168.0.7:1"] {
+            let addr = refused.parse().unwrap();
+            let e = check_exposure(addr, false).expect_err(refused).to_string();
+            assert!(e.contains(refused) && e.contains("--insecure"), "{e}");
+            assert!(
+                check_exposure(addr, true).is_ok(),
+                "{refused} with --insecure"
+            );
         }
     }
 }
