@@ -195,5 +195,9 @@ pub(crate) fn pb_stored_event(s: &StoredEvent) -> pb::StoredEvent {
         sequence: s.sequence,
         ingested_at: Some(pb_timestamp(&s.ingested_at)),
         event: Some(pb_event(&s.event)),
+        written_by: s
+            .written_by
+            .as_ref()
+            .map_or_else(String::new, |n| n.as_str().to_owned()),
     }
 }

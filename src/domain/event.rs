@@ -64,8 +64,14 @@ impl fmt::Display for EventId {
 }
 
 /// The name of the feed that sent an event.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct FeedName(String);
+
+impl fmt::Display for FeedName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 impl FeedName {
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -73,6 +79,29 @@ impl FeedName {
     }
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+/// The name of an identity of the server's auth file (who wrote an event):
+/// the same characters as a feed name.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct IdentityName(std::sync::Arc<str>);
+
+/// Longest identity name.
+pub const MAX_IDENTITY_NAME: usize = 64;
+
+impl IdentityName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        identifier(s, MAX_IDENTITY_NAME).map(|s| IdentityName(s.into()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for IdentityName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -424,6 +453,9 @@ pub struct StoredEvent {
     pub sequence: u64,
     pub ingested_at: Timestamp,
     pub event: Event,
+    /// The identity that appended it; `None` when the server ran without
+    /// identities, or the event is older than they are.
+    pub written_by: Option<IdentityName>,
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ mod violations;
 pub use country::Country;
 pub use event::{
     Agreement, AgreementId, AgreementKind, AgreementParts, AgreementStatus, AgreementStatusChanged,
-    CommodityScope, Event, EventId, EventKind, FeedName, Flow, HsCode, Payload, StoredEvent,
-    TradeFigureKey, TradeRecord, TradeRecordRetracted,
+    CommodityScope, Event, EventId, EventKind, FeedName, Flow, HsCode, IdentityName, Payload,
+    StoredEvent, TradeFigureKey, TradeRecord, TradeRecordRetracted,
 };
 pub use lifecycle::{next_statuses, Broken, Lifecycle};
 pub use money::{Quantity, UsdAmount, MAX_UNITS};

@@ -8,7 +8,7 @@
 //! Depends on the domain, the generated messages and `convert`; not on sled.
 
 use crate::convert::{parse_event, pb_event, pb_timestamp, timestamp};
-use crate::domain::{Event, StoredEvent, Timestamp};
+use crate::domain::{Event, IdentityName, StoredEvent, Timestamp};
 use crate::proto::v1 as pb;
 use prost::Message;
 
@@ -35,10 +35,20 @@ pub(crate) fn decode_stored(bytes: &[u8]) -> Result<StoredEvent, String> {
             .unwrap_or_default();
         format!("stored event {} does not parse: {first}", msg.sequence)
     })?;
+    let written_by = match msg.written_by.as_str() {
+        "" => None,
+        name => Some(IdentityName::parse(name).map_err(|e| {
+            format!(
+                "stored event {} has a bad written_by {name:?}: {e}",
+                msg.sequence
+            )
+        })?),
+    };
     Ok(StoredEvent {
         sequence: msg.sequence,
         ingested_at,
         event,
+        written_by,
     })
 }
 
@@ -48,13 +58,14 @@ pub(crate) fn encode_event(e: &Event) -> Vec<u8> {
     pb_event(e).encode_to_vec()
 }
 
-/// Appends the `StoredEvent` encoding of (sequence, ingested_at, event) to
-/// `out`, where `event_bytes` is [`encode_event`]'s output. Byte-identical to
-/// [`encode_stored`] of the same stored event.
+/// Appends the `StoredEvent` encoding of (sequence, ingested_at, event,
+/// written_by) to `out`, where `event_bytes` is [`encode_event`]'s output.
+/// Byte-identical to [`encode_stored`] of the same stored event.
 pub(crate) fn encode_stored_parts(
     sequence: u64,
     ingested_at: &Timestamp,
     event_bytes: &[u8],
+    written_by: Option<&IdentityName>,
     out: &mut Vec<u8>,
 ) {
     use prost::encoding::{encode_key, encode_varint, message, WireType};
@@ -66,6 +77,11 @@ pub(crate) fn encode_stored_parts(
     encode_key(3, WireType::LengthDelimited, out);
     encode_varint(event_bytes.len() as u64, out);
     out.extend_from_slice(event_bytes);
+    if let Some(name) = written_by {
+        encode_key(4, WireType::LengthDelimited, out);
+        encode_varint(name.as_str().len() as u64, out);
+        out.extend_from_slice(name.as_str().as_bytes());
+    }
 }
 
 /// The event id of an encoded `StoredEvent`: the message is decoded but not
@@ -109,21 +125,25 @@ mod tests {
 
     #[test]
     fn stored_parts_encode_like_the_whole_message() {
-        let stored = StoredEvent {
-            sequence: 42,
-            ingested_at: Timestamp::new(1_700_000_000, 5).unwrap(),
-            event: event(),
-        };
-        let mut parts = Vec::new();
-        encode_stored_parts(
-            42,
-            &stored.ingested_at,
-            &encode_event(&stored.event),
-            &mut parts,
-        );
-        assert_eq!(parts, encode_stored(&stored));
-        assert_eq!(decode_stored(&parts).unwrap(), stored);
-        assert_eq!(stored_event_id(&parts).unwrap(), "e-1");
+        for written_by in [None, Some(IdentityName::parse("mofcom-feed").unwrap())] {
+            let stored = StoredEvent {
+                sequence: 42,
+                ingested_at: Timestamp::new(1_700_000_000, 5).unwrap(),
+                event: event(),
+                written_by,
+            };
+            let mut parts = Vec::new();
+            encode_stored_parts(
+                42,
+                &stored.ingested_at,
+                &encode_event(&stored.event),
+                stored.written_by.as_ref(),
+                &mut parts,
+            );
+            assert_eq!(parts, encode_stored(&stored));
+            assert_eq!(decode_stored(&parts).unwrap(), stored);
+            assert_eq!(stored_event_id(&parts).unwrap(), "e-1");
+        }
     }
 
     #[test]
@@ -132,6 +152,7 @@ mod tests {
             sequence: 7,
             ingested_at: Timestamp::new(0, 0).unwrap(),
             event: event(),
+            written_by: None,
         });
         if let Some(e) = wire.event.as_mut() {
             e.feed.clear();
@@ -139,5 +160,14 @@ mod tests {
         let err = decode_stored(&wire.encode_to_vec()).unwrap_err();
         assert!(err.contains("stored event 7 does not parse"), "{err}");
         assert!(decode_stored(&[0xff, 0xff]).is_err());
+        let mut wire = crate::convert::pb_stored_event(&StoredEvent {
+            sequence: 8,
+            ingested_at: Timestamp::new(0, 0).unwrap(),
+            event: event(),
+            written_by: None,
+        });
+        wire.written_by = "not a name!".into();
+        let err = decode_stored(&wire.encode_to_vec()).unwrap_err();
+        assert!(err.contains("stored event 8 has a bad written_by"), "{err}");
     }
 }

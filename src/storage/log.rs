@@ -8,7 +8,7 @@
 use super::event_codec::{decode_stored, encode_stored_parts};
 use super::layout::{self, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
 use super::storage_error;
-use crate::domain::{StoredEvent, Timestamp};
+use crate::domain::{IdentityName, StoredEvent, Timestamp};
 use crate::error::Error;
 
 /// The encoded stored event at `seq`, if the log has it (durable or not).
@@ -151,20 +151,24 @@ pub(super) fn events_after(
     Ok(out)
 }
 
-/// Adds log chunks holding `events` (encoded events, sequences `first`…) to a
-/// batch: as many consecutive stored events per chunk as fit its value limit.
+/// One event for [`add_entries`]: its encoding and who wrote it.
+pub(super) type Entry<'a> = (&'a [u8], Option<&'a IdentityName>);
+
+/// Adds log chunks holding `events` (encoded events and their authors,
+/// sequences `first`…) to a batch: as many consecutive stored events per
+/// chunk as fit its value limit.
 pub(super) fn add_entries(
     batch: &mut sled::Batch,
     first: u64,
-    events: &[&[u8]],
+    events: &[Entry<'_>],
     ingested_at: &Timestamp,
 ) -> Result<(), Error> {
     let mut chunk = layout::ChunkBuilder::new();
     let mut chunk_first = first;
-    for (i, bytes) in events.iter().enumerate() {
+    for (i, &(bytes, author)) in events.iter().enumerate() {
         let seq = first + i as u64;
         let before = chunk.len();
-        let len = chunk.push_with(|buf| encode_stored_parts(seq, ingested_at, bytes, buf));
+        let len = chunk.push_with(|buf| encode_stored_parts(seq, ingested_at, bytes, author, buf));
         if len > layout::ChunkBuilder::MAX_ENTRY {
             return Err(storage_error(
                 "event too large",
@@ -176,7 +180,7 @@ pub(super) fn add_entries(
             let full = std::mem::replace(&mut chunk, layout::ChunkBuilder::new());
             batch.insert(&seq_key(LOG_PREFIX, chunk_first), full.finish());
             chunk_first = seq;
-            chunk.push_with(|buf| encode_stored_parts(seq, ingested_at, bytes, buf));
+            chunk.push_with(|buf| encode_stored_parts(seq, ingested_at, bytes, author, buf));
         }
     }
     if !chunk.is_empty() {

@@ -39,7 +39,7 @@ mod recovery;
 mod stage;
 mod writer;
 
-use crate::domain::{Event, EventId, StoredEvent, TradeFigureKey};
+use crate::domain::{Event, EventId, IdentityName, StoredEvent, TradeFigureKey};
 use crate::error::{Error, Retry};
 use ids::IdIndex;
 use std::io;
@@ -164,6 +164,32 @@ pub struct NoProjection;
 
 impl Projection for NoProjection {
     fn apply(&self, _: Vec<StoredEvent>) {}
+}
+
+/// Who appends a request's events: the identity recorded in each stored
+/// event (`written_by`, the audit trail), and whether it may overrule the
+/// feed that owns what its events change.
+#[derive(Clone, Debug)]
+pub struct Author {
+    /// Recorded as the events' `written_by`; none on a server without
+    /// identities.
+    pub name: Option<IdentityName>,
+    /// May revise or retract a figure, and amend or change the status of an
+    /// agreement, that another feed stored first (the `curate` scope; the
+    /// anonymous caller of a server without identities may, as before
+    /// identities existed).
+    pub curates: bool,
+}
+
+impl Author {
+    /// The caller of a server without identities: nothing to record, and
+    /// no feed's data is closed to it.
+    pub fn anonymous() -> Self {
+        Author {
+            name: None,
+            curates: true,
+        }
+    }
 }
 
 /// An event ready for the writer: parsed, and encoded once by the caller's
@@ -453,9 +479,10 @@ impl Drop for Store {
 pub(crate) type Answer = oneshot::Receiver<Result<Vec<Outcome>, Error>>;
 
 impl StoreHandle {
-    /// Queues events for the writer as one all-or-nothing request and returns
-    /// a receiver for its outcome. Waits while the writer queue is full.
-    pub async fn submit(&self, events: Vec<Prepared>) -> Result<Answer, Error> {
+    /// Queues events for the writer as one all-or-nothing request by
+    /// `author` and returns a receiver for its outcome. Waits while the
+    /// writer queue is full.
+    pub async fn submit(&self, events: Vec<Prepared>, author: Author) -> Result<Answer, Error> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(closed());
         }
@@ -464,6 +491,7 @@ impl StoreHandle {
         let (reply, rx) = oneshot::channel();
         let job = writer::Job {
             events,
+            author,
             reply,
             // The request's span (its RPC's, when there is one), so that the
             // writer's account of the request appears under it.
@@ -476,9 +504,17 @@ impl StoreHandle {
         Ok(rx)
     }
 
-    /// Appends events all-or-nothing and waits until they are durable.
-    pub async fn append(&self, events: Vec<Prepared>) -> Result<Vec<Outcome>, Error> {
-        self.submit(events).await?.await.map_err(|_| closed())?
+    /// Appends events all-or-nothing by `author` and waits until they are
+    /// durable.
+    pub async fn append(
+        &self,
+        events: Vec<Prepared>,
+        author: Author,
+    ) -> Result<Vec<Outcome>, Error> {
+        self.submit(events, author)
+            .await?
+            .await
+            .map_err(|_| closed())?
     }
 
     /// The newest durable sequence (0 for an empty store).

@@ -14,8 +14,8 @@
 //! store's shared state, the projection (for the current figures) and the
 //! domain.
 
-use super::{Prepared, Projection, Shared};
-use crate::domain::{EventId, Lifecycle, Payload, TradeFigureKey};
+use super::{Author, Prepared, Projection, Shared};
+use crate::domain::{EventId, IdentityName, Lifecycle, Payload, TradeFigureKey};
 use crate::error::Error;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -41,6 +41,8 @@ pub(super) struct Staged {
     pub sequence: u64,
     pub fingerprint: u64,
     pub prepared: Prepared,
+    /// The identity that sent it, recorded with it.
+    pub written_by: Option<IdentityName>,
 }
 
 /// A group being staged.
@@ -81,9 +83,13 @@ impl<'a> Group<'a> {
     }
 
     /// Stages one job's events, all or nothing.
-    pub(super) fn stage(&mut self, events: Vec<Prepared>) -> Result<Vec<Outcome>, Error> {
+    pub(super) fn stage(
+        &mut self,
+        events: Vec<Prepared>,
+        author: &Author,
+    ) -> Result<Vec<Outcome>, Error> {
         let (staged_mark, undo_mark) = (self.staged.len(), self.undo.len());
-        let result = self.stage_all(events);
+        let result = self.stage_all(events, author);
         if result.is_err() {
             // Roll this job back; earlier jobs of the group stay.
             for s in self.staged.drain(staged_mark..) {
@@ -102,7 +108,7 @@ impl<'a> Group<'a> {
         result
     }
 
-    fn stage_all(&mut self, events: Vec<Prepared>) -> Result<Vec<Outcome>, Error> {
+    fn stage_all(&mut self, events: Vec<Prepared>, author: &Author) -> Result<Vec<Outcome>, Error> {
         let mut outcomes = Vec::with_capacity(events.len());
         for (index, prepared) in events.into_iter().enumerate() {
             let event = prepared.event();
@@ -142,6 +148,7 @@ impl<'a> Group<'a> {
                 sequence,
                 fingerprint,
                 prepared,
+                written_by: author.name.clone(),
             });
             outcomes.push(Outcome {
                 sequence,

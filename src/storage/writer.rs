@@ -47,6 +47,9 @@ pub(super) enum Msg {
 /// One all-or-nothing append request.
 pub(super) struct Job {
     pub events: Vec<Prepared>,
+    /// Who sends them: recorded in each stored event, and checked against
+    /// the feeds that own what they change.
+    pub author: super::Author,
     /// Answered once: by the publisher after the group is durable and
     /// visible, or by the writer when it refuses the request.
     pub reply: Reply,
@@ -265,7 +268,7 @@ impl Writer {
         );
         let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
         for job in group {
-            let result = staging.stage(job.events);
+            let result = staging.stage(job.events, &job.author);
             answers.push(Answer {
                 reply: job.reply,
                 result,
@@ -324,7 +327,10 @@ impl Writer {
         let mut batch = sled::Batch::default();
 
         let first = staged[0].sequence;
-        let events: Vec<&[u8]> = staged.iter().map(|s| s.prepared.bytes.as_slice()).collect();
+        let events: Vec<log::Entry<'_>> = staged
+            .iter()
+            .map(|s| (s.prepared.bytes.as_slice(), s.written_by.as_ref()))
+            .collect();
         let fingerprints: Vec<u64> = staged.iter().map(|s| s.fingerprint).collect();
         log::add_entries(&mut batch, first, &events, &now)?;
         log::add_fingerprints(&mut batch, first, &fingerprints);
@@ -346,7 +352,7 @@ impl Writer {
         tracing::debug!(
             first_sequence = first,
             new_events = staged.len(),
-            bytes = events.iter().map(|e| e.len()).sum::<usize>(),
+            bytes = events.iter().map(|e| e.0.len()).sum::<usize>(),
             write_us = (flushed - started).as_micros() as u64,
             fsync_us = flushed.elapsed().as_micros() as u64,
             "written and fsynced"
@@ -383,6 +389,7 @@ impl Writer {
                 sequence: s.sequence,
                 ingested_at: now,
                 event: s.prepared.event,
+                written_by: s.written_by,
             })
             .collect()
     }

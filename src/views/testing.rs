@@ -89,6 +89,7 @@ pub(super) fn random_events(n: u64, seed: u64) -> Vec<StoredEvent> {
                     occurred_at: None,
                     payload,
                 },
+                written_by: None,
             }
         })
         .collect()

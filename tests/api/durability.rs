@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use caravan::convert::parse_event;
 use caravan::error::Error;
-use caravan::storage::{NoProjection, Prepared, Store, StoreConfig, Syncer};
+use caravan::storage::{Author, NoProjection, Prepared, Store, StoreConfig, Syncer};
 use std::io;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +65,7 @@ async fn an_append_is_acknowledged_only_after_its_fsync_returns_and_is_invisible
     let handle = store.handle();
     let pending = tokio::spawn({
         let handle = handle.clone();
-        async move { handle.append(vec![event("e1")]).await }
+        async move { handle.append(vec![event("e1")], Author::anonymous()).await }
     });
     // The writer has written and flushed, and is now inside fsync.
     let gate = tokio::task::spawn_blocking(move || {
@@ -103,10 +103,16 @@ async fn a_failed_fsync_acknowledges_nothing_and_stops_further_writes() {
     gate.permits
         .send(Err(io::Error::other("disk on fire")))
         .unwrap();
-    let err = handle.append(vec![event("e1")]).await.unwrap_err();
+    let err = handle
+        .append(vec![event("e1")], Author::anonymous())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     assert_eq!(handle.last_sequence(), 0);
-    let err = handle.append(vec![event("e2")]).await.unwrap_err();
+    let err = handle
+        .append(vec![event("e2")], Author::anonymous())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("restart"), "{err}");
     gate.permits.send(Ok(())).unwrap();
     drop(handle);
@@ -121,7 +127,7 @@ async fn concurrent_appenders_share_fsyncs() {
     // Hold the first group inside its fsync while 50 more requests queue.
     let first = tokio::spawn({
         let h = handle.clone();
-        async move { h.append(vec![event("first")]).await }
+        async move { h.append(vec![event("first")], Author::anonymous()).await }
     });
     let gate = tokio::task::spawn_blocking(move || {
         gate.calls.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -133,7 +139,8 @@ async fn concurrent_appenders_share_fsyncs() {
     for i in 0..50 {
         let h = handle.clone();
         rest.push(tokio::spawn(async move {
-            h.append(vec![event(&format!("e{i}"))]).await
+            h.append(vec![event(&format!("e{i}"))], Author::anonymous())
+                .await
         }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -120,7 +120,7 @@ async fn read(
                 Ok(r) => Pending::Answered(r),
                 Err(status) => Pending::End(status),
             },
-            Ok(p) => match store.submit(vec![p]).await {
+            Ok(p) => match store.submit(vec![p], storage::Author::anonymous()).await {
                 Ok(outcome) => {
                     tracing::debug!(index, "parsed; queued for the writer");
                     Pending::Waiting {

@@ -16,7 +16,7 @@ use crate::grpc::shutdown::Shutdown;
 use crate::grpc::stream::Answer;
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_server::IngestService;
-use crate::storage::{Outcome, StoreHandle};
+use crate::storage::{Author, Outcome, StoreHandle};
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -107,7 +107,7 @@ impl IngestService for IngestApi {
             .map(|p| p.event().id.as_str().to_owned())
             .collect();
         tracing::debug!(events = prepared.len(), "parsed; queued for the writer");
-        let outcomes = self.store.append(prepared).await?;
+        let outcomes = self.store.append(prepared, Author::anonymous()).await?;
         let acks = ids
             .into_iter()
             .zip(outcomes)
