@@ -53,6 +53,46 @@ pub enum Error {
         broken: crate::domain::Broken,
     },
 
+    /// An event that changes what another feed owns (a figure it recorded
+    /// first, an agreement it stored first), sent by an identity without the
+    /// `curate` scope. `payload` is the event's payload field.
+    #[error("{what} belongs to feed {owner:?}, which stored it first; feed {feed:?} may not change it (that needs the curate scope)")]
+    NotOwner {
+        index: usize,
+        payload: &'static str,
+        what: String,
+        owner: String,
+        feed: String,
+    },
+
+    /// An event under a feed that the caller may not write.
+    #[error(
+        "identity {identity:?} may not write feed {feed:?} (its feeds are set in the auth file)"
+    )]
+    FeedNotAllowed {
+        index: usize,
+        feed: String,
+        identity: String,
+    },
+
+    /// No valid credentials: no bearer token or client certificate that
+    /// names an identity of the auth file.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// A known identity without the right to this call or this data.
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// An identity's quota is used up; `retry_after` says when the request
+    /// would fit again (`None`: it never will, as it is).
+    #[error("{message}")]
+    QuotaExceeded {
+        identity: String,
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
+
     /// A retraction of a figure that is not current: never stored, or
     /// retracted already.
     #[error(

@@ -8,6 +8,7 @@
 //! - `domain/`: valid-by-construction values (countries, periods, money, events);
 //! - `views/`: the in-memory query views and their computations;
 //! - `storage/`: the event log in sled (the only sled user), the writer;
+//! - `auth/`: identities, scopes, feeds and quotas (who may do what);
 //! - `error`: what can go wrong, shared by every layer;
 //! - `proto`: the generated code;
 //! - `tools/`: the demo, the bench and the command-line clients;
@@ -16,6 +17,7 @@
 //! The library exposes what the binary and the tests need; everything else is
 //! crate-private.
 
+pub mod auth;
 pub mod cli;
 pub mod convert;
 pub mod domain;

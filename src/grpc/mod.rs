@@ -1,7 +1,9 @@
 //! The gRPC edge: where requests enter and answers leave. The server
-//! (`server`: tonic, health, reflection, limits, the per-RPC span of
-//! `trace`, what a request must be before it is decoded in `admission` and
-//! `wire`, shutdown), the three services (`ingest`, `query`, `subscribe`),
+//! (`server`: tonic, health, reflection, limits, TLS in `tls` and the
+//! connections it takes in `connections`, the per-RPC span of `trace`, who
+//! may call what in `access`, what a request must be before it is decoded
+//! in `admission` and `wire`, shutdown), the three services (`ingest`,
+//! `query`, `subscribe`),
 //! each parsing its requests into domain values and rendering its answers,
 //! and what they share: the codec that decodes requests (`codec`), bounded
 //! response streams (`stream`), the shutdown signal (`shutdown`) and the one
@@ -11,6 +13,7 @@
 //! store's disk codec, and nowhere else in the service. Depends on the
 //! store facade, the views, the domain and tonic; never on sled.
 
+mod access;
 mod admission;
 pub(crate) mod codec;
 mod connections;
@@ -21,8 +24,12 @@ mod shutdown;
 mod status;
 mod stream;
 mod subscribe;
+mod tls;
 mod trace;
 mod wire;
+
+pub use access::Reflection;
+pub use tls::TlsFiles;
 
 pub use ingest::IngestLimits;
 pub use query::QueryLimits;

@@ -10,14 +10,18 @@
 //! the store commits and fsyncs what is queued and closes. Depends on the
 //! services, the store facade and tonic; never on sled.
 
+use crate::auth::quota::Quotas;
+use crate::auth::Access;
 use crate::domain::{StoredEvent, TradeFigureKey};
 use crate::error::Error;
+use crate::grpc::access::{AccessLayer, Reflection};
 use crate::grpc::admission::{self, AdmissionLayer};
 use crate::grpc::connections;
 use crate::grpc::ingest::{IngestApi, IngestLimits};
 use crate::grpc::query::{QueryApi, QueryLimits};
 use crate::grpc::shutdown::{self, ShutdownTrigger};
 use crate::grpc::subscribe::{Recent, SubscribeApi, SubscribeLimits};
+use crate::grpc::tls::{Tls, TlsFiles};
 use crate::grpc::trace::TraceLayer;
 use crate::grpc::wire;
 use crate::proto;
@@ -70,8 +74,17 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long a new connection may take to begin HTTP/2.
     pub handshake_timeout: Duration,
-    /// Serve an address beyond loopback although this build has neither TLS
-    /// nor credentials ([`check_exposure`]); off by default.
+    /// TLS (and mutual TLS) certificate files; plain HTTP/2 when `None`.
+    pub tls: Option<TlsFiles>,
+    /// The identities (`--auth-file`); without one every caller is the
+    /// anonymous identity, which may do everything.
+    pub auth_file: Option<PathBuf>,
+    /// Every identity's quotas, unless the auth file overrides them.
+    pub quotas: Quotas,
+    /// Who may use reflection; `None`: anyone on loopback, admins elsewhere.
+    pub reflection: Option<Reflection>,
+    /// Serve an address beyond loopback without TLS or without credentials
+    /// ([`check_exposure`]); off by default.
     pub insecure: bool,
 }
 
@@ -112,6 +125,10 @@ impl ServerConfig {
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            tls: None,
+            auth_file: None,
+            quotas: Quotas::default(),
+            reflection: None,
             insecure: false,
         }
     }
@@ -160,6 +177,12 @@ impl Projection for Followers {
             .figure_is_current(key)
             .map_err(crate::grpc::query::unreadable)
     }
+
+    fn figure_first_record(&self, key: &TradeFigureKey) -> Result<Option<u64>, Error> {
+        self.views
+            .figure_first_record(key)
+            .map_err(crate::grpc::query::unreadable)
+    }
 }
 
 /// The store's checkpoint keys, as the views see them.
@@ -203,10 +226,51 @@ impl PageStore for Pages {
     }
 }
 
+/// What is re-read on SIGHUP: the TLS files and the auth file.
+#[derive(Clone)]
+pub struct Reloader {
+    tls: Option<Arc<Tls>>,
+    access: Arc<Access>,
+}
+
+impl Reloader {
+    /// Reads the certificate files and the auth file again. What reads
+    /// well is in force for every later connection (certificates) or call
+    /// (identities); what does not keeps its old version, and the error
+    /// says why.
+    pub fn reload(&self) -> Result<(), Error> {
+        let mut failed = Vec::new();
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificates re-read"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS certificates not re-read; the previous ones stay in force");
+                    failed.push(e.to_string());
+                }
+            }
+        }
+        if self.access.requires_credentials() {
+            match self.access.reload() {
+                Ok(r) => tracing::info!(identities = r.identities, "auth file re-read"),
+                Err(e) => {
+                    tracing::error!(error = %e, "auth file not re-read; the previous identities stay in force");
+                    failed.push(e.to_string());
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(failed.join("; ")))
+        }
+    }
+}
+
 /// A server that is accepting calls.
 pub struct RunningServer {
     addr: SocketAddr,
     trigger: ShutdownTrigger,
+    reloader: Reloader,
     task: JoinHandle<Result<(), Error>>,
 }
 
@@ -233,38 +297,66 @@ impl RunningServer {
     pub fn trigger(&self) -> &ShutdownTrigger {
         &self.trigger
     }
+
+    /// A handle that re-reads the certificate and auth files (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Re-reads the certificate and auth files now ([`Reloader::reload`]).
+    pub fn reload(&self) -> Result<(), Error> {
+        self.reloader.reload()
+    }
 }
 
-/// Refuses to serve an address that other machines can reach: the service
-/// has no TLS and no credentials yet, so anyone who reaches the port could
-/// append, revise and retract anything, in the clear. Loopback addresses
-/// (127.0.0.0/8, ::1) are served as they are; any other address only with
-/// `insecure`, and then with a warning.
-pub fn check_exposure(listen: SocketAddr, insecure: bool) -> Result<(), Error> {
-    if listen.ip().is_loopback() {
+/// Refuses to serve an address that other machines can reach without TLS
+/// and credentials: anyone who reaches the port could otherwise read and
+/// write everything (or read tokens in the clear). Loopback addresses
+/// (127.0.0.0/8, ::1) are served as they are; any other address needs TLS
+/// and an auth file, or `insecure` (then with a warning).
+pub fn check_exposure(
+    listen: SocketAddr,
+    tls: bool,
+    credentials: bool,
+    insecure: bool,
+) -> Result<(), Error> {
+    if listen.ip().is_loopback() || (tls && credentials) {
         return Ok(());
     }
+    let missing = match (tls, credentials) {
+        (false, false) => "TLS (--tls-cert and --tls-key) and credentials (--auth-file)",
+        (false, true) => "TLS (--tls-cert and --tls-key)",
+        _ => "credentials (--auth-file)",
+    };
     if insecure {
         tracing::warn!(
             %listen,
-            "serving beyond loopback without TLS or credentials (--insecure): anyone who \
-             reaches this port can read and write everything, in the clear"
+            "serving beyond loopback without {missing} (--insecure): anyone who reaches this \
+             port can do what that allows"
         );
         return Ok(());
     }
     Err(Error::Unavailable(format!(
-        "refusing to listen on {listen}: it is reachable beyond this machine, and this \
-         service has no TLS and no credentials, so anyone reaching it could read and \
-         write everything in the clear. Listen on a loopback address (127.0.0.1 or \
-         [::1]) behind a proxy that adds TLS and authentication, or pass --insecure \
-         (CARAVAN_INSECURE=true) to serve it as it is"
+        "refusing to listen on {listen} without {missing}: the address is reachable beyond \
+         this machine. Add {missing}, listen on a loopback address (127.0.0.1 or [::1]), or \
+         pass --insecure (CARAVAN_INSECURE=true) to serve it as it is"
     )))
 }
 
 /// Opens the store, binds the listener and starts serving in the background.
 /// An address beyond loopback is refused first, unless `config.insecure`.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
-    check_exposure(config.listen, config.insecure)?;
+    let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
+    let access = Arc::new(match &config.auth_file {
+        Some(path) => Access::load(path, config.quotas)?,
+        None => Access::open(),
+    });
+    check_exposure(
+        config.listen,
+        tls.is_some(),
+        access.requires_credentials(),
+        config.insecure,
+    )?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -284,18 +376,36 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
     let (trigger, shutdown) = shutdown::channel();
-    let task = tokio::spawn(serve(config, listener, store, views, recent, shutdown));
-    tracing::info!(%addr, "caravan listening");
+    let reloader = Reloader {
+        tls: tls.clone(),
+        access: Arc::clone(&access),
+    };
+    let edge = Edge {
+        listener,
+        tls,
+        access,
+    };
+    let task = tokio::spawn(serve(config, edge, store, views, recent, shutdown));
+    tracing::info!(%addr, tls = reloader.tls.is_some(), identities = reloader.access.requires_credentials(), "caravan listening");
     Ok(RunningServer {
         addr,
         trigger,
+        reloader,
         task,
     })
 }
 
+/// Where and by whom the services are reached: the bound listener, TLS if
+/// any, and the identities.
+struct Edge {
+    listener: TcpListener,
+    tls: Option<Arc<Tls>>,
+    access: Arc<Access>,
+}
+
 async fn serve(
     config: ServerConfig,
-    listener: TcpListener,
+    edge: Edge,
     store: Store,
     views: Arc<Views>,
     recent: Arc<Recent>,
@@ -305,7 +415,7 @@ async fn serve(
     let tasks = TaskTracker::new();
     let result = serve_until_shutdown(
         &config,
-        listener,
+        edge,
         store.handle(),
         Arc::clone(&views),
         recent,
@@ -332,7 +442,7 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
 
 async fn serve_until_shutdown(
     config: &ServerConfig,
-    listener: TcpListener,
+    edge: Edge,
     store: StoreHandle,
     views: Arc<Views>,
     recent: Arc<Recent>,
@@ -381,11 +491,19 @@ async fn serve_until_shutdown(
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
 
+    let reflection = config
+        .reflection
+        .unwrap_or(if config.listen.ip().is_loopback() {
+            Reflection::Open
+        } else {
+            Reflection::Admin
+        });
     let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .layer(TraceLayer)
+        .layer(AccessLayer::new(Arc::clone(&edge.access), reflection))
         .layer(AdmissionLayer::new(admission::Limits {
             max_message_bytes: config.max_message_bytes,
             wire: wire::Limits {
@@ -396,8 +514,8 @@ async fn serve_until_shutdown(
             read_timeout: config.request_read_timeout,
         }))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service((reflection != Reflection::Off).then_some(reflection_v1))
+        .add_optional_service((reflection != Reflection::Off).then_some(reflection_v1alpha))
         .add_service(ingest)
         .add_service(query)
         .add_service(subscriptions);
@@ -411,15 +529,16 @@ async fn serve_until_shutdown(
     };
     // With our own listener, connection options must be set here: no Nagle
     // delay (it adds ~40 ms to small responses), TCP keepalive for dead peers.
-    let incoming = TcpIncoming::from(listener)
+    let incoming = TcpIncoming::from(edge.listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(config.keepalive_interval));
-    let incoming = connections::guard(
+    let incoming = connections::accept(
         incoming,
         connections::Limits {
             max_connections: config.max_connections,
             handshake_timeout: config.handshake_timeout,
         },
+        edge.tls,
     );
     let server = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);
@@ -440,19 +559,35 @@ mod exposure_tests {
     use super::check_exposure;
 
     #[test]
-    fn only_loopback_is_served_without_insecure() {
+    fn beyond_loopback_needs_tls_and_credentials_or_insecure() {
         for served in ["127.0.0.1:50051", "127.8.9.10:0", "[::1]:50051"] {
             let addr = served.parse().unwrap();
-            assert!(check_exposure(addr, false).is_ok(), "{served}");
+            assert!(
+                check_exposure(addr, false, false, false).is_ok(),
+                "{served}"
+            );
         }
         for refused in ["0.0.0.0:50051", "[::]:0", "10.1.2.3:50051", "192.168.0.7:1"] {
             let addr = refused.parse().unwrap();
-            let e = check_exposure(addr, false).expect_err(refused).to_string();
-            assert!(e.contains(refused) && e.contains("--insecure"), "{e}");
-            assert!(
-                check_exposure(addr, true).is_ok(),
-                "{refused} with --insecure"
-            );
+            for (tls, credentials, missing) in [
+                (
+                    false,
+                    false,
+                    "TLS (--tls-cert and --tls-key) and credentials (--auth-file)",
+                ),
+                (true, false, "credentials (--auth-file)"),
+                (false, true, "TLS (--tls-cert and --tls-key)"),
+            ] {
+                let e = check_exposure(addr, tls, credentials, false)
+                    .expect_err(refused)
+                    .to_string();
+                assert!(
+                    e.contains(refused) && e.contains(missing) && e.contains("--insecure"),
+                    "{e}"
+                );
+                assert!(check_exposure(addr, tls, credentials, true).is_ok());
+            }
+            assert!(check_exposure(addr, true, true, false).is_ok());
         }
     }
 }

@@ -25,8 +25,14 @@ pub(crate) fn code(e: &Error) -> Code {
         Error::UnknownAgreement { .. }
         | Error::AgreementRule { .. }
         | Error::NothingToRetract { .. } => Code::FailedPrecondition,
+        Error::Unauthenticated(_) => Code::Unauthenticated,
+        Error::PermissionDenied(_) | Error::NotOwner { .. } | Error::FeedNotAllowed { .. } => {
+            Code::PermissionDenied
+        }
         Error::OutOfRange(_) => Code::OutOfRange,
-        Error::ResourceExhausted(_) | Error::Stalled { .. } => Code::ResourceExhausted,
+        Error::ResourceExhausted(_) | Error::Stalled { .. } | Error::QuotaExceeded { .. } => {
+            Code::ResourceExhausted
+        }
         Error::DeadlineExceeded => Code::DeadlineExceeded,
         Error::ShuttingDown(_) | Error::Unavailable(_) => Code::Unavailable,
         Error::Internal(_) => Code::Internal,
@@ -39,6 +45,9 @@ impl From<Error> for Status {
         status_with(e, |i| format!("events[{i}]"))
     }
 }
+
+/// The domain of `google.rpc.ErrorInfo` details.
+const ERROR_DOMAIN: &str = "caravan";
 
 /// The most bytes of field violations one status carries: statuses travel
 /// in HTTP/2 headers, which clients limit (16 KiB is common) and refuse
@@ -133,6 +142,54 @@ fn status_with(e: Error, path: impl Fn(usize) -> String) -> Status {
             );
             Some(d)
         }
+        Error::NotOwner {
+            index,
+            payload,
+            owner,
+            feed,
+            ..
+        } => {
+            let mut d = ErrorDetails::new();
+            d.set_error_info(
+                "OWNED_BY_ANOTHER_FEED",
+                ERROR_DOMAIN,
+                [
+                    ("field".to_owned(), format!("{}.{payload}", path(*index))),
+                    ("owner".to_owned(), owner.clone()),
+                    ("feed".to_owned(), feed.clone()),
+                ],
+            );
+            Some(d)
+        }
+        Error::FeedNotAllowed {
+            index,
+            feed,
+            identity,
+        } => {
+            let mut d = ErrorDetails::new();
+            d.set_error_info(
+                "FEED_NOT_ALLOWED",
+                ERROR_DOMAIN,
+                [
+                    ("field".to_owned(), format!("{}.feed", path(*index))),
+                    ("feed".to_owned(), feed.clone()),
+                    ("identity".to_owned(), identity.clone()),
+                ],
+            );
+            Some(d)
+        }
+        Error::QuotaExceeded {
+            identity,
+            retry_after,
+            ..
+        } => {
+            let mut d = ErrorDetails::new();
+            d.add_quota_failure_violation(format!("identity:{identity}"), message.clone());
+            if let Some(after) = retry_after {
+                d.set_retry_info(Some(*after));
+            }
+            Some(d)
+        }
         Error::NothingToRetract { index } => {
             let mut d = ErrorDetails::new();
             d.add_precondition_failure_violation(
@@ -155,7 +212,10 @@ fn status_with(e: Error, path: impl Fn(usize) -> String) -> Status {
 pub(crate) fn rejection(e: Error) -> Result<pb::Rejection, Status> {
     let code = code(&e);
     match code {
-        Code::InvalidArgument | Code::AlreadyExists | Code::FailedPrecondition => {
+        Code::InvalidArgument
+        | Code::AlreadyExists
+        | Code::FailedPrecondition
+        | Code::PermissionDenied => {
             let message = e.to_string();
             let field_violations = match e {
                 Error::InvalidArgument(vs) => vs

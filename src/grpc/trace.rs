@@ -1,5 +1,6 @@
 //! One tracing span per RPC, as a tower layer around every service (so it
-//! sees the method path, which interceptors cannot): `rpc{id, method, peer}`.
+//! sees the method path, which interceptors cannot): `rpc{id, method, peer,
+//! identity}`.
 //! The handler, and every task it spawns, run inside it, and so does what the
 //! writer and the publisher log about the request's events; when the response
 //! ends, one event records the outcome (the gRPC code, from the headers of an
@@ -10,6 +11,7 @@
 //! Depends on tower, http, http-body and tracing; knows nothing of the
 //! services.
 
+use super::connections::PeerInfo;
 use prost::bytes::Buf;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,7 +20,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::body::Body;
-use tonic::transport::server::TcpConnectInfo;
 use tracing::Instrument;
 
 /// Numbers the RPCs since the process started (the span's `id`).
@@ -59,13 +60,15 @@ where
         let started = Instant::now();
         let peer = request
             .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+            .get::<PeerInfo>()
+            .and_then(|p| p.remote);
         let span = tracing::info_span!(
             "rpc",
             id = NEXT_ID.fetch_add(1, Ordering::Relaxed),
             method = request.uri().path(),
             peer = peer.map(tracing::field::display),
+            // Recorded by the access layer once the caller is known.
+            identity = tracing::field::Empty,
         );
         let received = Arc::new(AtomicU64::new(0));
         let request = request.map(|body| {
@@ -74,7 +77,9 @@ where
                 bytes: Arc::clone(&received),
             })
         });
-        let response = self.inner.call(request);
+        // The layers inside (the access layer records the caller) run in
+        // the span too.
+        let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let response = response.await?;

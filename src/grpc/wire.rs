@@ -374,6 +374,7 @@ mod tests {
         let packed = pb::LookupEventsRequest {
             event_ids: vec![],
             sequences: vec![1, 2, 3],
+            feed: String::new(),
         }
         .encode_to_vec();
         assert_eq!(

@@ -39,7 +39,10 @@ pub fn ceiling_write(dir: &Path, events: &[Event], batch: usize) -> Result<f64, 
     {
         let mut sled_batch = sled::Batch::default();
         let entries: Vec<log::Entry<'_>> = bytes.iter().map(|b| (b.as_slice(), None)).collect();
-        let fingerprints: Vec<u64> = group.iter().map(|e| fingerprint(e.id.as_str())).collect();
+        let fingerprints: Vec<u64> = group
+            .iter()
+            .map(|e| fingerprint(e.feed.as_str(), e.id.as_str()))
+            .collect();
         log::add_entries(&mut sled_batch, next, &entries, &now)?;
         log::add_fingerprints(&mut sled_batch, next, &fingerprints);
         tree.apply_batch(sled_batch)

@@ -84,12 +84,14 @@ pub(crate) fn encode_stored_parts(
     }
 }
 
-/// The event id of an encoded `StoredEvent`: the message is decoded but not
-/// checked against the domain (recovery compares ids of colliding
+/// The (feed, event id) of an encoded `StoredEvent`, as
+/// `layout::id_key` writes it: the message is decoded but not checked
+/// against the domain (recovery compares the events of colliding
 /// fingerprints with it).
-pub(crate) fn stored_event_id(bytes: &[u8]) -> Result<String, String> {
+pub(crate) fn stored_event_key(bytes: &[u8]) -> Result<String, String> {
     let msg = pb::StoredEvent::decode(bytes).map_err(|e| format!("undecodable event: {e}"))?;
-    Ok(msg.event.map(|e| e.event_id).unwrap_or_default())
+    let event = msg.event.unwrap_or_default();
+    Ok(super::layout::id_key(&event.feed, &event.event_id))
 }
 
 #[cfg(test)]
@@ -142,7 +144,7 @@ mod tests {
             );
             assert_eq!(parts, encode_stored(&stored));
             assert_eq!(decode_stored(&parts).unwrap(), stored);
-            assert_eq!(stored_event_id(&parts).unwrap(), "e-1");
+            assert_eq!(stored_event_key(&parts).unwrap(), "mofcom\0e-1");
         }
     }
 

@@ -1,8 +1,8 @@
-//! The event-id index, in memory: event id → sequence for every stored event,
-//! kept as 64-bit fingerprints (the `I` chunks of `layout`) mapping to
-//! sequences. The rare id whose fingerprint another id already holds is kept
-//! in full. A fingerprint hit is only a candidate: the store confirms it by
-//! reading the stored event's id.
+//! The event-id index, in memory: (feed, event id) → sequence for every
+//! stored event, kept as 64-bit fingerprints (the `I` chunks of `layout`)
+//! mapping to sequences. The rare event whose fingerprint another already
+//! holds is kept in full. A fingerprint hit is only a candidate: the store
+//! confirms it by reading the stored event's feed and id.
 //!
 //! Depends only on std.
 
@@ -97,11 +97,14 @@ impl IdIndex {
         search(loaded).or_else(|| search(&self.added[b]))
     }
 
-    /// The sequence the index gives for `id`: certain for a collided id,
-    /// otherwise to be confirmed against the stored event.
-    pub(super) fn candidate(&self, id: &str, fingerprint: u64) -> Option<u64> {
-        if let Some(&seq) = self.collided.get(id) {
-            return Some(seq);
+    /// The sequence the index gives for an event whose (feed, id) is
+    /// `key` (`layout::id_key`, built only when some id collided): certain
+    /// for a collided id, otherwise to be confirmed against the stored event.
+    pub(super) fn candidate(&self, key: impl FnOnce() -> String, fingerprint: u64) -> Option<u64> {
+        if !self.collided.is_empty() {
+            if let Some(&seq) = self.collided.get(&key()) {
+                return Some(seq);
+            }
         }
         self.find(fingerprint)
     }
@@ -174,9 +177,10 @@ impl IdIndex {
         shared
     }
 
-    /// Records an id whose fingerprint another id holds.
-    pub(super) fn insert_collided(&mut self, id: String, seq: u64) {
-        self.collided.insert(id, seq);
+    /// Records an event whose fingerprint another holds, by its (feed, id)
+    /// (`layout::id_key`).
+    pub(super) fn insert_collided(&mut self, key: String, seq: u64) {
+        self.collided.insert(key, seq);
     }
 }
 
@@ -194,14 +198,14 @@ mod tests {
             assert_eq!(ids.insert(*fp, seq as u64 + 1), Ok(()));
         }
         for (seq, fp) in fps.iter().enumerate() {
-            assert_eq!(ids.candidate("x", *fp), Some(seq as u64 + 1));
+            assert_eq!(ids.candidate(|| "x".into(), *fp), Some(seq as u64 + 1));
             assert_eq!(ids.insert(*fp, 0), Err(seq as u64 + 1));
         }
         // The extremes of the bucket range, and a neighbour of each.
         for fp in [0, u64::MAX, 1, u64::MAX - 1] {
-            assert_eq!(ids.candidate("x", fp), None);
+            assert_eq!(ids.candidate(|| "x".into(), fp), None);
             assert_eq!(ids.insert(fp, 7), Ok(()));
-            assert_eq!(ids.candidate("x", fp), Some(7));
+            assert_eq!(ids.candidate(|| "x".into(), fp), Some(7));
         }
     }
 
@@ -224,7 +228,10 @@ mod tests {
         assert_eq!(shared.len(), 1_000);
         assert_eq!(shared, taken);
         for fp in &fps {
-            assert_eq!(loaded.candidate("x", *fp), one_by_one.candidate("x", *fp));
+            assert_eq!(
+                loaded.candidate(|| "x".into(), *fp),
+                one_by_one.candidate(|| "x".into(), *fp)
+            );
         }
     }
 
@@ -243,16 +250,16 @@ mod tests {
         for i in 0..30_000u64 {
             assert_eq!(ids.insert(fp(i), 99), Err(i + 1), "loaded {i}");
         }
-        assert_eq!(ids.candidate("x", 0), Some(30_001));
-        assert_eq!(ids.candidate("x", u64::MAX), Some(30_002));
+        assert_eq!(ids.candidate(|| "x".into(), 0), Some(30_001));
+        assert_eq!(ids.candidate(|| "x".into(), u64::MAX), Some(30_002));
         for i in 30_000..40_000u64 {
             assert_eq!(ids.insert(fp(i), i + 3), Ok(()));
         }
         for i in 0..40_000u64 {
             let seq = if i < 30_000 { i + 1 } else { i + 3 };
-            assert_eq!(ids.candidate("x", fp(i)), Some(seq));
+            assert_eq!(ids.candidate(|| "x".into(), fp(i)), Some(seq));
         }
-        assert_eq!(ids.candidate("x", 1), None);
+        assert_eq!(ids.candidate(|| "x".into(), 1), None);
     }
 
     #[test]
@@ -261,8 +268,8 @@ mod tests {
         assert_eq!(ids.insert(7, 1), Ok(()));
         assert_eq!(ids.insert(7, 2), Err(1));
         ids.insert_collided("b".into(), 2);
-        assert_eq!(ids.candidate("a", 7), Some(1));
-        assert_eq!(ids.candidate("b", 7), Some(2));
-        assert_eq!(ids.candidate("c", 8), None);
+        assert_eq!(ids.candidate(|| "a".into(), 7), Some(1));
+        assert_eq!(ids.candidate(|| "b".into(), 7), Some(2));
+        assert_eq!(ids.candidate(|| "c".into(), 8), None);
     }
 }

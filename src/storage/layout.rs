@@ -12,10 +12,13 @@ pub const TREE: &str = "caravan";
 /// not in [`TREE`], so that it is read before anything of the data.
 pub const FORMAT_KEY: &[u8] = b"\x00format";
 /// The format this build writes. Version 2 added the checksums of log and
-/// fingerprint chunks; a version-1 store is upgraded in place when it opens
-/// (`recovery::upgrade`).
-pub const FORMAT_VERSION: u32 = 2;
-/// The older format this build upgrades.
+/// fingerprint chunks; version 3 made event ids unique per feed (a
+/// fingerprint covers the feed and the id) and added the pair-feed keys. An
+/// older store is upgraded in place when it opens (`recovery::upgrade`).
+pub const FORMAT_VERSION: u32 = 3;
+/// The older formats this build upgrades: 2 (fingerprints of the id alone,
+/// no pair-feed keys) and 1 (no checksums either).
+pub const FORMAT_VERSION_2: u32 = 2;
 pub const FORMAT_VERSION_1: u32 = 1;
 
 /// `E` + first sequence (u64 BE) → a log chunk of consecutive events.
@@ -24,6 +27,11 @@ pub const LOG_PREFIX: u8 = b'E';
 pub const IDS_PREFIX: u8 = b'I';
 /// `A` + agreement id (UTF-8) → sequence (u64 BE) of the latest event about it.
 pub const AGREEMENT_PREFIX: u8 = b'A';
+/// `O` + reporter, partner (alpha-2) + feed name (UTF-8) → the sequence
+/// (u64 BE, sealed) of the feed's first trade record of that pair: which
+/// feeds have written figures of a pair, so that a feed's figures in a pair
+/// no other feed writes need no look-up to be known as its own.
+pub const PAIR_FEED_PREFIX: u8 = b'O';
 
 /// `C` → the sequence the views' newest checkpoint covers (u64 BE), then
 /// its checksum.
@@ -101,9 +109,65 @@ fn verified<'a>(seed: u64, value: &'a [u8], what: &str) -> Result<&'a [u8], Stri
 /// Seed of the event-id fingerprint. Part of the format: never change it.
 const FINGERPRINT_SEED: u64 = 0x6361_7261_7661_6e31; // "caravan1"
 
-/// The 64-bit fingerprint of an event id.
-pub fn fingerprint(event_id: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(event_id.as_bytes(), FINGERPRINT_SEED)
+/// The 64-bit fingerprint of an event id of a feed (ids are unique per
+/// feed): of the feed's name, a zero byte (which no feed name holds) and the
+/// id. Format 2 took the id alone.
+pub fn fingerprint(feed: &str, event_id: &str) -> u64 {
+    // Feed names are at most 64 bytes and ids 128: one buffer on the stack.
+    let mut buf = [0u8; 256];
+    let len = feed.len() + 1 + event_id.len();
+    match buf.get_mut(..len) {
+        Some(b) => {
+            b[..feed.len()].copy_from_slice(feed.as_bytes());
+            b[feed.len() + 1..].copy_from_slice(event_id.as_bytes());
+            xxhash_rust::xxh3::xxh3_64_with_seed(b, FINGERPRINT_SEED)
+        }
+        None => {
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(feed.as_bytes());
+            v.push(0);
+            v.extend_from_slice(event_id.as_bytes());
+            xxhash_rust::xxh3::xxh3_64_with_seed(&v, FINGERPRINT_SEED)
+        }
+    }
+}
+
+/// An event's identity in full (feed, a zero byte, id): how the id index
+/// keeps the rare id whose fingerprint another already holds.
+pub fn id_key(feed: &str, event_id: &str) -> String {
+    let mut k = String::with_capacity(feed.len() + 1 + event_id.len());
+    k.push_str(feed);
+    k.push('\0');
+    k.push_str(event_id);
+    k
+}
+
+/// `O` + reporter + partner (alpha-2) + feed.
+pub fn pair_feed_key(reporter: &str, partner: &str, feed: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + feed.len());
+    k.push(PAIR_FEED_PREFIX);
+    k.extend_from_slice(reporter.as_bytes());
+    k.extend_from_slice(partner.as_bytes());
+    k.extend_from_slice(feed.as_bytes());
+    k
+}
+
+/// The (reporter, partner, feed) of an `O` key, as text.
+pub fn parse_pair_feed_key(key: &[u8]) -> Result<(&str, &str, &str), String> {
+    let bad = || format!("malformed pair-feed key {key:?}");
+    let rest = key.get(1..).ok_or_else(bad)?;
+    if rest.len() < 5 {
+        return Err(bad());
+    }
+    let (reporter, partner, feed) = (&rest[..2], &rest[2..4], &rest[4..]);
+    match (
+        std::str::from_utf8(reporter),
+        std::str::from_utf8(partner),
+        std::str::from_utf8(feed),
+    ) {
+        (Ok(r), Ok(p), Ok(f)) => Ok((r, p, f)),
+        _ => Err(bad()),
+    }
 }
 
 /// `prefix` + big-endian sequence.

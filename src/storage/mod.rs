@@ -8,7 +8,9 @@
 //! - `layout`: the tree, key prefixes and the byte format of chunks;
 //! - `event_codec`: the on-disk form of one event (`StoredEvent` protobuf);
 //! - `log`: reading events out of chunks, adding a group's chunks to a batch;
-//! - `ids`: the in-memory event-id index;
+//! - `ids`: the in-memory event-id index (ids are unique per feed);
+//! - `owners`: which feed owns an agreement or a figure, and the feeds that
+//!   record figures of each pair;
 //! - `derived`: the views' checkpoint keys (pages, rollups, the sequence a
 //!   checkpoint covers), checksummed, for the projection;
 //! - `directory`: repairs of what a power cut leaves torn, directory fsyncs;
@@ -35,11 +37,12 @@ mod ids;
 mod layout;
 mod log;
 mod mark;
+mod owners;
 mod recovery;
 mod stage;
 mod writer;
 
-use crate::domain::{Event, EventId, IdentityName, StoredEvent, TradeFigureKey};
+use crate::domain::{Event, EventId, FeedName, IdentityName, StoredEvent, TradeFigureKey};
 use crate::error::{Error, Retry};
 use ids::IdIndex;
 use std::io;
@@ -157,6 +160,14 @@ pub trait Projection: Send + Sync + 'static {
         let _ = key;
         Ok(true)
     }
+
+    /// The sequence of the first record of the figure `key` in what was
+    /// applied (`None`: never recorded): its feed owns the figure. Asked by
+    /// the writer only once everything committed has been applied.
+    fn figure_first_record(&self, key: &TradeFigureKey) -> Result<Option<u64>, Error> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 /// A projection that keeps nothing.
@@ -264,14 +275,16 @@ impl Shared {
         )
     }
 
-    /// The stored event with this id, read and decoded once: durable, or
-    /// being committed by the writer (the only caller before durability).
-    fn find_event(&self, id: &str) -> Result<Option<StoredEvent>, Error> {
+    /// The stored event of `feed` with this id, read and decoded once:
+    /// durable, or being committed by the writer (the only caller before
+    /// durability).
+    fn find_event(&self, feed: &FeedName, id: &str) -> Result<Option<StoredEvent>, Error> {
+        let fingerprint = layout::fingerprint(feed.as_str(), id);
         let candidate = self
             .ids
             .read()
             .map_err(|_| Error::Internal("id index poisoned".into()))?
-            .candidate(id, layout::fingerprint(id));
+            .candidate(|| layout::id_key(feed.as_str(), id), fingerprint);
         let Some(seq) = candidate else {
             return Ok(None);
         };
@@ -279,7 +292,7 @@ impl Shared {
             .last_chunk
             .event(&self.tree, seq)?
             .ok_or_else(|| storage_error("id index", format!("points at missing event {seq}")))?;
-        Ok((stored.event.id.as_str() == id).then_some(stored))
+        Ok((stored.event.id.as_str() == id && stored.event.feed == *feed).then_some(stored))
     }
 }
 
@@ -352,8 +365,8 @@ impl Store {
         syncer.sync().map_err(|e| storage_error("fsync", e))?;
 
         let (replayed, recovered) = sled_failures_as_errors(dir, || {
-            if format == recovery::Format::Version1 {
-                recovery::upgrade(&db, &tree, syncer.as_mut())?;
+            if format != recovery::Format::Current {
+                recovery::upgrade(&db, &tree, format, syncer.as_mut())?;
             }
             if config.rebuild_views {
                 derived::drop_checkpoint(&tree, "--rebuild-views")?;
@@ -394,6 +407,7 @@ impl Store {
         let last = replayed.last_sequence;
         let checkpoint = replayed.checkpoint;
         let agreements = replayed.agreements;
+        let recovered_pairs = recovered.pair_feeds.len();
         let mark = mark::Mark::open(dir, last)?;
         tracing::info!(
             dir = %dir.display(),
@@ -401,7 +415,8 @@ impl Store {
             checkpoint,
             replayed = last - checkpoint,
             acknowledged = ?acknowledged,
-            upgraded = format == recovery::Format::Version1,
+            upgraded = format != recovery::Format::Current,
+            pair_feeds = recovered_pairs,
             repairs = repairs.len(),
             agreements = agreements.len(),
             "store opened"
@@ -425,6 +440,7 @@ impl Store {
             syncer,
             projection,
             agreements,
+            recovered.pair_feeds,
             last + 1,
             config.max_group_events.max(1),
         );
@@ -541,11 +557,11 @@ impl StoreHandle {
         log::events_after(&self.shared.tree, after, self.last_sequence(), max)
     }
 
-    /// The durable event with this id.
-    pub fn event_by_id(&self, id: &EventId) -> Result<Option<StoredEvent>, Error> {
+    /// The durable event of `feed` with this id (ids are unique per feed).
+    pub fn event_by_id(&self, feed: &FeedName, id: &EventId) -> Result<Option<StoredEvent>, Error> {
         Ok(self
             .shared
-            .find_event(id.as_str())?
+            .find_event(feed, id.as_str())?
             .filter(|e| e.sequence <= self.last_sequence()))
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! 1. the format version is checked (or written, for a new store; refused
 //!    when the acknowledgement mark says events were acknowledged, since an
-//!    empty store then means a lost data file); a format-1 store is upgraded
-//!    in place ([`upgrade`]);
+//!    empty store then means a lost data file); a format-1 or format-2 store
+//!    is upgraded in place ([`upgrade`]);
 //! 2. the whole log is read ([`replay`]), checking every chunk's checksum,
 //!    that the sequences are gapless from 1 (from the chunks' headers), and
 //!    each decoded event's own sequence (events after the checkpoint and
@@ -14,19 +14,21 @@
 //!    refused);
 //! 3. the log's end is checked against the acknowledgement mark
 //!    ([`check_acknowledged`]): a log that ends before it is refused;
-//! 4. the derived keys (event-id fingerprint chunks, agreement keys) are
-//!    checked to cover exactly the log's range and to pass their checksums,
-//!    and rebuilt from the log when they do not; the id index is loaded.
+//! 4. the derived keys (event-id fingerprint chunks, agreement keys,
+//!    pair-feed keys) are checked to cover exactly the log's range and to
+//!    pass their checksums, and rebuilt from the log when they do not; the
+//!    id index and the pairs' feeds are loaded.
 //!
 //! Depends on sled, `layout`, `log`, `ids`, `mark` and the domain.
 
 use super::derived::{self, Derived};
-use super::event_codec::stored_event_id;
+use super::event_codec::stored_event_key;
 use super::ids::IdIndex;
 use super::layout::{self, fingerprint, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
 use super::mark::Found;
+use super::owners::{self, PairFeeds, Standing};
 use super::{log, storage_error, Projection, Syncer};
-use crate::domain::{Lifecycle, Payload, StoredEvent};
+use crate::domain::{FeedName, Lifecycle, Payload, StoredEvent};
 use crate::error::Error;
 use std::collections::HashMap;
 use std::path::Path;
@@ -34,13 +36,18 @@ use std::path::Path;
 /// What the store knows once it is open, before the replay.
 pub(super) struct Recovered {
     pub ids: IdIndex,
+    pub pair_feeds: PairFeeds,
 }
 
 /// The format a store was found in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum Format {
     Current,
-    /// Written by format 1: to upgrade before anything else.
+    /// Written by format 2 (ids global, no pair-feed keys): its derived
+    /// keys are rebuilt before anything else.
+    Version2,
+    /// Written by format 1: its chunks are rewritten with checksums, then as
+    /// format 2.
     Version1,
 }
 
@@ -60,9 +67,10 @@ pub(super) fn check_format(
             let version = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes);
             match version {
                 Ok(layout::FORMAT_VERSION) => Ok(Format::Current),
+                Ok(layout::FORMAT_VERSION_2) => Ok(Format::Version2),
                 Ok(layout::FORMAT_VERSION_1) => Ok(Format::Version1),
                 Ok(other) => Err(Error::Internal(format!(
-                    "the store in {} has format version {other}; this build of caravan reads versions {} and {} only",
+                    "the store in {} has format version {other}; this build of caravan reads versions {} to {} only",
                     dir.display(),
                     layout::FORMAT_VERSION_1,
                     layout::FORMAT_VERSION
@@ -124,17 +132,48 @@ pub(super) fn check_acknowledged(dir: &Path, mark: &Found, last: u64) -> Result<
     }
 }
 
-/// Upgrades a format-1 store in place: every log chunk is rewritten with its
-/// checksum (a full one split in two, since the checksum takes 8 bytes), the
-/// derived keys are rebuilt in their new form, and only then, after an
-/// fsync, is the version bumped. A crash at any point leaves a store of
-/// version 1 whose chunks are of either form, and the next start upgrades
-/// what is left.
+/// Upgrades an older store in place. Format 1: every log chunk is
+/// rewritten with its checksum (a full one split in two, since the checksum
+/// takes 8 bytes). Formats 1 and 2: the derived keys are rebuilt in their
+/// new form (fingerprints of (feed, id), pair-feed keys). Only then, after
+/// an fsync, is the version bumped. A crash at any point leaves a store of
+/// its old version (whose chunks, for version 1, are of either form), and
+/// the next start upgrades what is left.
 pub(super) fn upgrade(
     db: &sled::Db,
     tree: &sled::Tree,
+    from: Format,
     syncer: &mut dyn Syncer,
 ) -> Result<(), Error> {
+    let rewritten = if from == Format::Version1 {
+        rewrite_format_1_chunks(tree)?
+    } else {
+        0
+    };
+    let began = std::time::Instant::now();
+    rebuild_derived(db, tree, syncer)?;
+    db.insert(layout::FORMAT_KEY, &layout::FORMAT_VERSION.to_be_bytes())
+        .map_err(|e| storage_error("write format version", e))?;
+    db.flush().map_err(|e| storage_error("flush", e))?;
+    syncer.sync().map_err(|e| storage_error("fsync", e))?;
+    tracing::info!(
+        chunks_rewritten = rewritten,
+        from = if from == Format::Version1 {
+            layout::FORMAT_VERSION_1
+        } else {
+            layout::FORMAT_VERSION_2
+        },
+        to = layout::FORMAT_VERSION,
+        rebuild_ms = began.elapsed().as_millis(),
+        "store upgraded: every log chunk carries a checksum, event ids are unique per feed, \
+         and the feeds of each pair are recorded"
+    );
+    Ok(())
+}
+
+/// Rewrites every format-1 log chunk with its checksum, in atomic batches;
+/// returns how many it rewrote.
+fn rewrite_format_1_chunks(tree: &sled::Tree) -> Result<u64, Error> {
     const CHUNKS_PER_BATCH: usize = 1024;
     let mut rewritten = 0u64;
     let mut from = vec![LOG_PREFIX];
@@ -167,18 +206,7 @@ pub(super) fn upgrade(
             None => break,
         }
     }
-    rebuild_derived(db, tree, syncer)?;
-    db.insert(layout::FORMAT_KEY, &layout::FORMAT_VERSION.to_be_bytes())
-        .map_err(|e| storage_error("write format version", e))?;
-    db.flush().map_err(|e| storage_error("flush", e))?;
-    syncer.sync().map_err(|e| storage_error("fsync", e))?;
-    tracing::info!(
-        chunks = rewritten,
-        from = layout::FORMAT_VERSION_1,
-        to = layout::FORMAT_VERSION,
-        "store upgraded: every log chunk now carries a checksum"
-    );
-    Ok(())
+    Ok(rewritten)
 }
 
 /// Adds to `batch` the format-2 form of a format-1 chunk of `entries`, whose
@@ -203,8 +231,8 @@ fn rewrite_chunk(batch: &mut sled::Batch, mut first: u64, entries: &[&[u8]]) {
 
 /// Takes the id index [`load_ids`] read (while the log was replayed), after
 /// checking that its fingerprint chunks cover exactly the log's gapless
-/// sequence range. If they do not, rebuilds every derived key from the log
-/// and loads the index again.
+/// sequence range, and loads the pair-feed keys. If either fails, rebuilds
+/// every derived key from the log and loads both again.
 pub(super) fn recover(
     db: &sled::Db,
     tree: &sled::Tree,
@@ -212,15 +240,19 @@ pub(super) fn recover(
     loaded: Result<LoadedIds, Error>,
     syncer: &mut dyn Syncer,
 ) -> Result<Recovered, Error> {
-    let ids = match loaded.and_then(|l| l.covering(last_sequence)) {
-        Ok(ids) => ids,
+    let load_pairs = || PairFeeds::load(tree).map_err(|e| storage_error("pair-feed keys", e));
+    let checked = loaded
+        .and_then(|l| l.covering(last_sequence))
+        .and_then(|ids| Ok((ids, load_pairs()?)));
+    let (ids, pair_feeds) = match checked {
+        Ok(both) => both,
         Err(e) => {
             tracing::warn!(error = %e, "derived keys do not match the log; rebuilding them from the log");
             rebuild_derived(db, tree, syncer)?;
-            load_ids(tree)?.covering(last_sequence)?
+            (load_ids(tree)?.covering(last_sequence)?, load_pairs()?)
         }
     };
-    Ok(Recovered { ids })
+    Ok(Recovered { ids, pair_feeds })
 }
 
 /// The id index as the fingerprint chunks give it, and the sequence after
@@ -250,8 +282,8 @@ impl LoadedIds {
 pub(super) struct Replayed {
     /// The log's last sequence (0 for an empty log).
     pub last_sequence: u64,
-    /// Where every agreement stands.
-    pub agreements: HashMap<String, Lifecycle>,
+    /// Where every agreement stands, and its owner.
+    pub agreements: HashMap<String, Standing>,
     /// The sequence the views' checkpoint covered (0: none).
     pub checkpoint: u64,
 }
@@ -291,19 +323,24 @@ pub(super) fn replay(
     let mut restored: Option<Vec<StoredEvent>> = Some(Vec::new());
     let restore =
         |agreements: Vec<StoredEvent>| projection.restore(derived.clone(), covers, agreements);
-    let mut agreements: HashMap<String, Lifecycle> = HashMap::new();
+    let mut agreements: HashMap<String, Standing> = HashMap::new();
     let mut fold = |stored: &StoredEvent| match &stored.event.payload {
         Payload::Agreement(a) => {
             let id = a.id.as_str();
-            let life = match agreements.get(id) {
-                Some(life) => life.amended(a),
-                None => Lifecycle::start(a),
-            };
-            agreements.insert(id.to_owned(), life);
+            match agreements.get_mut(id) {
+                Some(standing) => standing.life = standing.life.amended(a),
+                None => {
+                    let standing = Standing {
+                        life: Lifecycle::start(a),
+                        owner: stored.event.feed.clone(),
+                    };
+                    agreements.insert(id.to_owned(), standing);
+                }
+            }
         }
         Payload::AgreementStatusChanged(c) => {
-            if let Some(life) = agreements.get_mut(c.agreement_id.as_str()) {
-                *life = life.changed(c);
+            if let Some(standing) = agreements.get_mut(c.agreement_id.as_str()) {
+                standing.life = standing.life.changed(c);
             }
         }
         _ => {}
@@ -402,8 +439,8 @@ pub(super) fn replay(
 }
 
 /// Loads the id index from the fingerprint chunks, checking that they follow
-/// each other from sequence 1 without a gap; two ids with one fingerprint
-/// are told apart by reading them from the log. Reads only the `I` chunks
+/// each other from sequence 1 without a gap; two events with one
+/// fingerprint are told apart by reading their feeds and ids from the log. Reads only the `I` chunks
 /// (and the log's events of shared fingerprints), so that it runs beside
 /// [`replay`].
 pub(super) fn load_ids(tree: &sled::Tree) -> Result<LoadedIds, Error> {
@@ -438,15 +475,18 @@ pub(super) fn load_ids(tree: &sled::Tree) -> Result<LoadedIds, Error> {
         }
     }
     for (other, seq) in ids.finish_load() {
-        // Two ids with one fingerprint: keep the later one in full.
-        let id = event_id_at(tree, seq)?;
-        if id == event_id_at(tree, other)? {
+        // Two events with one fingerprint: keep the later one in full.
+        let key = event_key_at(tree, seq)?;
+        if key == event_key_at(tree, other)? {
             return Err(storage_error(
                 "inconsistent store",
-                format!("event id {id} stored twice ({other} and {seq})"),
+                format!(
+                    "event id {:?} of one feed stored twice ({other} and {seq})",
+                    key.replace('\0', " ")
+                ),
             ));
         }
-        ids.insert_collided(id, seq);
+        ids.insert_collided(key, seq);
     }
     Ok(LoadedIds {
         ids,
@@ -454,14 +494,15 @@ pub(super) fn load_ids(tree: &sled::Tree) -> Result<LoadedIds, Error> {
     })
 }
 
-fn event_id_at(tree: &sled::Tree, seq: u64) -> Result<String, Error> {
+/// The (feed, id) of the event at `seq`, as `layout::id_key` writes it.
+fn event_key_at(tree: &sled::Tree, seq: u64) -> Result<String, Error> {
     let bytes = log::event_bytes(tree, seq)?
         .ok_or_else(|| storage_error("inconsistent store", format!("no event {seq}")))?;
-    stored_event_id(&bytes).map_err(|e| storage_error("corrupt event", e))
+    stored_event_key(&bytes).map_err(|e| storage_error("corrupt event", e))
 }
 
 /// Rewrites every key derived from the log (fingerprint chunks, agreement
-/// keys) by reading the whole log, then flushes and fsyncs.
+/// keys, pair-feed keys) by reading the whole log, then flushes and fsyncs.
 fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) -> Result<(), Error> {
     const KEYS_PER_BATCH: usize = 1024;
     let mut batch = sled::Batch::default();
@@ -472,7 +513,11 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
         *pending = 0;
         Ok(())
     };
-    for prefix in [IDS_PREFIX, layout::AGREEMENT_PREFIX] {
+    for prefix in [
+        IDS_PREFIX,
+        layout::AGREEMENT_PREFIX,
+        layout::PAIR_FEED_PREFIX,
+    ] {
         for item in tree.scan_prefix([prefix]) {
             let (k, _) = item.map_err(|e| storage_error("rebuild scan", e))?;
             batch.remove(k);
@@ -483,6 +528,7 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
         }
     }
     let mut agreements: HashMap<String, u64> = HashMap::new();
+    let mut pairs: HashMap<(owners::Pair, FeedName), u64> = HashMap::new();
     for item in tree.scan_prefix([LOG_PREFIX]) {
         let (k, v) = item.map_err(|e| storage_error("rebuild scan", e))?;
         let first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
@@ -493,11 +539,19 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
         let mut fps = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let stored = log::decode(entry)?;
-            fps.push(fingerprint(stored.event.id.as_str()));
-            let about = match &stored.event.payload {
+            let event = &stored.event;
+            fps.push(fingerprint(event.feed.as_str(), event.id.as_str()));
+            let about = match &event.payload {
                 Payload::Agreement(a) => Some(a.id.as_str()),
                 Payload::AgreementStatusChanged(c) => Some(c.agreement_id.as_str()),
-                _ => None,
+                Payload::TradeRecord(r) => {
+                    let pair = (r.key.reporter(), r.key.partner());
+                    pairs
+                        .entry((pair, event.feed.clone()))
+                        .or_insert(first + i as u64);
+                    None
+                }
+                Payload::TradeRecordRetracted(_) => None,
             };
             if let Some(id) = about {
                 agreements.insert(id.to_owned(), first + i as u64);
@@ -514,6 +568,18 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
     }
     for (id, seq) in agreements {
         batch.insert(layout::agreement_key(&id), &seq.to_be_bytes());
+        pending += 1;
+        if pending >= KEYS_PER_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
+    }
+    for ((pair, feed), seq) in pairs {
+        let (k, v) = owners::pair_feed_entry(&pair, &feed, seq);
+        batch.insert(k, v);
+        pending += 1;
+        if pending >= KEYS_PER_BATCH {
+            flush(&mut batch, &mut pending)?;
+        }
     }
     flush(&mut batch, &mut pending)?;
     db.flush().map_err(|e| storage_error("flush", e))?;

@@ -5,7 +5,8 @@
 //! commits them as one group: it checks every job against the store and the
 //! jobs before it (`stage`: duplicates, id conflicts, agreements, retractions),
 //! assigns gapless sequences to the new events, writes the log chunks, fingerprint
-//! chunks and agreement keys in one atomic sled batch, flushes and fsyncs.
+//! chunks, agreement keys and pair-feed keys in one atomic sled batch, flushes
+//! and fsyncs.
 //! One fsync is shared by every job in the group.
 //!
 //! Only then does the group go to the publisher thread, which hands it to the
@@ -27,9 +28,10 @@
 //! projection's business.
 
 use super::log;
+use super::owners::{self, NewPairFeeds, PairFeeds, Standing};
 use super::stage::{Group, Outcome, Staged};
 use super::{layout, storage_error, Prepared, Projection, Shared, Syncer};
-use crate::domain::{Lifecycle, StoredEvent, Timestamp};
+use crate::domain::{StoredEvent, Timestamp};
 use crate::error::{Error, Retry};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -128,8 +130,10 @@ pub(super) struct Writer {
     syncer: Box<dyn Syncer>,
     /// Gets each group after its fsync, before the acknowledgements.
     projection: Arc<dyn Projection>,
-    /// Where every stored agreement stands.
-    agreements: HashMap<String, Lifecycle>,
+    /// Where every stored agreement stands, and its owner.
+    agreements: HashMap<String, Standing>,
+    /// The feeds that have recorded figures of each pair.
+    pair_feeds: PairFeeds,
     next_sequence: u64,
     max_group_events: usize,
     /// Set after a failed write or fsync.
@@ -148,7 +152,8 @@ impl Writer {
         shared: Arc<Shared>,
         syncer: Box<dyn Syncer>,
         projection: Arc<dyn Projection>,
-        agreements: HashMap<String, Lifecycle>,
+        agreements: HashMap<String, Standing>,
+        pair_feeds: PairFeeds,
         next_sequence: u64,
         max_group_events: usize,
     ) -> Self {
@@ -157,6 +162,7 @@ impl Writer {
             syncer,
             projection,
             agreements,
+            pair_feeds,
             next_sequence,
             max_group_events,
             failed: None,
@@ -263,6 +269,7 @@ impl Writer {
             &self.shared,
             self.projection.as_ref(),
             &self.agreements,
+            &self.pair_feeds,
             self.next_sequence,
             events,
         );
@@ -279,13 +286,14 @@ impl Writer {
             staged,
             agreements: staged_agreements,
             lives,
+            new_pair_feeds,
             ..
         } = staging;
 
         let mut stored = Vec::new();
         if !staged.is_empty() {
-            match self.write(&staged, &staged_agreements) {
-                Ok(now) => stored = self.committed(staged, lives, now),
+            match self.write(&staged, &staged_agreements, &new_pair_feeds) {
+                Ok(now) => stored = self.committed(staged, lives, new_pair_feeds, now),
                 Err(e) => {
                     tracing::error!(error = %e, "group commit failed; refusing further writes");
                     self.failed = Some(e.to_string());
@@ -322,6 +330,7 @@ impl Writer {
         &mut self,
         staged: &[Staged],
         agreements: &HashMap<String, usize>,
+        pair_feeds: &NewPairFeeds,
     ) -> Result<Timestamp, Error> {
         let now = Timestamp::now();
         let mut batch = sled::Batch::default();
@@ -336,6 +345,10 @@ impl Writer {
         log::add_fingerprints(&mut batch, first, &fingerprints);
         for (id, &i) in agreements {
             batch.insert(layout::agreement_key(id), &staged[i].sequence.to_be_bytes());
+        }
+        for (pair, feed, sequence) in &pair_feeds.order {
+            let (k, v) = owners::pair_feed_entry(pair, feed, *sequence);
+            batch.insert(k, v);
         }
 
         let started = std::time::Instant::now();
@@ -365,7 +378,8 @@ impl Writer {
     fn committed(
         &mut self,
         staged: Vec<Staged>,
-        lives: HashMap<String, Lifecycle>,
+        lives: HashMap<String, Standing>,
+        pair_feeds: NewPairFeeds,
         now: Timestamp,
     ) -> Vec<StoredEvent> {
         {
@@ -377,11 +391,15 @@ impl Writer {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             for s in &staged {
                 if ids.insert(s.fingerprint, s.sequence).is_err() {
-                    ids.insert_collided(s.prepared.event().id.as_str().to_owned(), s.sequence);
+                    let e = s.prepared.event();
+                    ids.insert_collided(layout::id_key(e.feed.as_str(), e.id.as_str()), s.sequence);
                 }
             }
         }
         self.agreements.extend(lives);
+        for (pair, feed, _) in pair_feeds.order {
+            self.pair_feeds.insert(pair, feed);
+        }
         self.next_sequence += staged.len() as u64;
         staged
             .into_iter()

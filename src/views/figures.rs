@@ -209,6 +209,26 @@ impl Index {
 
     /// Whether the figure of `natural` is current: stored, and its latest
     /// revision not a retraction.
+    /// The sequence of the first record of a figure (whose feed owns it),
+    /// if it was ever recorded.
+    pub(crate) fn figure_first_record(
+        &self,
+        natural: &TradeFigureKey,
+    ) -> Result<Option<u64>, Unreadable> {
+        let key = FigureKey::of(natural);
+        let found = self.pair_figures(
+            natural.reporter(),
+            natural.partner(),
+            (Bound::Included(key), Bound::Included(key)),
+        )?;
+        Ok(found.first().and_then(|(_, revisions)| {
+            revisions
+                .iter()
+                .find(|r| r.details.is_some())
+                .map(|r| r.sequence)
+        }))
+    }
+
     pub(crate) fn figure_is_current(&self, natural: &TradeFigureKey) -> Result<bool, Unreadable> {
         let key = FigureKey::of(natural);
         let found = self.pair_figures(

@@ -274,6 +274,14 @@ impl Views {
         self.read().figure_is_current(key)
     }
 
+    /// The sequence of a figure's first record in what was applied.
+    pub(crate) fn figure_first_record(
+        &self,
+        key: &crate::domain::TradeFigureKey,
+    ) -> Result<Option<u64>, Unreadable> {
+        self.read().figure_first_record(key)
+    }
+
     /// Read access for one bounded piece of work.
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Index> {
         self.index.read().unwrap_or_else(|p| p.into_inner())

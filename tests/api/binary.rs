@@ -105,6 +105,7 @@ async fn sigkill_right_after_acknowledgements_loses_no_acknowledged_event() {
             .lookup_events(pb::LookupEventsRequest {
                 event_ids: chunk.iter().map(|a| a.event_id.clone()).collect(),
                 sequences: vec![],
+                feed: "test-feed".into(),
             })
             .await
             .unwrap()

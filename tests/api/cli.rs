@@ -428,6 +428,7 @@ async fn gen_is_deterministic_and_ingest_survives_a_dropped_connection() {
             .lookup_events(caravan::proto::v1::LookupEventsRequest {
                 event_ids: chunk.to_vec(),
                 sequences: vec![],
+                feed: "gen".into(),
             })
             .await
             .unwrap()

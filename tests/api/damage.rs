@@ -140,6 +140,7 @@ async fn assert_serves(url: &str, acked: &Acknowledged, expected: u64, case: &st
                 .map(|a| a.event_id.clone())
                 .collect(),
             sequences: vec![],
+            feed: "test-feed".into(),
         })
         .await
         .unwrap()
@@ -379,6 +380,24 @@ async fn what_a_power_cut_leaves_torn_is_repaired_and_everything_is_served() {
     }
 }
 
+/// Runs `caravan ingest FILE` against `url`; returns what it printed.
+async fn ingest_file(file: &Path, url: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_caravan"))
+        .arg("ingest")
+        .arg(file)
+        .args(["--server", url])
+        .output()
+        .await
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{printed}");
+    printed
+}
+
 /// A way to tear a copy of a store.
 type Tear = Box<dyn Fn(&Path)>;
 
@@ -435,16 +454,100 @@ fn fixture(name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn a_format_1_store_is_upgraded_in_place_and_answers_as_it_did() {
+    upgraded_answers_as_it_did("format1-store", "format1-store-answers", &[]).await;
+}
+
+/// A store of format 2, whose event ids were global, is upgraded in place
+/// (fingerprints of feed and id, the feeds of each pair) and answers as the
+/// format-2 build did; ids are then unique per feed.
+#[tokio::test]
+async fn a_format_2_store_is_upgraded_in_place_and_ids_become_unique_per_feed() {
+    let (_dir, data) = upgraded_answers_as_it_did(
+        "format2-store",
+        "format2-store-answers",
+        &[(
+            &["query", "records", "--reporters", "CN", "--level", "all"][..],
+            "records-CN.json",
+        )],
+    )
+    .await;
+    // The first event again: a duplicate of sequence 1; the same id under
+    // another feed: another event.
+    let line = std::fs::read_to_string(fixture("format2-store-answers").join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let stored: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let mut event = stored["event"].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("again.jsonl");
+    let (child, url) = serving(&data).await;
+    std::fs::write(&file, format!("{event}\n")).unwrap();
+    let summary = ingest_file(&file, &url).await;
+    assert!(summary.contains("stored 0, duplicates 1"), "{summary}");
+    let mut client = IngestServiceClient::connect(url.clone()).await.unwrap();
+    let last = last_sequence(&mut client).await;
+    event["feed"] = "another-feed".into();
+    std::fs::write(&file, format!("{event}\n")).unwrap();
+    let summary = ingest_file(&file, &url).await;
+    assert!(summary.contains("stored 1, duplicates 0"), "{summary}");
+    assert_eq!(last_sequence(&mut client).await, last + 1);
+    let found = client
+        .lookup_events(pb::LookupEventsRequest {
+            event_ids: vec![event["eventId"].as_str().unwrap().to_owned()],
+            sequences: vec![],
+            feed: "gen".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.events[0].sequence, 1, "the original, by its feed");
+    stop(child).await;
+}
+
+/// Copies a store written by an older build, starts the current build on
+/// it twice (the start that upgrades, and a start of the upgraded store) and
+/// checks that it answers as that build did: the whole log, and the
+/// queries whose answers the fixture keeps. Returns the upgraded store.
+async fn upgraded_answers_as_it_did(
+    store: &str,
+    answers: &str,
+    more: &[(&[&str], &str)],
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("store");
-    copy_dir(&fixture("format1-store"), &data);
-    let answers = fixture("format1-store-answers");
+    copy_dir(&fixture(store), &data);
+    let answers = fixture(answers);
     let expected_events: Vec<String> = std::fs::read_to_string(answers.join("events.jsonl"))
         .unwrap()
         .lines()
         .map(str::to_owned)
         .collect();
-    // Twice: the start that upgrades, and a start of the upgraded store.
+    let queries: Vec<(&[&str], &str)> = [
+        (
+            &["query", "country", "CN", "--from", "2015", "--to", "2024"][..],
+            "country-CN.json",
+        ),
+        (&["query", "agreements"][..], "agreements.json"),
+        (
+            &[
+                "query",
+                "aggregate",
+                "--from",
+                "2015",
+                "--to",
+                "2024",
+                "--group-by",
+                "reporter,flow",
+            ][..],
+            "aggregate.json",
+        ),
+    ]
+    .into_iter()
+    .chain(more.iter().copied())
+    .collect();
     for round in 0u64..2 {
         let (child, url) = serving(&data).await;
         assert_eq!(
@@ -452,26 +555,7 @@ async fn a_format_1_store_is_upgraded_in_place_and_answers_as_it_did() {
             expected_events,
             "round {round}"
         );
-        for (args, file) in [
-            (
-                &["query", "country", "CN", "--from", "2015", "--to", "2024"][..],
-                "country-CN.json",
-            ),
-            (&["query", "agreements"][..], "agreements.json"),
-            (
-                &[
-                    "query",
-                    "aggregate",
-                    "--from",
-                    "2015",
-                    "--to",
-                    "2024",
-                    "--group-by",
-                    "reporter,flow",
-                ][..],
-                "aggregate.json",
-            ),
-        ] {
+        for (args, file) in &queries {
             let expected = std::fs::read_to_string(answers.join(file)).unwrap();
             assert_eq!(
                 client_output(args, &url).await,
@@ -489,4 +573,5 @@ async fn a_format_1_store_is_upgraded_in_place_and_answers_as_it_did() {
         }
         stop(child).await;
     }
+    (dir, data)
 }

@@ -81,14 +81,15 @@ async fn an_append_is_acknowledged_only_after_its_fsync_returns_and_is_invisible
     assert!(!pending.is_finished(), "acknowledged before fsync returned");
     assert_eq!(handle.last_sequence(), 0);
     let id = caravan::domain::EventId::parse("e1").unwrap();
-    assert!(handle.event_by_id(&id).unwrap().is_none());
+    let feed = caravan::domain::FeedName::parse("test-feed").unwrap();
+    assert!(handle.event_by_id(&feed, &id).unwrap().is_none());
     assert!(handle.event_at(1).unwrap().is_none());
 
     gate.permits.send(Ok(())).unwrap();
     let outcomes = pending.await.unwrap().expect("acknowledged after fsync");
     assert_eq!(outcomes[0].sequence, 1);
     assert_eq!(handle.last_sequence(), 1);
-    assert!(handle.event_by_id(&id).unwrap().is_some());
+    assert!(handle.event_by_id(&feed, &id).unwrap().is_some());
     // Let the final fsync of close() through.
     gate.permits.send(Ok(())).unwrap();
     drop(handle);
@@ -205,6 +206,7 @@ async fn a_restart_keeps_every_acknowledged_event_and_sequences_continue() {
         .lookup_events(caravan::proto::v1::LookupEventsRequest {
             event_ids: (0..1_000).map(|i| format!("r{i}")).collect(),
             sequences: vec![],
+            feed: "test-feed".into(),
         })
         .await
         .unwrap()
@@ -259,7 +261,7 @@ async fn a_store_of_an_unknown_format_version_is_refused_with_a_clear_message() 
     };
     assert!(err.to_string().contains("format version 99"), "{err}");
     assert!(
-        err.to_string().contains("reads versions 1 and 2 only"),
+        err.to_string().contains("reads versions 1 to 3 only"),
         "{err}"
     );
 }
@@ -278,14 +280,14 @@ async fn lost_derived_keys_are_rebuilt_from_the_log() {
     drop(client);
     let dir = app.stop().await;
     {
-        // Remove every derived key (fingerprints 'I', agreements 'A').
+        // Remove every derived key (fingerprints 'I', agreements 'A', pair feeds 'O').
         let db = open_sled(&store_path(dir.path()));
         let tree = db.open_tree("caravan").unwrap();
         let derived: Vec<_> = tree
             .iter()
             .keys()
             .map(|k| k.unwrap())
-            .filter(|k| k[0] == b'I' || k[0] == b'A')
+            .filter(|k| k[0] == b'I' || k[0] == b'A' || k[0] == b'O')
             .collect();
         assert!(
             derived.len() > 1,

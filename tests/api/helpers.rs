@@ -335,6 +335,7 @@ pub async fn log_digest(client: &mut IngestServiceClient<Channel>, last: u64) ->
             .lookup_events(pb::LookupEventsRequest {
                 event_ids: vec![],
                 sequences: (next..=upto).collect(),
+                feed: String::new(),
             })
             .await
             .expect("lookup")

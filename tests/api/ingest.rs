@@ -24,6 +24,7 @@ async fn a_batch_is_acknowledged_with_gapless_sequences_and_can_be_read_back() {
         .lookup_events(pb::LookupEventsRequest {
             event_ids: vec!["e7".into(), "nope".into()],
             sequences: vec![1, 50, 51],
+            feed: "test-feed".into(),
         })
         .await
         .expect("lookup")
@@ -414,6 +415,7 @@ async fn lookup_validates_its_request_and_an_empty_one_tells_the_newest_sequence
         .lookup_events(pb::LookupEventsRequest {
             event_ids: vec![String::new()],
             sequences: vec![],
+            feed: "test-feed".into(),
         })
         .await
         .unwrap_err();

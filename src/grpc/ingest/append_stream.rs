@@ -14,12 +14,15 @@
 //! Depends on the store handle, `request`, `status` and the generated code.
 
 use super::request;
+use crate::auth::Identity;
 use crate::error::{Error, Retry};
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::status;
 use crate::grpc::stream::{self, Answer};
 use crate::proto::v1 as pb;
 use crate::storage::{self, StoreHandle};
+use prost::Message;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::task::TaskTracker;
@@ -40,6 +43,9 @@ enum Pending {
 
 /// What the stream's tasks need.
 pub(super) struct Stream {
+    /// Who sends the events: their author, the feeds it may write, and the
+    /// rates that pace its reading.
+    pub caller: Arc<Identity>,
     pub store: StoreHandle,
     pub shutdown: Shutdown,
     pub tasks: TaskTracker,
@@ -72,7 +78,13 @@ impl Stream {
         // Events read but not answered: at most a window of them, so the
         // reader stops reading when the responder (or the client) is behind.
         let (pending_tx, pending_rx) = mpsc::channel::<Pending>(window);
-        let reader = read(inbound, self.store, self.shutdown.clone(), pending_tx);
+        let reader = read(
+            inbound,
+            self.caller,
+            self.store,
+            self.shutdown.clone(),
+            pending_tx,
+        );
         let responder = respond(pending_rx, out, self.shutdown, self.drain_deadline);
         self.tasks.spawn(reader.in_current_span());
         self.tasks.spawn(responder.in_current_span());
@@ -80,13 +92,17 @@ impl Stream {
     }
 }
 
-/// Parses events and queues them on the store, in order.
+/// Parses events and queues them on the store, in order. A caller over its
+/// append rates is paced: the next message is read only once it fits, and
+/// HTTP/2 flow control holds the client back meanwhile.
 async fn read(
     mut inbound: Streaming<pb::AppendStreamRequest>,
+    caller: Arc<Identity>,
     store: StoreHandle,
     mut shutdown: Shutdown,
     pending_tx: mpsc::Sender<Pending>,
 ) {
+    let author = super::author(&caller);
     let mut index = 0u64;
     loop {
         let next = tokio::select! {
@@ -110,17 +126,36 @@ async fn read(
                 return;
             }
         };
+        loop {
+            match caller.pace_append(1, request.encoded_len() as u64) {
+                Ok(None) => break,
+                Ok(Some(wait)) => {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait() => {
+                            let _ = pending_tx.send(Pending::End(shutting_down())).await;
+                            return;
+                        }
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(e) => {
+                    let _ = pending_tx.send(Pending::End(e.into())).await;
+                    return;
+                }
+            }
+        }
         let event_id = request
             .event
             .as_ref()
             .map(|e| e.event_id.clone())
             .unwrap_or_default();
-        let pending = match request::stream_event(request.event.as_ref()) {
+        let pending = match request::stream_event(request.event.as_ref(), &caller) {
             Err(e) => match rejection(index, event_id, e) {
                 Ok(r) => Pending::Answered(r),
                 Err(status) => Pending::End(status),
             },
-            Ok(p) => match store.submit(vec![p], storage::Author::anonymous()).await {
+            Ok(p) => match store.submit(vec![p], author.clone()).await {
                 Ok(outcome) => {
                     tracing::debug!(index, "parsed; queued for the writer");
                     Pending::Waiting {

@@ -2,21 +2,26 @@
 //! answer per event, pipelined with a bounded window; `append_stream`) and
 //! LookupEvents.
 //!
-//! Handlers stay thin: parse the wire messages into domain events
-//! (`request`), hand them to the store, and turn outcomes into wire answers;
-//! errors become statuses or rejections only through `status`. Must not
-//! depend on sled.
+//! Handlers stay thin: charge the caller's quota, parse the wire messages
+//! into domain events under the feeds the caller may write (`request`), hand
+//! them to the store with the caller as their author, and turn outcomes into
+//! wire answers; errors become statuses or rejections only through
+//! `status`. Must not depend on sled.
 
 mod append_stream;
 mod request;
 
+use crate::auth::{Identity, Scope};
 use crate::convert;
+use crate::domain::{FeedName, FieldViolation};
 use crate::error::{Error, Retry};
+use crate::grpc::access::Caller;
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::stream::Answer;
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_server::IngestService;
 use crate::storage::{Author, Outcome, StoreHandle};
+use prost::Message;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -84,6 +89,15 @@ impl IngestApi {
     }
 }
 
+/// Who the store records as the author of a caller's events, and whether
+/// it may overrule the feed that owns what they change.
+fn author(caller: &Identity) -> Author {
+    Author {
+        name: caller.name().cloned(),
+        curates: caller.has(Scope::Curate),
+    }
+}
+
 fn ack(event_id: String, o: Outcome) -> pb::Ack {
     pb::Ack {
         event_id,
@@ -99,7 +113,12 @@ impl IngestService for IngestApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         self.refuse_when_shutting_down()?;
-        let prepared = request::append(request.get_ref(), self.limits.max_batch_events)?;
+        let caller = Caller::of(&request)?;
+        // The quota is charged before anything is parsed: a caller over it
+        // costs the server only the count of its events.
+        let events = request.get_ref().len().unwrap_or(0);
+        caller.charge_append(events as u64, request.get_ref().encoded_len() as u64)?;
+        let prepared = request::append(request.get_ref(), self.limits.max_batch_events, &caller)?;
         // The received bytes are let go before the writer is waited for.
         drop(request);
         let ids: Vec<String> = prepared
@@ -107,7 +126,7 @@ impl IngestService for IngestApi {
             .map(|p| p.event().id.as_str().to_owned())
             .collect();
         tracing::debug!(events = prepared.len(), "parsed; queued for the writer");
-        let outcomes = self.store.append(prepared, Author::anonymous()).await?;
+        let outcomes = self.store.append(prepared, author(&caller)).await?;
         let acks = ids
             .into_iter()
             .zip(outcomes)
@@ -123,7 +142,9 @@ impl IngestService for IngestApi {
         request: Request<Streaming<pb::AppendStreamRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         self.refuse_when_shutting_down()?;
+        let caller = Caller::of(&request)?;
         let stream = append_stream::Stream {
+            caller,
             store: self.store.clone(),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
@@ -137,7 +158,35 @@ impl IngestService for IngestApi {
         &self,
         request: Request<pb::LookupEventsRequest>,
     ) -> Result<Response<pb::LookupEventsResponse>, Status> {
+        let caller = Caller::of(&request)?;
         let lookup = request::lookup(request.into_inner(), self.limits.max_lookup)?;
+        let feed = match (&lookup.feed, lookup.ids.is_empty()) {
+            (Some(feed), _) => Some(feed.clone()),
+            (None, true) => None,
+            (None, false) => match caller.only_feed() {
+                Some(only) => Some(only.clone()),
+                None => {
+                    return Err(Error::from(vec![FieldViolation::new(
+                        "feed",
+                        "is required with event_ids: event ids are unique per feed",
+                    )])
+                    .into())
+                }
+            },
+        };
+        // Without the read scope, a caller sees only the feeds it writes.
+        let reads_all = caller.has(Scope::Read);
+        let may_see = move |feed: &FeedName| reads_all || caller.may_write(feed);
+        if let Some(feed) = feed
+            .as_ref()
+            .filter(|f| !lookup.ids.is_empty() && !may_see(f))
+        {
+            return Err(Error::PermissionDenied(format!(
+                "this identity may not look up events of feed {feed:?}: it needs the read scope, \
+                 or to write that feed"
+            ))
+            .into());
+        }
         let store = self.store.clone();
         // Reads sled: off the async threads.
         let response = tokio::task::spawn_blocking(move || -> Result<_, Error> {
@@ -147,7 +196,11 @@ impl IngestService for IngestApi {
                 ..Default::default()
             };
             for id in lookup.ids {
-                match store.event_by_id(&id)? {
+                let found = match &feed {
+                    Some(feed) => store.event_by_id(feed, &id)?,
+                    None => None,
+                };
+                match found {
                     Some(e) => out.events.push(convert::pb_stored_event(&e)),
                     None => out.missing_event_ids.push(id.as_str().to_owned()),
                 }
@@ -155,6 +208,13 @@ impl IngestService for IngestApi {
             for seq in lookup.sequences {
                 match store.event_at(seq)? {
                     Some(e) if seq <= last_sequence => {
+                        if !may_see(&e.event.feed) {
+                            return Err(Error::PermissionDenied(format!(
+                                "sequence {seq} holds an event of feed {:?}, which this identity \
+                                 may not look up: it needs the read scope, or to write that feed",
+                                e.event.feed.as_str()
+                            )));
+                        }
                         out.events.push(convert::pb_stored_event(&e))
                     }
                     _ => out.missing_sequences.push(seq),

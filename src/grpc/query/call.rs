@@ -11,8 +11,10 @@
 use super::cursor::{self, Position, Refused};
 use super::request::Resumable;
 use super::QueryApi;
+use crate::auth::quota::Slot;
 use crate::domain::FieldViolation;
 use crate::error::{Error, Retry};
+use crate::grpc::access::Caller;
 use crate::grpc::stream::{self, Answer, TrySend};
 use crate::views::Views;
 use prost::Message;
@@ -46,6 +48,9 @@ pub(super) struct Begun {
     /// One of `--max-query-streams` slots, held by the producer until the
     /// stream ends: bounds the producers (and their buffers) running at once.
     permit: OwnedSemaphorePermit,
+    /// One of the caller's own query streams (its quota), held likewise, so
+    /// that no identity takes every slot (`None`: no quota).
+    own: Option<Slot>,
 }
 
 /// What a producer computes per step: the next messages, or `None` at the end.
@@ -82,6 +87,7 @@ impl QueryApi {
         request: &Request<R>,
         parse: fn(&R) -> Result<Q, Error>,
     ) -> Result<(Q, Option<P>, Begun), Error> {
+        let caller = Caller::of(request)?;
         let query = parse(request.get_ref())?;
         let deadline = deadline_of(request.metadata());
         let request = request.get_ref();
@@ -116,6 +122,7 @@ impl QueryApi {
         if self.shutdown.is_shutdown() {
             return Err(Error::ShuttingDown(Retry::Later));
         }
+        let own = caller.query_stream()?;
         let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
             Error::ResourceExhausted(format!(
                 "{} query streams are running, the most allowed (--max-query-streams); retry later",
@@ -130,6 +137,7 @@ impl QueryApi {
             },
             deadline,
             permit,
+            own,
         };
         Ok((query, after, call))
     }
@@ -159,9 +167,10 @@ impl QueryApi {
             snapshot,
             deadline,
             permit,
+            own,
         } = call;
         let task = async move {
-            let _permit = permit;
+            let _slots = (permit, own);
             let expired = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,

@@ -25,6 +25,7 @@ mod request;
 pub(crate) use recent::Recent;
 
 use crate::error::{Error, Retry};
+use crate::grpc::access::Caller;
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::stream::{self, Answer};
 use crate::proto::v1 as pb;
@@ -194,10 +195,13 @@ impl SubscriptionService for SubscribeApi {
         if self.shutdown.is_shutdown() {
             return Err(Error::ShuttingDown(Retry::Later).into());
         }
+        let caller = Caller::of(&request)?;
         // 1. parse
         let request::Subscribe { after, filter } =
             request::parse(request.get_ref(), self.store.last_sequence())?;
-        // 2. begin: a slot and the ring's interest, both held by the task
+        // 2. begin: a slot of the caller's quota, a slot of the server's and
+        // the ring's interest, all held by the task
+        let own = caller.subscription()?;
         let permit: OwnedSemaphorePermit =
             Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
                 Error::ResourceExhausted(format!(
@@ -224,7 +228,8 @@ impl SubscriptionService for SubscribeApi {
         let mut durable = self.store.watch_durable();
         let stall = self.limits.stall_timeout;
         let task = async move {
-            // Held for the subscription's life: its slot and its ring interest.
+            // Held for the subscription's life: its slots and its ring interest.
+            let _own = own;
             let _permit = permit;
             let _subscribed = subscribed;
             let mut unreported = 0u64;

@@ -304,6 +304,7 @@ async fn repeated_fields_over_their_caps_are_refused_with_the_field() {
             pb::LookupEventsRequest {
                 event_ids: vec!["x".into(); 21],
                 sequences: vec![],
+                feed: "x".into(),
             }
             .encode_to_vec(),
             "event_ids",
@@ -313,6 +314,7 @@ async fn repeated_fields_over_their_caps_are_refused_with_the_field() {
             pb::LookupEventsRequest {
                 event_ids: vec![],
                 sequences: (1..=21).collect(),
+                feed: "x".into(),
             }
             .encode_to_vec(),
             "sequences",

@@ -23,6 +23,7 @@ fn valid(path: &str) -> Vec<u8> {
         "/caravan.v1.IngestService/LookupEvents" => pb::LookupEventsRequest {
             event_ids: vec!["rand".into()],
             sequences: vec![1, 2],
+            feed: "rand".into(),
         }
         .encode_to_vec(),
         "/caravan.v1.QueryService/StreamTradeRecords" => pb::StreamTradeRecordsRequest {
