@@ -2,9 +2,10 @@
 //! `CARAVAN_*` environment variable. Depends on the server and clap; holds no
 //! logic of its own beyond turning flags into a `ServerConfig`.
 
+use crate::auth::quota::{self, Quotas};
 use crate::grpc::defaults;
 use crate::grpc::server::ServerConfig;
-use crate::grpc::{IngestLimits, QueryLimits, SubscribeLimits};
+use crate::grpc::{IngestLimits, QueryLimits, Reflection, SubscribeLimits, TlsFiles};
 use crate::storage::{self, StoreConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -43,6 +44,12 @@ pub enum Command {
     Subscribe(crate::tools::client::subscribe::SubscribeArgs),
     /// Write a synthetic dataset (JSON Lines or Comtrade CSV).
     Gen(crate::tools::gen::GenArgs),
+    /// Credentials for the auth file: a new token, a token's hash, a
+    /// certificate's subject.
+    Auth {
+        #[command(subcommand)]
+        what: crate::tools::auth::AuthCommand,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -142,10 +149,50 @@ pub struct ServeArgs {
     /// again is disconnected.
     #[arg(long, env = "CARAVAN_KEEPALIVE_SECS", default_value_t = 20)]
     pub keepalive_secs: u64,
-    /// Serve an address beyond loopback without TLS or credentials (refused
-    /// without this: this build has neither).
+    /// PEM certificate chain of the server (TLS); with --tls-key. Re-read on
+    /// SIGHUP.
+    #[arg(long, env = "CARAVAN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert. Re-read on SIGHUP.
+    #[arg(long, env = "CARAVAN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate authorities whose client certificates are required
+    /// (mutual TLS). Re-read on SIGHUP.
+    #[arg(long, env = "CARAVAN_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The identities (TOML): tokens, certificate subjects, scopes, feeds,
+    /// quotas. Without it every caller may do everything. Re-read on SIGHUP.
+    #[arg(long, env = "CARAVAN_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// Who may use server reflection: open (anyone), admin (the admin
+    /// scope) or off. Default: open on a loopback address, admin elsewhere.
+    #[arg(long, env = "CARAVAN_REFLECTION", value_enum)]
+    pub reflection: Option<ReflectionArg>,
+    /// Query streams one identity may run at once (the auth file may set
+    /// its own).
+    #[arg(long, env = "CARAVAN_QUOTA_QUERY_STREAMS", default_value_t = quota::DEFAULT_QUERY_STREAMS)]
+    pub quota_query_streams: usize,
+    /// Subscriptions one identity may hold at once.
+    #[arg(long, env = "CARAVAN_QUOTA_SUBSCRIPTIONS", default_value_t = quota::DEFAULT_SUBSCRIPTIONS)]
+    pub quota_subscriptions: usize,
+    /// Events one identity may append per second (a second's worth at once).
+    #[arg(long, env = "CARAVAN_QUOTA_APPEND_EVENTS_PER_SEC", default_value_t = quota::DEFAULT_APPEND_EVENTS_PER_SEC)]
+    pub quota_append_events_per_sec: u64,
+    /// Bytes of append requests one identity may send per second.
+    #[arg(long, env = "CARAVAN_QUOTA_APPEND_BYTES_PER_SEC", default_value_t = quota::DEFAULT_APPEND_BYTES_PER_SEC)]
+    pub quota_append_bytes_per_sec: u64,
+    /// Serve an address beyond loopback without TLS or without an auth
+    /// file (refused without this).
     #[arg(long, env = "CARAVAN_INSECURE")]
     pub insecure: bool,
+}
+
+/// `--reflection`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ReflectionArg {
+    Open,
+    Admin,
+    Off,
 }
 
 impl ServeArgs {
@@ -186,6 +233,26 @@ impl ServeArgs {
         c.max_connections = self.max_connections;
         c.handshake_timeout = Duration::from_secs(self.handshake_timeout_secs.max(1));
         c.insecure = self.insecure;
+        c.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            _ => None,
+        };
+        c.auth_file = self.auth_file.clone();
+        c.reflection = self.reflection.map(|r| match r {
+            ReflectionArg::Open => Reflection::Open,
+            ReflectionArg::Admin => Reflection::Admin,
+            ReflectionArg::Off => Reflection::Off,
+        });
+        c.quotas = Quotas {
+            query_streams: self.quota_query_streams,
+            subscriptions: self.quota_subscriptions,
+            append_events_per_sec: self.quota_append_events_per_sec,
+            append_bytes_per_sec: self.quota_append_bytes_per_sec,
+        };
         c.request_read_timeout = Duration::from_secs(self.request_read_timeout_secs.max(1));
         c.max_concurrent_streams = self.max_concurrent_streams;
         c.keepalive_interval = Duration::from_secs(self.keepalive_secs.max(1));
@@ -235,9 +302,24 @@ pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync
     match cli.command {
         Command::Serve(args) => {
             init_tracing(args.log_format, "info");
+            // Taken over before the server starts: SIGHUP's default is to
+            // end the process.
+            #[cfg(unix)]
+            let hangups = hangups();
             let running = crate::grpc::server::start(args.config()).await?;
             // The bound address on stdout, for scripts and tests using port 0.
             println!("caravan listening on {}", running.addr());
+            #[cfg(unix)]
+            if let Some(mut hangups) = hangups {
+                let reloader = running.reloader();
+                tokio::spawn(async move {
+                    while hangups.recv().await.is_some() {
+                        tracing::info!("SIGHUP: re-reading the certificate and auth files");
+                        // Each outcome is logged by the reload itself.
+                        let _ = reloader.reload();
+                    }
+                });
+            }
             wait_for_signal().await;
             running.trigger().trigger();
             running.wait().await?;
@@ -261,5 +343,19 @@ pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync
         Command::Query { what } => crate::tools::client::query::run(what).await,
         Command::Subscribe(args) => crate::tools::client::subscribe::run(args).await,
         Command::Gen(args) => crate::tools::gen::run(args),
+        Command::Auth { what } => crate::tools::auth::run(what),
+    }
+}
+
+/// SIGHUP, as a stream (Unix only).
+#[cfg(unix)]
+fn hangups() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be handled; certificates and identities are read once");
+            None
+        }
     }
 }

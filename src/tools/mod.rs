@@ -2,8 +2,9 @@
 //! gRPC API only: the demo (`caravan demo`), the benchmark (`caravan bench`),
 //! the command-line clients (`client/`: `caravan ingest`, `query`,
 //! `subscribe`), the dataset generator (`caravan gen`), proto3 JSON Lines
-//! (`jsonl`), terminal tables (`terminal`) and a raw-bytes gRPC codec (`raw`,
-//! for the hostile section and the hostile-input tests).
+//! (`jsonl`), terminal tables (`terminal`), a raw-bytes gRPC codec (`raw`,
+//! for the hostile section and the hostile-input tests) and the credentials
+//! helpers of `caravan auth` (`auth`).
 //!
 //! The bench's gRPC floor (`floor`) is the one service here: caravan's
 //! generated ingest service, acknowledging without storing.
@@ -12,6 +13,7 @@
 //! function; never on the services' internals or sled (the bench's sled
 //! ceiling goes through the store facade).
 
+pub(crate) mod auth;
 pub(crate) mod bench;
 pub(crate) mod client;
 pub(crate) mod demo;

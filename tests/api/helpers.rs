@@ -54,6 +54,11 @@ impl TestApp {
         IngestServiceClient::new(self.channel().await)
     }
 
+    /// Re-reads the server's certificate and auth files, as SIGHUP does.
+    pub fn reload(&self) -> Result<(), caravan::error::Error> {
+        self.server.as_ref().expect("running").reload()
+    }
+
     /// Shuts the server down gracefully and returns its store directory.
     pub async fn stop(mut self) -> TempDir {
         if let Some(s) = self.server.take() {

@@ -8,6 +8,7 @@ mod damage;
 mod durability;
 mod helpers;
 mod hostile;
+mod identities;
 mod ingest;
 mod operations;
 mod query;

@@ -250,6 +250,25 @@ fn rejection_text(r: &pb::Rejection) -> String {
 }
 
 /// Runs the command; returns the process exit code.
+/// How long to wait before reconnecting after `status`: the server's
+/// `google.rpc.RetryInfo` when it sends one (a quota), else `backoff`. A
+/// status that no retry can cure (credentials, permissions, a method the
+/// server lacks) ends the command with its message.
+fn retry_after(status: &tonic::Status, backoff: Duration) -> Result<Duration, CliError> {
+    use tonic::Code;
+    use tonic_types::StatusExt;
+    match status.code() {
+        Code::Unauthenticated | Code::PermissionDenied | Code::Unimplemented => {
+            Err(format!("the server refused: {}", status.message()).into())
+        }
+        Code::ResourceExhausted => Ok(status
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .unwrap_or(backoff)),
+        _ => Ok(backoff),
+    }
+}
+
 pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
     let started = Instant::now();
     let window = args.window.max(1);
@@ -302,11 +321,12 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
         let mut responses = match client.append_stream(ReceiverStream::new(rx)).await {
             Ok(r) => r.into_inner(),
             Err(status) => {
+                let wait = retry_after(&status, backoff)?;
                 eprintln!(
-                    "caravan ingest: {}; retrying in {backoff:?}",
+                    "caravan ingest: {}; retrying in {wait:?}",
                     status.message()
                 );
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
@@ -372,12 +392,13 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
                         continue 'connect;
                     }
                     Err(status) => {
+                        let wait = retry_after(&status, backoff)?;
                         eprintln!(
                             "caravan ingest: connection lost ({}); reconnecting, {} events to re-send",
                             status.message(),
                             inflight.len()
                         );
-                        tokio::time::sleep(backoff).await;
+                        tokio::time::sleep(wait).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                         continue 'connect;
                     }
