@@ -10,6 +10,7 @@ use super::layout::{self, parse_seq_key, seq_key, IDS_PREFIX, LOG_PREFIX};
 use super::storage_error;
 use crate::domain::{IdentityName, StoredEvent, Timestamp};
 use crate::error::Error;
+use std::collections::HashMap;
 
 /// The encoded stored event at `seq`, if the log has it (durable or not).
 pub(super) fn event_bytes(tree: &sled::Tree, seq: u64) -> Result<Option<Vec<u8>>, Error> {
@@ -99,6 +100,46 @@ pub(super) fn event(tree: &sled::Tree, seq: u64) -> Result<Option<StoredEvent>, 
         ));
     }
     Ok(Some(stored))
+}
+
+/// The decoded events at `sequences` (any order, repeats allowed) that the
+/// log holds, each chunk read and decompressed once however many of its
+/// events are asked for.
+pub(super) fn events_at(
+    tree: &sled::Tree,
+    sequences: impl IntoIterator<Item = u64>,
+) -> Result<HashMap<u64, StoredEvent>, Error> {
+    let mut wanted: Vec<u64> = sequences.into_iter().collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut out = HashMap::with_capacity(wanted.len());
+    let mut chunk: Option<Chunk> = None;
+    for seq in wanted {
+        let holds = |c: &Option<Chunk>| {
+            c.as_ref().is_some_and(|(first, entries)| {
+                seq.checked_sub(*first)
+                    .is_some_and(|i| i < entries.len() as u64)
+            })
+        };
+        if !holds(&chunk) {
+            chunk = chunk_at(tree, seq)?;
+        }
+        let Some(bytes) = chunk
+            .as_ref()
+            .and_then(|(first, entries)| entries.get(usize::try_from(seq - first).ok()?))
+        else {
+            continue;
+        };
+        let stored = decode(bytes)?;
+        if stored.sequence != seq {
+            return Err(storage_error(
+                "corrupt log",
+                format!("event at {seq} says it is {}", stored.sequence),
+            ));
+        }
+        out.insert(seq, stored);
+    }
+    Ok(out)
 }
 
 /// Decodes one log entry.

@@ -551,6 +551,19 @@ impl StoreHandle {
         log::event(&self.shared.tree, seq)
     }
 
+    /// The durable events at these sequences (those that exist), by
+    /// sequence; each log chunk is read once.
+    pub(crate) fn events_at(
+        &self,
+        sequences: impl IntoIterator<Item = u64>,
+    ) -> Result<std::collections::HashMap<u64, StoredEvent>, Error> {
+        let last = self.last_sequence();
+        log::events_at(
+            &self.shared.tree,
+            sequences.into_iter().filter(|s| *s <= last),
+        )
+    }
+
     /// Up to `max` durable events after sequence `after`, in order, read from
     /// the log (one range scan over its chunks).
     pub(crate) fn events_after(&self, after: u64, max: usize) -> Result<Vec<StoredEvent>, Error> {

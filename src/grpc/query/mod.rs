@@ -127,6 +127,7 @@ impl QueryService for QueryApi {
     ) -> Result<Response<Self::StreamTradeRecordsStream>, Status> {
         let (query, mut after, call) =
             self.begin::<_, _, RecordPosition>(&request, request::records)?;
+        let store = self.store.clone();
         Ok(Response::new(self.stream(call, move |views, snapshot| {
             let found = views::next_records(
                 &views.read(),
@@ -136,7 +137,14 @@ impl QueryService for QueryApi {
                 RECORDS_PER_MESSAGE,
             )
             .map_err(unreadable)?;
-            let Some((message, last)) = render::records_message(&found, snapshot)? else {
+            // The events that hold these revisions, read from the log (after
+            // the views' lock is let go).
+            let events = match query.provenance {
+                true => Some(store.events_at(found.iter().map(|(_, f)| f.sequence))?),
+                false => None,
+            };
+            let Some((message, last)) = render::records_message(&found, snapshot, events.as_ref())?
+            else {
                 return Ok(None);
             };
             after = Some(last);

@@ -6,7 +6,7 @@
 
 use super::call::Snapshot;
 use crate::convert;
-use crate::domain::AgreementId;
+use crate::domain::{AgreementId, StoredEvent};
 use crate::error::Error;
 use crate::grpc::stream::MESSAGE_BYTES;
 use crate::proto::v1 as pb;
@@ -15,6 +15,7 @@ use crate::views::{
     GroupKey, RecordPosition, SliceData, TooWide,
 };
 use prost::Message;
+use std::collections::HashMap;
 
 /// The wire form of exact money: whole dollars in an int64, billionths.
 fn money(nanos: u128) -> Result<pb::Money, TooWide> {
@@ -183,6 +184,7 @@ fn pb_slice(s: &SliceData) -> Result<pb::CooperationSlice, Error> {
 pub(super) fn records_message(
     found: &[(RecordPosition, FigureAt)],
     snapshot: &Snapshot,
+    events: Option<&HashMap<u64, StoredEvent>>,
 ) -> Result<Option<(pb::StreamTradeRecordsResponse, RecordPosition)>, Error> {
     let mut records = Vec::with_capacity(found.len());
     let mut bytes = 0;
@@ -195,10 +197,31 @@ pub(super) fn records_message(
                 key.scope, key.period
             ))
         })?;
+        let provenance = match events {
+            None => None,
+            Some(events) => {
+                let e = events.get(&f.sequence).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "the views hold a revision at sequence {} that the log does not",
+                        f.sequence
+                    ))
+                })?;
+                Some(pb::Provenance {
+                    event_id: e.event.id.as_str().to_owned(),
+                    feed: e.event.feed.as_str().to_owned(),
+                    written_by: e
+                        .written_by
+                        .as_ref()
+                        .map_or_else(String::new, |n| n.as_str().to_owned()),
+                    ingested_at: Some(convert::pb_timestamp(&e.ingested_at)),
+                })
+            }
+        };
         let view = pb::TradeRecordView {
             record: Some(record),
             revision: f.revision,
             sequence: f.sequence,
+            provenance,
         };
         bytes += view.encoded_len();
         records.push(view);

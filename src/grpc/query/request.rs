@@ -23,6 +23,8 @@ use prost::Message;
 /// StreamTradeRecords.
 pub(super) struct RecordsQuery {
     pub filter: FigureFilter,
+    /// Each record's event id, feed, author and time, from the log.
+    pub provenance: bool,
 }
 
 /// StreamCountryCooperation.
@@ -210,7 +212,10 @@ fn figure_filter(
 pub(super) fn records(req: &pb::StreamTradeRecordsRequest) -> Result<RecordsQuery, Error> {
     let mut v = Violations::default();
     let filter = figure_filter(&mut v, "filter", req.filter.as_ref());
-    Ok(v.finish(filter.map(|filter| RecordsQuery { filter }))?)
+    Ok(v.finish(filter.map(|filter| RecordsQuery {
+        filter,
+        provenance: req.include_provenance,
+    }))?)
 }
 
 pub(super) fn country(req: &pb::StreamCountryCooperationRequest) -> Result<CountryQuery, Error> {

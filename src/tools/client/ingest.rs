@@ -322,10 +322,7 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
             Ok(r) => r.into_inner(),
             Err(status) => {
                 let wait = retry_after(&status, backoff)?;
-                eprintln!(
-                    "caravan ingest: {}; retrying in {wait:?}",
-                    status.message()
-                );
+                eprintln!("caravan ingest: {}; retrying in {wait:?}", status.message());
                 tokio::time::sleep(wait).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;

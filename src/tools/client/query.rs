@@ -180,6 +180,9 @@ impl FilterArgs {
 pub struct RecordsArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Also show who stored each record (its feed and identity).
+    #[arg(long)]
+    pub provenance: bool,
     #[command(flatten)]
     pub common: Common,
 }
@@ -400,9 +403,10 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 filter: Some(a.filter.wire()?),
                 as_of_sequence: a.common.as_of,
                 resume_after: Vec::new(),
+                include_provenance: a.provenance,
             };
             let s = q.stream_trade_records(request).await?.into_inner();
-            let t = terminal::table(&[
+            let mut columns = vec![
                 "reporter",
                 "partner",
                 "flow",
@@ -411,7 +415,11 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                 "value (USD)",
                 "revision",
                 "sequence",
-            ]);
+            ];
+            if a.provenance {
+                columns.extend(["feed", "written by"]);
+            }
+            let t = terminal::table(&columns);
             show(
                 s,
                 a.common.output,
@@ -430,7 +438,7 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                             .value
                             .map(|m| format!("{}.{:02}", m.units, m.nanos / 10_000_000))
                             .unwrap_or_default();
-                        t.add_row([
+                        let mut row = vec![
                             r.reporter,
                             r.partner,
                             flow,
@@ -439,7 +447,12 @@ pub async fn run(command: QueryCommand) -> Result<u8, CliError> {
                             value,
                             v.revision.to_string(),
                             v.sequence.to_string(),
-                        ]);
+                        ];
+                        if let Some(p) = v.provenance {
+                            row.push(p.feed);
+                            row.push(p.written_by);
+                        }
+                        t.add_row(row);
                     }
                 },
             )

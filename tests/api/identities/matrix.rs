@@ -144,10 +144,9 @@ async fn call(rpc: Rpc, ch: &Channel, token: Option<&str>, n: usize) -> Outcome 
             },
             token
         ))),
-        Rpc::StreamAgreements => drain!(q().stream_agreements(authed(
-            pb::StreamAgreementsRequest::default(),
-            token
-        ))),
+        Rpc::StreamAgreements => {
+            drain!(q().stream_agreements(authed(pb::StreamAgreementsRequest::default(), token)))
+        }
         Rpc::Aggregate => drain!(q().aggregate(authed(
             pb::AggregateRequest {
                 filter: Some(pb::FigureFilter {
@@ -171,13 +170,15 @@ async fn call(rpc: Rpc, ch: &Channel, token: Option<&str>, n: usize) -> Outcome 
             {
                 Err(s) => failed(s),
                 // The store holds events: the first message comes at once.
-                Ok(r) => match tokio::time::timeout(Duration::from_secs(10), r.into_inner().message())
-                    .await
-                    .expect("a first message")
-                {
-                    Ok(_) => ok(None),
-                    Err(s) => failed(s),
-                },
+                Ok(r) => {
+                    match tokio::time::timeout(Duration::from_secs(10), r.into_inner().message())
+                        .await
+                        .expect("a first message")
+                    {
+                        Ok(_) => ok(None),
+                        Err(s) => failed(s),
+                    }
+                }
             }
         }
         Rpc::Reflection => {
@@ -247,8 +248,12 @@ fn expected(caller: Caller, rpc: Rpc) -> Outcome {
     match caller {
         Nobody | WrongToken | Revoked => code(Code::Unauthenticated),
         Read => match rpc {
-            StreamTradeRecords | StreamCountryCooperation | StreamSectorCooperation
-            | StreamAgreements | Aggregate | Subscribe => code(Code::Ok),
+            StreamTradeRecords
+            | StreamCountryCooperation
+            | StreamSectorCooperation
+            | StreamAgreements
+            | Aggregate
+            | Subscribe => code(Code::Ok),
             _ => code(Code::PermissionDenied),
         },
         IngestA => match rpc {

@@ -63,7 +63,9 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "caravan test server");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "caravan test server");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Pem {
@@ -165,7 +167,8 @@ pub fn auth_file(identities: &[&Who]) -> String {
 pub struct Secure {
     pub app: TestApp,
     pub ca: Ca,
-    pub files: tempfile::TempDir,
+    /// Holds the certificate and auth files while the server runs.
+    _files: tempfile::TempDir,
     pub auth: PathBuf,
 }
 
@@ -197,7 +200,7 @@ pub async fn secure_app(
     Secure {
         app,
         ca,
-        files,
+        _files: files,
         auth: auth_path,
     }
 }
@@ -222,15 +225,22 @@ pub async fn tls_channel(
     ca_pem: &str,
     client: Option<&Pem>,
 ) -> Result<Channel, tonic::transport::Error> {
+    tls_endpoint(addr, ca_pem, client)?.connect().await
+}
+
+/// The endpoint of [`tls_channel`], to adjust before connecting.
+pub fn tls_endpoint(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    client: Option<&Pem>,
+) -> Result<Endpoint, tonic::transport::Error> {
     let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
     if let Some(c) = client {
         tls = tls.identity(Identity::from_pem(&c.cert, &c.key));
     }
     Endpoint::from_shared(format!("https://127.0.0.1:{}", addr.port()))
         .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await
+        .tls_config(tls)
 }
 
 /// A request carrying `token` as its bearer token.
