@@ -4,6 +4,7 @@
 //! it issues (rustls refuses a self-signed leaf).
 
 mod audit;
+mod cli;
 mod feeds;
 mod matrix;
 mod mtls;
