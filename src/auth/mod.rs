@@ -225,6 +225,24 @@ impl Identity {
             .map_err(|over| self.over_rate(over, q))
     }
 
+    /// Refuses an append before it is read when the identity has used up
+    /// its rates (a flood costs the server only the request's headers).
+    pub fn check_append_backlog(&self) -> Result<(), Error> {
+        let Some(q) = &self.quotas else {
+            return Ok(());
+        };
+        match self.usage.append_backlog(q) {
+            None => Ok(()),
+            Some(wait) => Err(self.over_rate(
+                OverRate::RetryAfter {
+                    what: "events",
+                    wait,
+                },
+                q,
+            )),
+        }
+    }
+
     /// For a stream: charges one message if it fits now (`Ok(None)`), else
     /// says how long to wait before asking again (`Ok(Some(wait))`); a
     /// message larger than a second of the quota is an error.

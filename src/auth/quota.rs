@@ -163,6 +163,21 @@ impl Usage {
         self.counter(held).load(Ordering::Acquire)
     }
 
+    /// How long until even one event would fit the rates: `Some` while
+    /// the identity has used up its burst (a request then need not be read
+    /// to be refused).
+    pub fn append_backlog(&self, quotas: &Quotas) -> Option<Duration> {
+        let now = now_nanos();
+        let rates = self.append.lock().unwrap_or_else(|p| p.into_inner());
+        let wait = |r: Result<u128, Option<Duration>>| match r {
+            Err(Some(wait)) => Some(wait),
+            _ => None,
+        };
+        let e = wait(rates.0.after(now, 1, quotas.append_events_per_sec));
+        let b = wait(rates.1.after(now, 1, quotas.append_bytes_per_sec));
+        e.max(b)
+    }
+
     /// Charges an append of `events` and `bytes` if both rates admit it now.
     pub fn charge_append(&self, events: u64, bytes: u64, quotas: &Quotas) -> Result<(), OverRate> {
         let now = now_nanos();
@@ -250,5 +265,8 @@ mod tests {
             usage.charge_append(11, 1, &q),
             Err(OverRate::TooLarge { what: "events" })
         );
+        // Used up: the next request is refused before it is read.
+        assert!(usage.append_backlog(&q).is_some());
+        assert!(Usage::default().append_backlog(&q).is_none());
     }
 }

@@ -17,12 +17,16 @@
 //! - Its repeated fields are counted on the encoded bytes (`wire`) before
 //!   prost builds anything.
 //! - It must arrive whole within `--request-read-timeout-secs`.
+//! - An Append whose caller has used up its append rates is refused
+//!   (RESOURCE_EXHAUSTED with RetryInfo) before it is read.
 //!
 //! AppendStream's messages are checked one by one in the codec instead, as
 //! they arrive. Health and reflection pass through untouched.
 //!
-//! Depends on `wire`, `status` (through `Error`), tower, http and tonic's body.
+//! Depends on `wire`, `access` (the caller), `status` (through `Error`),
+//! tower, http and tonic's body.
 
+use super::access::Caller;
 use super::wire;
 use crate::error::Error;
 use http_body_util::BodyExt;
@@ -39,6 +43,8 @@ use tonic::body::Body;
 const FRAME_HEADER: usize = 5;
 /// The one method whose client streams its messages.
 const STREAMING_METHOD: &str = "/caravan.v1.IngestService/AppendStream";
+/// The method whose caller's append rates are checked before it is read.
+const APPEND_METHOD: &str = "/caravan.v1.IngestService/Append";
 
 /// The admission settings of a server.
 #[derive(Clone, Debug)]
@@ -172,6 +178,15 @@ where
             // methods (tonic answers UNIMPLEMENTED).
             _ => return Box::pin(self.inner.call(request)),
         };
+        // A caller that has used up its append rates is refused before its
+        // request is read: a flood costs only its headers.
+        if path == APPEND_METHOD {
+            if let Some(Caller(caller)) = request.extensions().get::<Caller>() {
+                if let Err(e) = caller.check_append_backlog() {
+                    return Box::pin(std::future::ready(Ok(refuse(e))));
+                }
+            }
+        }
         // The service that was polled ready serves this call; a clone takes
         // its place for the next (tower's usual hand-over).
         let clone = self.inner.clone();

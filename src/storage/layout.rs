@@ -27,10 +27,11 @@ pub const LOG_PREFIX: u8 = b'E';
 pub const IDS_PREFIX: u8 = b'I';
 /// `A` + agreement id (UTF-8) → sequence (u64 BE) of the latest event about it.
 pub const AGREEMENT_PREFIX: u8 = b'A';
-/// `O` + reporter, partner (alpha-2) + feed name (UTF-8) → the sequence
-/// (u64 BE, sealed) of the feed's first trade record of that pair: which
-/// feeds have written figures of a pair, so that a feed's figures in a pair
-/// no other feed writes need no look-up to be known as its own.
+/// `O` + reporter, partner (alpha-2) + commodity level (u8: 0 all, 2/4/6
+/// HS digits, 7 sector) + feed name (UTF-8) → the sequence (u64 BE, sealed)
+/// of the feed's first trade record of that pair at that level: which feeds
+/// have written figures there, so that a feed's figures where no other feed
+/// writes need no look-up to be known as its own.
 pub const PAIR_FEED_PREFIX: u8 = b'O';
 
 /// `C` → the sequence the views' newest checkpoint covers (u64 BE), then
@@ -142,30 +143,31 @@ pub fn id_key(feed: &str, event_id: &str) -> String {
     k
 }
 
-/// `O` + reporter + partner (alpha-2) + feed.
-pub fn pair_feed_key(reporter: &str, partner: &str, feed: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(5 + feed.len());
+/// `O` + reporter + partner (alpha-2) + commodity level (u8) + feed.
+pub fn pair_feed_key(reporter: &str, partner: &str, level: u8, feed: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + feed.len());
     k.push(PAIR_FEED_PREFIX);
     k.extend_from_slice(reporter.as_bytes());
     k.extend_from_slice(partner.as_bytes());
+    k.push(level);
     k.extend_from_slice(feed.as_bytes());
     k
 }
 
-/// The (reporter, partner, feed) of an `O` key, as text.
-pub fn parse_pair_feed_key(key: &[u8]) -> Result<(&str, &str, &str), String> {
+/// The (reporter, partner, level, feed) of an `O` key.
+pub fn parse_pair_feed_key(key: &[u8]) -> Result<(&str, &str, u8, &str), String> {
     let bad = || format!("malformed pair-feed key {key:?}");
     let rest = key.get(1..).ok_or_else(bad)?;
-    if rest.len() < 5 {
+    if rest.len() < 6 {
         return Err(bad());
     }
-    let (reporter, partner, feed) = (&rest[..2], &rest[2..4], &rest[4..]);
+    let (reporter, partner, level, feed) = (&rest[..2], &rest[2..4], rest[4], &rest[5..]);
     match (
         std::str::from_utf8(reporter),
         std::str::from_utf8(partner),
         std::str::from_utf8(feed),
     ) {
-        (Ok(r), Ok(p), Ok(f)) => Ok((r, p, f)),
+        (Ok(r), Ok(p), Ok(f)) => Ok((r, p, level, f)),
         _ => Err(bad()),
     }
 }

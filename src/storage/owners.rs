@@ -5,15 +5,16 @@
 //!
 //! In memory the writer keeps every agreement's [`Standing`] (where it is in
 //! its lifecycle, and its owner) and [`PairFeeds`]: for each (reporter,
-//! partner) pair, the feeds that have recorded figures of it, kept in the
-//! store as `O` keys written with the log. A feed's record in a pair that no
-//! other feed writes is its own without a look-up; only in a pair shared
-//! with other feeds is the figure's first record looked up.
+//! partner) pair and commodity level, the feeds that have recorded figures
+//! of it, kept in the store as `O` keys written with the log. A feed's
+//! record in a pair and level that no other feed writes is its own without
+//! a look-up; only where other feeds write too is the figure's first record
+//! looked up.
 //!
 //! Depends on sled (loading the `O` keys), `layout` and the domain.
 
 use super::layout::{self, PAIR_FEED_PREFIX};
-use crate::domain::{Country, FeedName, Lifecycle};
+use crate::domain::{CommodityScope, Country, FeedName, Lifecycle, TradeFigureKey};
 use std::collections::HashMap;
 
 /// Where an agreement stands, and which feed owns it.
@@ -23,15 +24,40 @@ pub(crate) struct Standing {
     pub owner: FeedName,
 }
 
-/// A (reporter, partner) pair.
-pub(super) type Pair = (Country, Country);
+/// A (reporter, partner) pair at one commodity level: figures at different
+/// levels never share a key, so two feeds that write one pair at different
+/// levels (a statistics office's totals, a Comtrade load of HS6) never touch
+/// each other's figures.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) struct Pair {
+    pub reporter: Country,
+    pub partner: Country,
+    /// 0 all commodities, 2, 4 or 6 HS digits, 7 sector.
+    pub level: u8,
+}
 
-/// The feeds that have recorded figures of each pair.
+impl Pair {
+    /// Where the figure of `key` is.
+    pub(super) fn of(key: &TradeFigureKey) -> Pair {
+        let level = match &key.commodity {
+            CommodityScope::All => 0,
+            CommodityScope::Hs(h) => h.as_str().len() as u8,
+            CommodityScope::Sector(_) => 7,
+        };
+        Pair {
+            reporter: key.reporter(),
+            partner: key.partner(),
+            level,
+        }
+    }
+}
+
+/// The feeds that have recorded figures of each pair and level.
 #[derive(Default, Debug)]
 pub(super) struct PairFeeds(HashMap<Pair, Vec<FeedName>>);
 
 impl PairFeeds {
-    /// The feeds that have recorded figures of `pair` (none for a new pair).
+    /// The feeds that have recorded figures of `pair` (none for a new one).
     pub(super) fn feeds(&self, pair: &Pair) -> &[FeedName] {
         self.0.get(pair).map_or(&[], Vec::as_slice)
     }
@@ -55,7 +81,10 @@ impl PairFeeds {
         let mut out = PairFeeds::default();
         for item in tree.scan_prefix([PAIR_FEED_PREFIX]) {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            let (reporter, partner, feed) = layout::parse_pair_feed_key(&k)?;
+            let (reporter, partner, level, feed) = layout::parse_pair_feed_key(&k)?;
+            if !matches!(level, 0 | 2 | 4 | 6 | 7) {
+                return Err(format!("pair-feed key {k:?} of an unknown level {level}"));
+            }
             let seq = layout::unseal(&v, "pair-feed key")?;
             if seq.len() != 8 {
                 return Err(format!(
@@ -66,7 +95,12 @@ impl PairFeeds {
             let country =
                 |c: &str| Country::parse(c).map_err(|e| format!("pair-feed key {k:?}: {e}"));
             let feed = FeedName::parse(feed).map_err(|e| format!("pair-feed key {k:?}: {e}"))?;
-            out.insert((country(reporter)?, country(partner)?), feed);
+            let pair = Pair {
+                reporter: country(reporter)?,
+                partner: country(partner)?,
+                level,
+            };
+            out.insert(pair, feed);
         }
         Ok(out)
     }
@@ -106,7 +140,12 @@ impl NewPairFeeds {
 /// The `O` key and sealed value of a (pair, feed) first recorded at `sequence`.
 pub(super) fn pair_feed_entry(pair: &Pair, feed: &FeedName, sequence: u64) -> (Vec<u8>, Vec<u8>) {
     (
-        layout::pair_feed_key(pair.0.alpha2(), pair.1.alpha2(), feed.as_str()),
+        layout::pair_feed_key(
+            pair.reporter.alpha2(),
+            pair.partner.alpha2(),
+            pair.level,
+            feed.as_str(),
+        ),
         layout::seal(sequence.to_be_bytes().to_vec()),
     )
 }
@@ -116,7 +155,11 @@ mod tests {
     use super::*;
 
     fn pair(a: &str, b: &str) -> Pair {
-        (Country::parse(a).unwrap(), Country::parse(b).unwrap())
+        Pair {
+            reporter: Country::parse(a).unwrap(),
+            partner: Country::parse(b).unwrap(),
+            level: 4,
+        }
     }
 
     #[test]

@@ -545,7 +545,7 @@ fn rebuild_derived(db: &sled::Db, tree: &sled::Tree, syncer: &mut dyn Syncer) ->
                 Payload::Agreement(a) => Some(a.id.as_str()),
                 Payload::AgreementStatusChanged(c) => Some(c.agreement_id.as_str()),
                 Payload::TradeRecord(r) => {
-                    let pair = (r.key.reporter(), r.key.partner());
+                    let pair = owners::Pair::of(&r.key);
                     pairs
                         .entry((pair, event.feed.clone()))
                         .or_insert(first + i as u64);

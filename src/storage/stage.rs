@@ -75,7 +75,8 @@ pub(super) struct Group<'a> {
     /// The agreements this group changes, and how to undo each change.
     pub lives: HashMap<String, Standing>,
     undo: Vec<(String, Option<Standing>)>,
-    /// The (pair, feed) this group records figures of for the first time.
+    /// The (pair and level, feed) this group records figures of for the
+    /// first time.
     pub new_pair_feeds: NewPairFeeds,
     /// Figure key → index in `staged` of its first record in this group;
     /// built the first time a feed's record must be checked against a
@@ -307,7 +308,7 @@ impl<'a> Group<'a> {
             }
             Payload::TradeRecord(r) => {
                 self.check_figure_owner(index, "trade_record", &r.key, feed, author)?;
-                let pair = (r.key.reporter(), r.key.partner());
+                let pair = Pair::of(&r.key);
                 if !self.pair_feeds.feeds(&pair).contains(feed)
                     && !self.new_pair_feeds.feeds(&pair).contains(feed)
                 {
@@ -331,10 +332,10 @@ impl<'a> Group<'a> {
         if author.curates {
             return Ok(());
         }
-        let pair: Pair = (key.reporter(), key.partner());
+        let pair = Pair::of(key);
         let alone = |feeds: &[FeedName]| feeds.iter().all(|f| f == feed);
         if alone(self.pair_feeds.feeds(&pair)) && alone(self.new_pair_feeds.feeds(&pair)) {
-            // No other feed has recorded anything of this pair.
+            // No other feed has recorded anything of this pair at this level.
             return Ok(());
         }
         match self.figure_owner(key)? {
@@ -389,8 +390,9 @@ impl<'a> Group<'a> {
 
     /// Waits until the publisher has applied every group committed before
     /// this one (at most PUBLISH_QUEUE of them: a few milliseconds), so that
-    /// the views answer for the whole store. Only retractions and records in
-    /// pairs that several feeds write ask the views; other events never wait.
+    /// the views answer for the whole store. Only retractions, and records by
+    /// non-curators where several feeds write a pair at one level, ask the
+    /// views; other events never wait.
     fn wait_for_publisher(&self) -> Result<(), Error> {
         let committed = self.next_sequence - 1;
         let started = std::time::Instant::now();

@@ -39,6 +39,11 @@ pub struct BenchArgs {
     /// worst-case requests of each RPC).
     #[arg(long)]
     pub no_hostile: bool,
+    /// Skip the identities section (what identities cost on the ingest
+    /// path; another identity's acknowledgements while one floods past its
+    /// quota).
+    #[arg(long)]
+    pub no_identities: bool,
     /// Also build a store of this many events and measure its size on disk,
     /// the time to reopen it and the process's resident memory after that.
     #[arg(long, default_value_t = 0)]
@@ -395,6 +400,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
             )
             .await?,
         );
+    }
+    if !args.no_identities {
+        let figures = super::identities::identities(args.quick)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.insert("identities".into(), figures);
     }
     if !args.no_hostile {
         report.insert("hostile".into(), super::hostile::hostile().await?);

@@ -4,7 +4,9 @@
 //! `subscribe`), the dataset generator (`caravan gen`), proto3 JSON Lines
 //! (`jsonl`), terminal tables (`terminal`), a raw-bytes gRPC codec (`raw`,
 //! for the hostile section and the hostile-input tests) and the credentials
-//! helpers of `caravan auth` (`auth`).
+//! helpers of `caravan auth` (`auth`), and the bench's sections on worst-case
+//! requests (`hostile`) and on identities (`identities`: their cost on the
+//! ingest path, quota isolation).
 //!
 //! The bench's gRPC floor (`floor`) is the one service here: caravan's
 //! generated ingest service, acknowledging without storing.
@@ -20,6 +22,7 @@ pub(crate) mod demo;
 pub(crate) mod floor;
 pub(crate) mod gen;
 pub(crate) mod hostile;
+pub(crate) mod identities;
 pub mod jsonl;
 pub mod raw;
 pub(crate) mod terminal;
