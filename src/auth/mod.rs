@@ -225,22 +225,14 @@ impl Identity {
             .map_err(|over| self.over_rate(over, q))
     }
 
-    /// Refuses an append before it is read when the identity has used up
-    /// its rates (a flood costs the server only the request's headers).
-    pub fn check_append_backlog(&self) -> Result<(), Error> {
-        let Some(q) = &self.quotas else {
-            return Ok(());
-        };
-        match self.usage.append_backlog(q) {
-            None => Ok(()),
-            Some(wait) => Err(self.over_rate(
-                OverRate::RetryAfter {
-                    what: "events",
-                    wait,
-                },
-                q,
-            )),
-        }
+    /// How long an Append of this identity must wait, unread, before it is
+    /// served: until the wait its last refused append was told has passed
+    /// (`None`: it has), at most a second.
+    pub fn append_hold(&self) -> Option<Duration> {
+        self.quotas.as_ref()?;
+        self.usage
+            .append_hold()
+            .map(|d| d.min(Duration::from_secs(1)))
     }
 
     /// For a stream: charges one message if it fits now (`Ok(None)`), else

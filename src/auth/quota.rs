@@ -12,7 +12,7 @@
 //!
 //! Depends on std only.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,9 @@ pub struct Usage {
     subscriptions: AtomicUsize,
     /// (events, bytes): checked and charged together.
     append: Mutex<(Rate, Rate)>,
+    /// Until when (nanoseconds of `now_nanos`) the last refused append was
+    /// told to wait: appends that come sooner wait for it, unread.
+    hold_until: AtomicU64,
 }
 
 /// Which concurrent use a [`Slot`] holds.
@@ -163,19 +166,12 @@ impl Usage {
         self.counter(held).load(Ordering::Acquire)
     }
 
-    /// How long until even one event would fit the rates: `Some` while
-    /// the identity has used up its burst (a request then need not be read
-    /// to be refused).
-    pub fn append_backlog(&self, quotas: &Quotas) -> Option<Duration> {
+    /// How long until the wait told with the identity's last refused
+    /// append has passed (`None`: it has).
+    pub fn append_hold(&self) -> Option<Duration> {
+        let until = u128::from(self.hold_until.load(Ordering::Acquire));
         let now = now_nanos();
-        let rates = self.append.lock().unwrap_or_else(|p| p.into_inner());
-        let wait = |r: Result<u128, Option<Duration>>| match r {
-            Err(Some(wait)) => Some(wait),
-            _ => None,
-        };
-        let e = wait(rates.0.after(now, 1, quotas.append_events_per_sec));
-        let b = wait(rates.1.after(now, 1, quotas.append_bytes_per_sec));
-        e.max(b)
+        (until > now).then(|| Duration::from_nanos(u64::try_from(until - now).unwrap_or(u64::MAX)))
     }
 
     /// Charges an append of `events` and `bytes` if both rates admit it now.
@@ -192,19 +188,19 @@ impl Usage {
             }
             (Err(None), _) => Err(OverRate::TooLarge { what: "events" }),
             (_, Err(None)) => Err(OverRate::TooLarge { what: "bytes" }),
-            (Err(Some(we)), Err(Some(wb))) => Err(OverRate::RetryAfter {
-                what: if we >= wb { "events" } else { "bytes" },
-                wait: we.max(wb),
-            }),
-            (Err(Some(wait)), Ok(_)) => Err(OverRate::RetryAfter {
-                what: "events",
-                wait,
-            }),
-            (Ok(_), Err(Some(wait))) => Err(OverRate::RetryAfter {
-                what: "bytes",
-                wait,
-            }),
+            (Err(Some(we)), Err(Some(wb))) => {
+                Err(self.hold(if we >= wb { "events" } else { "bytes" }, now, we.max(wb)))
+            }
+            (Err(Some(wait)), Ok(_)) => Err(self.hold("events", now, wait)),
+            (Ok(_), Err(Some(wait))) => Err(self.hold("bytes", now, wait)),
         }
+    }
+
+    /// Records the wait a refusal tells, for [`Usage::append_hold`].
+    fn hold(&self, what: &'static str, now: u128, wait: Duration) -> OverRate {
+        let until = u64::try_from(now + wait.as_nanos()).unwrap_or(u64::MAX);
+        self.hold_until.fetch_max(until, Ordering::AcqRel);
+        OverRate::RetryAfter { what, wait }
     }
 }
 
@@ -265,8 +261,9 @@ mod tests {
             usage.charge_append(11, 1, &q),
             Err(OverRate::TooLarge { what: "events" })
         );
-        // Used up: the next request is refused before it is read.
-        assert!(usage.append_backlog(&q).is_some());
-        assert!(Usage::default().append_backlog(&q).is_none());
+        // The wait the last refusal told holds the next requests.
+        let held = usage.append_hold().expect("held");
+        assert!(held > Duration::ZERO && held <= Duration::from_secs(1));
+        assert!(Usage::default().append_hold().is_none());
     }
 }

@@ -17,8 +17,8 @@
 //! - Its repeated fields are counted on the encoded bytes (`wire`) before
 //!   prost builds anything.
 //! - It must arrive whole within `--request-read-timeout-secs`.
-//! - An Append whose caller has used up its append rates is refused
-//!   (RESOURCE_EXHAUSTED with RetryInfo) before it is read.
+//! - An Append whose caller was refused for its append rates, and told to
+//!   wait, waits unread until that wait has passed (at most a second).
 //!
 //! AppendStream's messages are checked one by one in the codec instead, as
 //! they arrive. Health and reflection pass through untouched.
@@ -43,7 +43,7 @@ use tonic::body::Body;
 const FRAME_HEADER: usize = 5;
 /// The one method whose client streams its messages.
 const STREAMING_METHOD: &str = "/caravan.v1.IngestService/AppendStream";
-/// The method whose caller's append rates are checked before it is read.
+/// The method whose caller is paced before it is read.
 const APPEND_METHOD: &str = "/caravan.v1.IngestService/Append";
 
 /// The admission settings of a server.
@@ -178,21 +178,23 @@ where
             // methods (tonic answers UNIMPLEMENTED).
             _ => return Box::pin(self.inner.call(request)),
         };
-        // A caller that has used up its append rates is refused before its
-        // request is read: a flood costs only its headers.
-        if path == APPEND_METHOD {
-            if let Some(Caller(caller)) = request.extensions().get::<Caller>() {
-                if let Err(e) = caller.check_append_backlog() {
-                    return Box::pin(std::future::ready(Ok(refuse(e))));
-                }
-            }
-        }
+        // An Append that comes before the wait its caller's last refused
+        // append was told has passed waits for it, unread, then goes on as
+        // any: a client that ignores RetryInfo is paced to its quota, and
+        // meanwhile HTTP/2 flow control holds back the bytes it sends.
+        let hold = (path == APPEND_METHOD)
+            .then(|| request.extensions().get::<Caller>())
+            .flatten()
+            .and_then(|Caller(caller)| caller.append_hold());
         // The service that was polled ready serves this call; a clone takes
         // its place for the next (tower's usual hand-over).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
+            if let Some(wait) = hold {
+                tokio::time::sleep(wait).await;
+            }
             let (parts, body) = request.into_parts();
             let (frame, mut permit) = match read_one(body, &layer).await {
                 Ok(read) => read,

@@ -9,7 +9,9 @@
 //! of it, kept in the store as `O` keys written with the log. A feed's
 //! record in a pair and level that no other feed writes is its own without
 //! a look-up; only where other feeds write too is the figure's first record
-//! looked up.
+//! looked up: in the views and the log, else in the groups written but not
+//! yet applied to the views ([`Unpublished`]), else in the group being
+//! staged; none of it waits for the publisher.
 //!
 //! Depends on sled (loading the `O` keys), `layout` and the domain.
 
@@ -137,6 +139,90 @@ impl NewPairFeeds {
     }
 }
 
+/// The trade records of groups that are written but may not be applied to
+/// the views yet: where a figure's first record is while the views cannot
+/// tell. The writer adds each group it writes and drops those the
+/// publisher has applied, so that looking up a figure's owner never waits
+/// for the publisher. A group's index is built only when a look-up needs it.
+#[derive(Default)]
+pub(super) struct Unpublished {
+    groups: std::collections::VecDeque<Written>,
+}
+
+/// One written group's trade records.
+struct Written {
+    /// Its last sequence: applied once the durable sequence reaches it.
+    last: u64,
+    /// Its feeds, which `records` point into (a group has a few).
+    feeds: Vec<FeedName>,
+    /// Each trade record's key and feed, in sequence order.
+    records: Vec<(TradeFigureKey, u16)>,
+    /// Key → its first record in `records`, once asked for.
+    index: Option<HashMap<TradeFigureKey, usize>>,
+}
+
+impl Unpublished {
+    /// Adds a written group: its last sequence and its events' payloads
+    /// and feeds, in order.
+    pub(super) fn push<'a>(
+        &mut self,
+        last: u64,
+        events: impl Iterator<Item = (&'a crate::domain::Payload, &'a FeedName)>,
+    ) {
+        let mut written = Written {
+            last,
+            feeds: Vec::new(),
+            records: Vec::new(),
+            index: None,
+        };
+        for (payload, feed) in events {
+            if let crate::domain::Payload::TradeRecord(r) = payload {
+                let at = match written.feeds.iter().rposition(|f| f == feed) {
+                    Some(i) => i,
+                    None => {
+                        written.feeds.push(feed.clone());
+                        written.feeds.len() - 1
+                    }
+                };
+                // A group has far fewer than 65,536 feeds; beyond, the
+                // record is kept under the last one it can name.
+                written
+                    .records
+                    .push((r.key, u16::try_from(at).unwrap_or(u16::MAX)));
+            }
+        }
+        if !written.records.is_empty() {
+            self.groups.push_back(written);
+        }
+    }
+
+    /// Drops the groups the views have applied (up to `applied`).
+    pub(super) fn prune(&mut self, applied: u64) {
+        while self.groups.front().is_some_and(|g| g.last <= applied) {
+            self.groups.pop_front();
+        }
+    }
+
+    /// The feed of the first record of `key` among these groups.
+    pub(super) fn first_feed(&mut self, key: &TradeFigureKey) -> Option<&FeedName> {
+        for g in self.groups.iter_mut() {
+            let records = &g.records;
+            let index = g.index.get_or_insert_with(|| {
+                let mut index = HashMap::with_capacity(records.len());
+                for (i, (k, _)) in records.iter().enumerate() {
+                    index.entry(*k).or_insert(i);
+                }
+                index
+            });
+            if let Some(&i) = index.get(key) {
+                let feed = usize::from(g.records[i].1);
+                return g.feeds.get(feed).or(g.feeds.last());
+            }
+        }
+        None
+    }
+}
+
 /// The `O` key and sealed value of a (pair, feed) first recorded at `sequence`.
 pub(super) fn pair_feed_entry(pair: &Pair, feed: &FeedName, sequence: u64) -> (Vec<u8>, Vec<u8>) {
     (
@@ -174,6 +260,50 @@ mod tests {
         assert_eq!(added.feeds(&pair("CN", "KZ")), &[feed("a")]);
         assert!(added.feeds(&pair("CN", "UZ")).is_empty());
         assert_eq!(added.order.len(), 1);
+    }
+
+    #[test]
+    fn unpublished_groups_tell_the_first_feed_until_applied() {
+        use crate::domain::{
+            CommodityScope, Flow, Frequency, Payload, Period, Text, TradeRecord, UsdAmount,
+        };
+        let record = |year| {
+            let key = TradeFigureKey::new(
+                Country::parse("CN").unwrap(),
+                Country::parse("KZ").unwrap(),
+                Flow::Export,
+                Period::new(year, Frequency::Annual, 0).unwrap(),
+                CommodityScope::All,
+            )
+            .unwrap();
+            Payload::TradeRecord(TradeRecord {
+                key,
+                value: UsdAmount::new("USD", 1, 0).unwrap(),
+                quantity: None,
+                source: Text::parse("s").unwrap(),
+                note: Text::parse("").unwrap(),
+            })
+        };
+        let key = |p: &Payload| match p {
+            Payload::TradeRecord(r) => r.key,
+            _ => unreachable!(),
+        };
+        let (a, b) = (FeedName::parse("a").unwrap(), FeedName::parse("b").unwrap());
+        let (r2020, r2021) = (record(2020), record(2021));
+        let mut u = Unpublished::default();
+        u.push(2, [(&r2020, &a), (&r2021, &b)].into_iter());
+        u.push(3, [(&r2020, &b)].into_iter());
+        assert_eq!(
+            u.first_feed(&key(&r2020)),
+            Some(&a),
+            "the oldest group first"
+        );
+        assert_eq!(u.first_feed(&key(&r2021)), Some(&b));
+        u.prune(2);
+        assert_eq!(u.first_feed(&key(&r2020)), Some(&b));
+        assert_eq!(u.first_feed(&key(&r2021)), None);
+        u.prune(3);
+        assert!(u.first_feed(&key(&r2020)).is_none());
     }
 
     #[test]

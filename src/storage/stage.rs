@@ -18,7 +18,7 @@
 //! store's shared state, `owners`, the projection (current figures, first
 //! records) and the domain.
 
-use super::owners::{NewPairFeeds, Pair, PairFeeds, Standing};
+use super::owners::{NewPairFeeds, Pair, PairFeeds, Standing, Unpublished};
 use super::{layout, log, Author, Prepared, Projection, Shared};
 use crate::domain::{Event, FeedName, IdentityName, Lifecycle, Payload, TradeFigureKey};
 use crate::error::Error;
@@ -67,6 +67,8 @@ pub(super) struct Group<'a> {
     committed: &'a HashMap<String, Standing>,
     /// The feeds that recorded figures of each pair before this group.
     pair_feeds: &'a PairFeeds,
+    /// The trade records of groups written but perhaps not applied yet.
+    unpublished: &'a mut Unpublished,
     next_sequence: u64,
     pub staged: Vec<Staged>,
     ids: GroupIds,
@@ -90,6 +92,7 @@ impl<'a> Group<'a> {
         projection: &'a dyn Projection,
         committed: &'a HashMap<String, Standing>,
         pair_feeds: &'a PairFeeds,
+        unpublished: &'a mut Unpublished,
         next_sequence: u64,
         events: usize,
     ) -> Self {
@@ -98,6 +101,7 @@ impl<'a> Group<'a> {
             projection,
             committed,
             pair_feeds,
+            unpublished,
             next_sequence,
             staged: Vec::with_capacity(events),
             ids: GroupIds {
@@ -346,10 +350,14 @@ impl<'a> Group<'a> {
         }
     }
 
-    /// The feed of the first record of `key`, in the store or else in this
-    /// group; `None` for a figure never recorded.
+    /// The feed of the first record of `key`: in the views (and the log),
+    /// else in the groups written but not yet applied, else in this group;
+    /// `None` for a figure never recorded. Nothing here waits for the
+    /// publisher: a group it has not applied yet is in `unpublished` until
+    /// the durable sequence (advanced after the views) passes it, and the
+    /// views take each group whole, oldest first, so the first record found
+    /// in this order is the first there is.
     fn figure_owner(&mut self, key: &TradeFigureKey) -> Result<Option<FeedName>, Error> {
-        self.wait_for_publisher()?;
         if let Some(seq) = self.projection.figure_first_record(key)? {
             let first = log::event(&self.shared.tree, seq)?.ok_or_else(|| {
                 Error::Internal(format!(
@@ -357,6 +365,9 @@ impl<'a> Group<'a> {
                 ))
             })?;
             return Ok(Some(first.event.feed));
+        }
+        if let Some(feed) = self.unpublished.first_feed(key) {
+            return Ok(Some(feed.clone()));
         }
         let staged = &self.staged;
         let first = self.first_records.get_or_insert_with(|| {
@@ -390,9 +401,8 @@ impl<'a> Group<'a> {
 
     /// Waits until the publisher has applied every group committed before
     /// this one (at most PUBLISH_QUEUE of them: a few milliseconds), so that
-    /// the views answer for the whole store. Only retractions, and records by
-    /// non-curators where several feeds write a pair at one level, ask the
-    /// views; other events never wait.
+    /// the views answer for the whole store. Only retractions wait; other
+    /// events never do.
     fn wait_for_publisher(&self) -> Result<(), Error> {
         let committed = self.next_sequence - 1;
         let started = std::time::Instant::now();

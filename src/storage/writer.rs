@@ -28,7 +28,7 @@
 //! projection's business.
 
 use super::log;
-use super::owners::{self, NewPairFeeds, PairFeeds, Standing};
+use super::owners::{self, NewPairFeeds, PairFeeds, Standing, Unpublished};
 use super::stage::{Group, Outcome, Staged};
 use super::{layout, storage_error, Prepared, Projection, Shared, Syncer};
 use crate::domain::{StoredEvent, Timestamp};
@@ -134,6 +134,9 @@ pub(super) struct Writer {
     agreements: HashMap<String, Standing>,
     /// The feeds that have recorded figures of each pair.
     pair_feeds: PairFeeds,
+    /// The trade records of the groups written and perhaps not yet applied
+    /// by the publisher (at most PUBLISH_QUEUE and the one it applies).
+    unpublished: Unpublished,
     next_sequence: u64,
     max_group_events: usize,
     /// Set after a failed write or fsync.
@@ -163,6 +166,7 @@ impl Writer {
             projection,
             agreements,
             pair_feeds,
+            unpublished: Unpublished::default(),
             next_sequence,
             max_group_events,
             failed: None,
@@ -265,11 +269,14 @@ impl Writer {
             events,
         );
         let _entered = span.enter();
+        self.unpublished
+            .prune(self.shared.durable.load(Ordering::Acquire));
         let mut staging = Group::new(
             &self.shared,
             self.projection.as_ref(),
             &self.agreements,
             &self.pair_feeds,
+            &mut self.unpublished,
             self.next_sequence,
             events,
         );
@@ -399,6 +406,14 @@ impl Writer {
         self.agreements.extend(lives);
         for (pair, feed, _) in pair_feeds.order {
             self.pair_feeds.insert(pair, feed);
+        }
+        if let Some(last) = staged.last().map(|s| s.sequence) {
+            self.unpublished.push(
+                last,
+                staged
+                    .iter()
+                    .map(|s| (&s.prepared.event().payload, &s.prepared.event().feed)),
+            );
         }
         self.next_sequence += staged.len() as u64;
         staged

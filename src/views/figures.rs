@@ -7,7 +7,7 @@
 
 use super::index::{FigureKey, Figures, Index, Overlay, Revision};
 use super::page::Unreadable;
-use super::stored::{read_page_values, read_pages, read_runs};
+use super::stored::{read_page_values, read_pages, read_run_values, read_runs};
 use crate::domain::{Country, TradeFigureKey};
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
@@ -211,22 +211,56 @@ impl Index {
     /// revision not a retraction.
     /// The sequence of the first record of a figure (whose feed owns it),
     /// if it was ever recorded.
+    /// Asked for every record of a feed where other feeds write the same
+    /// pair and level: the lowest sequence of a record (not a retraction)
+    /// of the key, from the overlays, then the pages and runs read for their
+    /// keys and sequences only (no revision is copied, no details decoded).
     pub(crate) fn figure_first_record(
         &self,
         natural: &TradeFigureKey,
     ) -> Result<Option<u64>, Unreadable> {
         let key = FigureKey::of(natural);
-        let found = self.pair_figures(
-            natural.reporter(),
-            natural.partner(),
-            (Bound::Included(key), Bound::Included(key)),
-        )?;
-        Ok(found.first().and_then(|(_, revisions)| {
-            revisions
-                .iter()
-                .find(|r| r.details.is_some())
-                .map(|r| r.sequence)
-        }))
+        let (reporter, partner) = (natural.reporter(), natural.partner());
+        let mut first: Option<u64> = None;
+        let mut see = |sequence: u64| {
+            first = Some(first.map_or(sequence, |f| f.min(sequence)));
+        };
+        for overlay in self.overlays() {
+            let revisions = overlay
+                .pairs
+                .get(&(reporter, partner))
+                .and_then(|o| o.figures.get(&key));
+            if let Some(r) = revisions.and_then(|rs| rs.iter().find(|r| r.details.is_some())) {
+                see(r.sequence);
+            }
+        }
+        if self.pair(reporter, partner).is_some_and(|p| p.folded > 0) {
+            let one = (Bound::Included(key), Bound::Included(key));
+            read_page_values(
+                &*self.pages,
+                reporter,
+                partner,
+                one,
+                &mut |_, sequence, value| {
+                    if value.is_some() {
+                        see(sequence);
+                    }
+                },
+            )?;
+            read_run_values(
+                &*self.pages,
+                reporter,
+                partner,
+                &mut |k, sequence, value| {
+                    if *k == key && value.is_some() {
+                        see(sequence);
+                    }
+                    // Past the key, the rest of this run page holds none of it.
+                    *k <= key
+                },
+            )?;
+        }
+        Ok(first)
     }
 
     pub(crate) fn figure_is_current(&self, natural: &TradeFigureKey) -> Result<bool, Unreadable> {

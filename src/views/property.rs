@@ -156,6 +156,27 @@ fn check(index: &Index, events: &[StoredEvent], snapshot: u64, draws: &mut Draws
             assert_eq!(seqs(ra), seqs(rb));
         }
     }
+    // Each figure's first record (its owner's), for all that was applied.
+    if snapshot == index.applied {
+        let mut first: BTreeMap<crate::domain::TradeFigureKey, u64> = BTreeMap::new();
+        for e in events.iter().filter(|e| e.sequence <= snapshot) {
+            if let Payload::TradeRecord(r) = &e.event.payload {
+                first.entry(r.key).or_insert(e.sequence);
+            }
+        }
+        for e in events.iter().filter(|e| e.sequence <= snapshot) {
+            let key = match &e.event.payload {
+                Payload::TradeRecord(r) => r.key,
+                Payload::TradeRecordRetracted(r) => r.key,
+                _ => continue,
+            };
+            assert_eq!(
+                index.figure_first_record(&key).unwrap(),
+                first.get(&key).copied(),
+                "first record of {key:?} at {snapshot}"
+            );
+        }
+    }
     // Cooperation slices: totals, growth base, mirror and sector breakdown.
     for frequency in [Frequency::Annual, Frequency::Monthly] {
         for level in CommodityLevel::ALL {

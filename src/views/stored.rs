@@ -67,6 +67,34 @@ pub(super) fn read_runs(
     failed.map_or(Ok(runs), Err)
 }
 
+/// Calls `each` with the key, sequence and value (`None`: a retraction) of
+/// the revisions in the runs of one pair, without decoding their details;
+/// each run page (in key order) is left as soon as `each` returns false.
+pub(super) fn read_run_values(
+    pages: &dyn PageStore,
+    reporter: Country,
+    partner: Country,
+    each: &mut dyn FnMut(&FigureKey, u64, Option<u128>) -> bool,
+) -> Result<(), Unreadable> {
+    let prefix = pair_prefix(RUN_PREFIX, reporter, partner);
+    let mut end = prefix.to_vec();
+    end.push(0xff);
+    let mut failed = None;
+    pages.scan(&prefix, &end, &mut |_, value| {
+        let decoded = decode_page_values(value, &mut |key, sequence, value| {
+            each(key, sequence, value)
+        });
+        match decoded {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
 /// Calls `each` with the key and the decoded revisions of every page of one
 /// pair, in key order, from the page that `from` falls in (the pair's first
 /// page when `None`), until it returns false.

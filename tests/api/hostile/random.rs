@@ -72,6 +72,21 @@ fn valid(path: &str) -> Vec<u8> {
     }
 }
 
+/// Calls `path` with `bytes`. A subscription that starts after the newest
+/// event (a mutation can make one: `from_now`, a high `after_sequence`)
+/// rightly sends nothing until events come: served, once it has stayed
+/// open for a while.
+async fn call(channel: &Channel, path: &'static str, bytes: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let answer = call_raw(channel, path, vec![bytes]);
+    if path != "/caravan.v1.SubscriptionService/Subscribe" {
+        return answer.await;
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(3), answer).await {
+        Ok(got) => got,
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
 fn acceptable(result: &Result<Vec<u8>, Status>) -> bool {
     match result {
         Ok(_) => true,
@@ -104,7 +119,7 @@ fn random_and_mutated_requests_never_get_internal_or_unknown() {
         // Random bytes.
         runner()
             .run(&proptest::collection::vec(any::<u8>(), 0..256), |bytes| {
-                let got = rt.block_on(call_raw(&channel, path, vec![bytes.clone()]));
+                let got = rt.block_on(call(&channel, path, bytes.clone()));
                 answered.set(answered.get() + 1);
                 prop_assert!(acceptable(&got), "{path} {bytes:?}: {got:?}");
                 Ok(())
@@ -127,7 +142,7 @@ fn random_and_mutated_requests_never_get_internal_or_unknown() {
                         _ => bytes.insert(i.min(bytes.len()), b),
                     }
                 }
-                let got = rt.block_on(call_raw(&channel, path, vec![bytes.clone()]));
+                let got = rt.block_on(call(&channel, path, bytes.clone()));
                 answered.set(answered.get() + 1);
                 prop_assert!(acceptable(&got), "{path} {bytes:?}: {got:?}");
                 Ok(())

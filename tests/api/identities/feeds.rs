@@ -337,3 +337,88 @@ async fn a_feed_cannot_amend_or_move_anothers_agreement_but_a_curator_can() {
     assert_eq!(last_as(&f.ch, &f.observer).await, last + 1);
     f.secure.app.stop().await;
 }
+
+/// A projection whose `apply` waits for a permit: the writer goes on while
+/// the views (here, what this keeps) do not have the group yet.
+struct SlowViews {
+    entered: std::sync::mpsc::Sender<()>,
+    permits: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+    applied: std::sync::Mutex<Vec<caravan::domain::StoredEvent>>,
+}
+
+impl caravan::storage::Projection for SlowViews {
+    fn apply(&self, events: Vec<caravan::domain::StoredEvent>) {
+        if events.is_empty() {
+            return; // opening replays an empty log
+        }
+        let _ = self.entered.send(());
+        let _ = self.permits.lock().unwrap().recv();
+        self.applied.lock().unwrap().extend(events);
+    }
+
+    fn figure_first_record(
+        &self,
+        key: &caravan::domain::TradeFigureKey,
+    ) -> Result<Option<u64>, caravan::error::Error> {
+        Ok(self
+            .applied
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|e| match &e.event.payload {
+                caravan::domain::Payload::TradeRecord(r) if r.key == *key => Some(e.sequence),
+                _ => None,
+            }))
+    }
+}
+
+/// The owner of a figure whose first record the writer has written but the
+/// views have not applied yet is still known: the second feed is refused.
+#[tokio::test]
+async fn a_figure_is_owned_from_its_first_record_on_even_before_the_views_have_it() {
+    use caravan::storage::{Author, Prepared, Store, StoreConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (permits, permits_rx) = std::sync::mpsc::channel();
+    let views = std::sync::Arc::new(SlowViews {
+        entered: entered_tx,
+        permits: std::sync::Mutex::new(permits_rx),
+        applied: std::sync::Mutex::new(Vec::new()),
+    });
+    let store = Store::open(dir.path(), StoreConfig::default(), views.clone()).unwrap();
+    let handle = store.handle();
+    let feed = |name: &str, id: &str| {
+        let e = caravan::convert::parse_event(&trade_of(name, id, "CN", "KZ", 1)).unwrap();
+        vec![Prepared::new(e)]
+    };
+    let author = |name: &str| Author {
+        name: Some(caravan::domain::IdentityName::parse(name).unwrap()),
+        curates: false,
+    };
+    let first = handle
+        .submit(feed("feed-a", "a-1"), author("loader-a"))
+        .await
+        .unwrap();
+    // Feed A's group is written; the publisher waits inside `apply`.
+    entered
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the first group reaches the views");
+    let second = handle
+        .submit(feed("feed-b", "b-1"), author("loader-b"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Let every group through.
+    for _ in 0..4 {
+        let _ = permits.send(());
+    }
+    let first = first.await.unwrap().expect("feed A's record is stored");
+    assert_eq!(first[0].sequence, 1);
+    let refused = second.await.unwrap().expect_err("feed B may not revise it");
+    assert!(
+        matches!(refused, caravan::error::Error::NotOwner { ref owner, .. } if owner == "feed-a"),
+        "{refused:?}"
+    );
+    drop(handle);
+    store.close().await.unwrap();
+}

@@ -71,11 +71,17 @@ async fn append_rates_hold_say_when_to_retry_and_leave_others_alone() {
             .await
             .unwrap();
     }
-    // After the wait it told, the same request fits.
-    tokio::time::sleep(wait).await;
+    // A client that ignores the wait is held, unread, until it has passed,
+    // and then served: the server does not refuse it over and over.
+    let started = std::time::Instant::now();
     append_as(&ch, &slow_t, batch("slow", "s2", 50))
         .await
         .unwrap();
+    assert!(
+        started.elapsed() >= wait.mul_f64(0.5),
+        "served after {:?}, told to wait {wait:?}",
+        started.elapsed()
+    );
     // More than a second's worth never fits: no RetryInfo, smaller requests.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let never = append_as(&ch, &slow_t, batch("slow", "s3", 101))
