@@ -54,9 +54,13 @@ impl Pair {
     }
 }
 
+/// xxh3 rather than SipHash: a pair is looked up once per record on the
+/// writer thread.
+type Hasher = xxhash_rust::xxh3::Xxh3DefaultBuilder;
+
 /// The feeds that have recorded figures of each pair and level.
 #[derive(Default, Debug)]
-pub(super) struct PairFeeds(HashMap<Pair, Vec<FeedName>>);
+pub(super) struct PairFeeds(HashMap<Pair, Vec<FeedName>, Hasher>);
 
 impl PairFeeds {
     /// The feeds that have recorded figures of `pair` (none for a new one).
@@ -112,7 +116,7 @@ impl PairFeeds {
 /// take back its own.
 #[derive(Default)]
 pub(super) struct NewPairFeeds {
-    by_pair: HashMap<Pair, Vec<FeedName>>,
+    by_pair: HashMap<Pair, Vec<FeedName>, Hasher>,
     /// (pair, feed, sequence of the first record), in staging order.
     pub order: Vec<(Pair, FeedName, u64)>,
 }
@@ -158,7 +162,7 @@ struct Written {
     /// Each trade record's key and feed, in sequence order.
     records: Vec<(TradeFigureKey, u16)>,
     /// Key → its first record in `records`, once asked for.
-    index: Option<HashMap<TradeFigureKey, usize>>,
+    index: Option<HashMap<TradeFigureKey, usize, Hasher>>,
 }
 
 impl Unpublished {
@@ -208,7 +212,7 @@ impl Unpublished {
         for g in self.groups.iter_mut() {
             let records = &g.records;
             let index = g.index.get_or_insert_with(|| {
-                let mut index = HashMap::with_capacity(records.len());
+                let mut index = HashMap::with_capacity_and_hasher(records.len(), Hasher::default());
                 for (i, (k, _)) in records.iter().enumerate() {
                     index.entry(*k).or_insert(i);
                 }

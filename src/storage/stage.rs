@@ -308,14 +308,26 @@ impl<'a> Group<'a> {
                 if !self.is_current(&r.key)? {
                     return Err(Error::NothingToRetract { index });
                 }
-                self.check_figure_owner(index, "trade_record_retracted", &r.key, feed, author)?;
+                if !self.alone(&r.key, feed) {
+                    self.check_figure_owner(index, "trade_record_retracted", &r.key, feed, author)?;
+                }
             }
             Payload::TradeRecord(r) => {
-                self.check_figure_owner(index, "trade_record", &r.key, feed, author)?;
                 let pair = Pair::of(&r.key);
-                if !self.pair_feeds.feeds(&pair).contains(feed)
-                    && !self.new_pair_feeds.feeds(&pair).contains(feed)
-                {
+                // One look at the pair's feeds serves both: whether this feed
+                // is known there, and whether another is.
+                let (known, alone) = {
+                    let (before, added) = (
+                        self.pair_feeds.feeds(&pair),
+                        self.new_pair_feeds.feeds(&pair),
+                    );
+                    let mut feeds = before.iter().chain(added);
+                    (feeds.clone().any(|f| f == feed), feeds.all(|f| f == feed))
+                };
+                if !alone {
+                    self.check_figure_owner(index, "trade_record", &r.key, feed, author)?;
+                }
+                if !known {
                     self.new_pair_feeds.push(pair, feed.clone(), sequence);
                 }
             }
@@ -323,8 +335,21 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
+    /// Whether no feed but `feed` has recorded figures where `key` is (its
+    /// pair and level): then the figure, if any, is `feed`'s own.
+    fn alone(&self, key: &TradeFigureKey, feed: &FeedName) -> bool {
+        let pair = Pair::of(key);
+        let mut feeds = self
+            .pair_feeds
+            .feeds(&pair)
+            .iter()
+            .chain(self.new_pair_feeds.feeds(&pair));
+        feeds.all(|f| f == feed)
+    }
+
     /// Refuses an event of `feed` that records or retracts a figure that
-    /// another feed recorded first, unless its author curates.
+    /// another feed recorded first, unless its author curates. Asked only
+    /// where another feed writes the figure's pair and level.
     fn check_figure_owner(
         &mut self,
         index: usize,
@@ -334,12 +359,6 @@ impl<'a> Group<'a> {
         author: &Author,
     ) -> Result<(), Error> {
         if author.curates {
-            return Ok(());
-        }
-        let pair = Pair::of(key);
-        let alone = |feeds: &[FeedName]| feeds.iter().all(|f| f == feed);
-        if alone(self.pair_feeds.feeds(&pair)) && alone(self.new_pair_feeds.feeds(&pair)) {
-            // No other feed has recorded anything of this pair at this level.
             return Ok(());
         }
         match self.figure_owner(key)? {
