@@ -342,3 +342,39 @@ async fn every_caller_gets_the_code_its_credentials_and_scopes_call_for_on_every
     }
     secure.app.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_is_open_limited_to_admins_or_off_as_configured() {
+    let admin = Who::token("operator", &["admin"], &[]);
+    let reader = Who::token("reader", &["read"], &[]);
+    for (setting, nobody, read, operator) in [
+        (Reflection::Open, Code::Ok, Code::Ok, Code::Ok),
+        (
+            Reflection::Admin,
+            Code::Unauthenticated,
+            Code::PermissionDenied,
+            Code::Ok,
+        ),
+        (
+            Reflection::Off,
+            Code::Unauthenticated,
+            Code::Unimplemented,
+            Code::Unimplemented,
+        ),
+    ] {
+        let secure = secure_app(&auth_file(&[&admin, &reader]), None, |c| {
+            c.reflection = Some(setting);
+        })
+        .await;
+        let ch = secure.channel(None).await.unwrap();
+        for (token, expected) in [
+            (None, nobody),
+            (reader.token.as_deref(), read),
+            (admin.token.as_deref(), operator),
+        ] {
+            let got = call(Rpc::Reflection, &ch, token, 0).await;
+            assert_eq!(got.code, expected, "{setting:?} with {token:?}");
+        }
+        secure.app.stop().await;
+    }
+}
