@@ -19,7 +19,7 @@
 //! Depends on the server's start function, the generated clients and the
 //! bench's synthetic events; never on the server's internals.
 
-use super::bench::synthetic_events;
+use super::bench::{percentile, synthetic_events};
 use super::client::Credentials;
 use crate::auth::token;
 use crate::auth::TokenHash;
@@ -232,14 +232,6 @@ async fn ingest_once(way: Way, n: usize) -> Result<f64> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// One isolation phase of `seconds`: the steady feed's latencies, and what

@@ -1,7 +1,7 @@
 //! The real `caravan` binary: SIGKILL right after acknowledgements loses
 //! nothing acknowledged; SIGTERM shuts down cleanly with exit status 0; the
-//! debug log follows a request from the edge to fsync and back; an address
-//! beyond loopback is refused without `--insecure`.
+//! debug log follows a request from the edge to fsync and back. (What
+//! refuses a start is in `identities/startup.rs`.)
 
 use crate::helpers::*;
 use caravan::proto::v1 as pb;
@@ -137,12 +137,7 @@ async fn sigterm_stops_the_binary_cleanly_with_status_zero() {
     append(&mut client, vec![trade("t1", "CN", "KZ", 2000, 1)])
         .await
         .unwrap();
-    let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    signal(&child, "-TERM");
     let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .expect("exits within the drain deadline")
@@ -282,12 +277,7 @@ async fn the_debug_log_follows_one_request_from_the_edge_to_fsync_and_back() {
     append(&mut client, events).await.unwrap();
     drop(client);
     // SIGTERM: a clean shutdown, after which stderr is complete.
-    let pid = child.id().expect("running").to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill runs");
-    assert!(killed.success());
+    signal(&child, "-TERM");
     let out = child.wait_with_output().await.unwrap();
     assert!(out.status.success());
     let log = String::from_utf8_lossy(&out.stderr);
@@ -326,59 +316,4 @@ async fn the_debug_log_follows_one_request_from_the_edge_to_fsync_and_back() {
     assert!(
         at(&parsed) < at(&fsynced) && at(&fsynced) < at(&durable) && at(&durable) < at(&finished)
     );
-}
-
-#[tokio::test]
-async fn an_address_beyond_loopback_is_refused_without_insecure() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = store_path(dir.path());
-    let refused = Command::new(env!("CARGO_BIN_EXE_caravan"))
-        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(&data)
-        .env_remove("CARAVAN_INSECURE")
-        .kill_on_drop(true)
-        .output();
-    let refused = tokio::time::timeout(Duration::from_secs(30), refused)
-        .await
-        .expect("refused at once")
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("refusing to listen on 0.0.0.0:0") && stderr.contains("--insecure"),
-        "{stderr}"
-    );
-    assert!(String::from_utf8_lossy(&refused.stdout).is_empty());
-    assert!(!data.exists(), "no store is created before the refusal");
-
-    // With --insecure the same address is served (and reached over loopback).
-    let mut child = Command::new(env!("CARGO_BIN_EXE_caravan"))
-        .args(["serve", "--insecure", "--listen", "0.0.0.0:0", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().expect("stdout");
-    let line = tokio::time::timeout(
-        Duration::from_secs(30),
-        BufReader::new(stdout).lines().next_line(),
-    )
-    .await
-    .expect("announces its address")
-    .unwrap()
-    .expect("a line");
-    let port = line
-        .strip_prefix("caravan listening on 0.0.0.0:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let mut client = IngestServiceClient::connect(format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap();
-    append(&mut client, vec![trade("t1", "CN", "KZ", 2000, 1)])
-        .await
-        .unwrap();
-    assert_eq!(last_sequence(&mut client).await, 1);
-    child.start_kill().unwrap();
-    child.wait().await.unwrap();
 }

@@ -78,12 +78,7 @@ async fn serving(data: &Path) -> (Child, String) {
 
 /// Stops the binary with SIGTERM and waits for its clean exit.
 pub(crate) async fn terminate(mut child: Child) {
-    let pid = child.id().expect("pid").to_string();
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    signal(&child, "-TERM");
     assert!(child.wait().await.unwrap().success());
 }
 

@@ -357,3 +357,13 @@ pub async fn log_digest(client: &mut IngestServiceClient<Channel>, last: u64) ->
     }
     digest.digest()
 }
+
+/// Sends `signal` (`-TERM`, `-HUP`, …) to a running child process.
+pub fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("running").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {pid}");
+}

@@ -195,23 +195,9 @@ fn status_of(feed: &str, id: &str, agreement_id: &str) -> pb::Event {
 }
 
 fn retraction_of(feed: &str, id: &str, reporter: &str, partner: &str) -> pb::Event {
-    pb::Event {
-        event_id: id.into(),
-        feed: feed.into(),
-        occurred_at: None,
-        payload: Some(pb::event::Payload::TradeRecordRetracted(
-            pb::TradeRecordRetracted {
-                key: Some(pb::TradeFigureKey {
-                    reporter: reporter.into(),
-                    partner: partner.into(),
-                    flow: pb::Flow::Export as i32,
-                    period: Some(annual(2022)),
-                    commodity: Some(all_commodities()),
-                }),
-                reason: "withdrawn".into(),
-            },
-        )),
-    }
+    let mut e = retraction(id, (reporter, partner), pb::Flow::Export, 2022, "withdrawn");
+    e.feed = feed.into();
+    e
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::damage::stop;
+use crate::helpers::signal;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -92,8 +93,12 @@ async fn a_start_that_cannot_be_safe_or_read_its_files_is_refused_in_one_line() 
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     };
 
-    // Beyond loopback: TLS without credentials, credentials without TLS.
+    // Beyond loopback: neither, TLS without credentials, credentials without TLS.
     for (flags, missing) in [
+        (
+            vec!["--listen", "0.0.0.0:0"],
+            "TLS (--tls-cert and --tls-key) and credentials (--auth-file)",
+        ),
         (
             vec![
                 "--listen",
@@ -169,6 +174,16 @@ async fn a_start_that_cannot_be_safe_or_read_its_files_is_refused_in_one_line() 
         "{stderr}"
     );
 
+    // With --insecure it is served as it is (and reached over loopback).
+    let (child, port) = serving(&data, &["--insecure", "--listen", "0.0.0.0:0"]).await;
+    let mut client = IngestServiceClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap();
+    append(&mut client, vec![trade("t1", "CN", "KZ", 2000, 1)])
+        .await
+        .unwrap();
+    stop(child).await;
+
     // With TLS and credentials, an address beyond loopback is served.
     let (child, port) = serving(
         &data,
@@ -192,15 +207,6 @@ async fn a_start_that_cannot_be_safe_or_read_its_files_is_refused_in_one_line() 
         .unwrap_err();
     assert_eq!(denied.code(), Code::Unauthenticated);
     stop(child).await;
-}
-
-fn hangup(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// The code of a LookupEvents with `token` over a new connection to `port`
@@ -241,7 +247,7 @@ async fn sighup_rotates_certificates_and_revokes_identities_without_a_restart() 
 
     // A broken auth file on SIGHUP keeps the identities there were.
     std::fs::write(&auth, "[[identity]\n").unwrap();
-    hangup(&child);
+    signal(&child, "-HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(lookup_code(port, &old_ca, &gone_t).await, Some(Code::Ok));
 
@@ -251,7 +257,7 @@ async fn sighup_rotates_certificates_and_revokes_identities_without_a_restart() 
     std::fs::write(&f.cert, &server.cert).unwrap();
     std::fs::write(&f.key, &server.key).unwrap();
     std::fs::write(&auth, auth_file(&[&keep])).unwrap();
-    hangup(&child);
+    signal(&child, "-HUP");
     let mut rotated = false;
     for _ in 0..100 {
         if lookup_code(port, &new_ca.pem.cert, &keep_t).await == Some(Code::Ok) {
