@@ -376,14 +376,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
     let (trigger, shutdown) = shutdown::channel();
-    let reloader = Reloader {
-        tls: tls.clone(),
-        access: Arc::clone(&access),
-    };
+    let reloader = Reloader { tls, access };
     let edge = Edge {
         listener,
-        tls,
-        access,
+        secured: reloader.clone(),
     };
     let task = tokio::spawn(serve(config, edge, store, views, recent, shutdown));
     tracing::info!(%addr, tls = reloader.tls.is_some(), identities = reloader.access.requires_credentials(), "caravan listening");
@@ -395,12 +391,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     })
 }
 
-/// Where and by whom the services are reached: the bound listener, TLS if
-/// any, and the identities.
+/// Where and by whom the services are reached: the bound listener, and the
+/// TLS (if any) and identities in force.
 struct Edge {
     listener: TcpListener,
-    tls: Option<Arc<Tls>>,
-    access: Arc<Access>,
+    secured: Reloader,
 }
 
 async fn serve(
@@ -503,7 +498,10 @@ async fn serve_until_shutdown(
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .layer(TraceLayer)
-        .layer(AccessLayer::new(Arc::clone(&edge.access), reflection))
+        .layer(AccessLayer::new(
+            Arc::clone(&edge.secured.access),
+            reflection,
+        ))
         .layer(AdmissionLayer::new(admission::Limits {
             max_message_bytes: config.max_message_bytes,
             wire: wire::Limits {
@@ -538,7 +536,7 @@ async fn serve_until_shutdown(
             max_connections: config.max_connections,
             handshake_timeout: config.handshake_timeout,
         },
-        edge.tls,
+        edge.secured.tls,
     );
     let server = router.serve_with_incoming_shutdown(incoming, signal);
     tokio::pin!(server);

@@ -49,6 +49,15 @@ impl From<Error> for Status {
 /// The domain of `google.rpc.ErrorInfo` details.
 const ERROR_DOMAIN: &str = "caravan";
 
+/// A `google.rpc.ErrorInfo` of caravan's domain.
+fn error_info<const N: usize>(reason: &str, metadata: [(&str, String); N]) -> ErrorDetails {
+    ErrorDetails::with_error_info(
+        reason,
+        ERROR_DOMAIN,
+        metadata.map(|(k, v)| (k.to_owned(), v)),
+    )
+}
+
 /// The most bytes of field violations one status carries: statuses travel
 /// in HTTP/2 headers, which clients limit (16 KiB is common) and refuse
 /// beyond, as a protocol error.
@@ -148,36 +157,26 @@ fn status_with(e: Error, path: impl Fn(usize) -> String) -> Status {
             owner,
             feed,
             ..
-        } => {
-            let mut d = ErrorDetails::new();
-            d.set_error_info(
-                "OWNED_BY_ANOTHER_FEED",
-                ERROR_DOMAIN,
-                [
-                    ("field".to_owned(), format!("{}.{payload}", path(*index))),
-                    ("owner".to_owned(), owner.clone()),
-                    ("feed".to_owned(), feed.clone()),
-                ],
-            );
-            Some(d)
-        }
+        } => Some(error_info(
+            "OWNED_BY_ANOTHER_FEED",
+            [
+                ("field", format!("{}.{payload}", path(*index))),
+                ("owner", owner.clone()),
+                ("feed", feed.clone()),
+            ],
+        )),
         Error::FeedNotAllowed {
             index,
             feed,
             identity,
-        } => {
-            let mut d = ErrorDetails::new();
-            d.set_error_info(
-                "FEED_NOT_ALLOWED",
-                ERROR_DOMAIN,
-                [
-                    ("field".to_owned(), format!("{}.feed", path(*index))),
-                    ("feed".to_owned(), feed.clone()),
-                    ("identity".to_owned(), identity.clone()),
-                ],
-            );
-            Some(d)
-        }
+        } => Some(error_info(
+            "FEED_NOT_ALLOWED",
+            [
+                ("field", format!("{}.feed", path(*index))),
+                ("feed", feed.clone()),
+                ("identity", identity.clone()),
+            ],
+        )),
         Error::QuotaExceeded {
             identity,
             retry_after,

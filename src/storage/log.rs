@@ -113,31 +113,12 @@ pub(super) fn events_at(
     wanted.sort_unstable();
     wanted.dedup();
     let mut out = HashMap::with_capacity(wanted.len());
-    let mut chunk: Option<Chunk> = None;
+    // In sequence order, one chunk serves every event asked of it.
+    let chunk = LastChunk::default();
     for seq in wanted {
-        let holds = |c: &Option<Chunk>| {
-            c.as_ref().is_some_and(|(first, entries)| {
-                seq.checked_sub(*first)
-                    .is_some_and(|i| i < entries.len() as u64)
-            })
-        };
-        if !holds(&chunk) {
-            chunk = chunk_at(tree, seq)?;
+        if let Some(stored) = chunk.event(tree, seq)? {
+            out.insert(seq, stored);
         }
-        let Some(bytes) = chunk
-            .as_ref()
-            .and_then(|(first, entries)| entries.get(usize::try_from(seq - first).ok()?))
-        else {
-            continue;
-        };
-        let stored = decode(bytes)?;
-        if stored.sequence != seq {
-            return Err(storage_error(
-                "corrupt log",
-                format!("event at {seq} says it is {}", stored.sequence),
-            ));
-        }
-        out.insert(seq, stored);
     }
     Ok(out)
 }

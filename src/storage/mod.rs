@@ -138,8 +138,9 @@ pub trait Projection: Send + Sync + 'static {
     }
 
     /// The sequence of the first record of the figure `key` in what was
-    /// applied (`None`: never recorded): its feed owns the figure. Asked by
-    /// the writer only once everything committed has been applied.
+    /// applied (`None`: never recorded): its feed owns the figure. The
+    /// writer asks it without waiting for the publisher, and looks at the
+    /// groups not yet applied itself.
     fn figure_first_record(&self, key: &TradeFigureKey) -> Result<Option<u64>, Error> {
         let _ = key;
         Ok(None)

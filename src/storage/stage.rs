@@ -29,9 +29,8 @@ use std::sync::atomic::Ordering;
 /// thread.
 type Hasher = xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
-/// How long a look-up in the views waits for the publisher to apply the
-/// groups before it; far longer than a publish takes, so only a stuck
-/// publisher hits it.
+/// How long a retraction waits for the publisher to apply the groups before
+/// it; far longer than a publish takes, so only a stuck publisher hits it.
 const PUBLISHER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What happened to one event of an acknowledged request.
@@ -317,11 +316,7 @@ impl<'a> Group<'a> {
                 // One look at the pair's feeds serves both: whether this feed
                 // is known there, and whether another is.
                 let (known, alone) = {
-                    let (before, added) = (
-                        self.pair_feeds.feeds(&pair),
-                        self.new_pair_feeds.feeds(&pair),
-                    );
-                    let mut feeds = before.iter().chain(added);
+                    let mut feeds = self.writers(&pair);
                     (feeds.clone().any(|f| f == feed), feeds.all(|f| f == feed))
                 };
                 if !alone {
@@ -335,16 +330,19 @@ impl<'a> Group<'a> {
         Ok(())
     }
 
+    /// The feeds that have recorded figures of `pair` (and level), before
+    /// this group and in it.
+    fn writers(&self, pair: &Pair) -> impl Iterator<Item = &FeedName> + Clone {
+        self.pair_feeds
+            .feeds(pair)
+            .iter()
+            .chain(self.new_pair_feeds.feeds(pair))
+    }
+
     /// Whether no feed but `feed` has recorded figures where `key` is (its
     /// pair and level): then the figure, if any, is `feed`'s own.
     fn alone(&self, key: &TradeFigureKey, feed: &FeedName) -> bool {
-        let pair = Pair::of(key);
-        let mut feeds = self
-            .pair_feeds
-            .feeds(&pair)
-            .iter()
-            .chain(self.new_pair_feeds.feeds(&pair));
-        feeds.all(|f| f == feed)
+        self.writers(&Pair::of(key)).all(|f| f == feed)
     }
 
     /// Refuses an event of `feed` that records or retracts a figure that
