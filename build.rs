@@ -10,6 +10,7 @@ const PROTO_FILES: &[&str] = &[
     "caravan/v1/ingest.proto",
     "caravan/v1/query.proto",
     "caravan/v1/subscribe.proto",
+    "caravan/v1/operations.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -181,6 +181,19 @@ pub struct ServeArgs {
     /// Bytes of append requests one identity may send per second.
     #[arg(long, env = "CARAVAN_QUOTA_APPEND_BYTES_PER_SEC", default_value_t = quota::DEFAULT_APPEND_BYTES_PER_SEC)]
     pub quota_append_bytes_per_sec: u64,
+    /// Address of the Prometheus `/metrics` endpoint (HTTP; off when unset).
+    /// Beyond loopback it needs TLS and an auth file (the `metrics` scope),
+    /// like the gRPC port, unless --insecure.
+    #[arg(long, env = "CARAVAN_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Appends are refused while the store's file system has less free
+    /// space than this, in MiB (0: no check); they resume once space is freed.
+    #[arg(long, env = "CARAVAN_MIN_FREE_DISK_MIB", default_value_t = storage::DEFAULT_MIN_FREE_DISK_BYTES / (1024 * 1024))]
+    pub min_free_disk_mib: u64,
+    /// Where the Verify RPC builds its scratch store (default: the system's
+    /// temporary directory).
+    #[arg(long, env = "CARAVAN_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
     /// Serve an address beyond loopback without TLS or without an auth
     /// file (refused without this).
     #[arg(long, env = "CARAVAN_INSECURE")]
@@ -203,7 +216,11 @@ impl ServeArgs {
             writer_queue: self.writer_queue,
             max_group_events: self.max_group_events,
             rebuild_views: self.rebuild_views,
+            min_free_disk_bytes: self.min_free_disk_mib.saturating_mul(1024 * 1024),
+            observer: None,
         };
+        c.metrics_listen = self.metrics_listen;
+        c.scratch_dir = self.scratch_dir.clone();
         c.ingest = IngestLimits {
             max_batch_events: self.max_batch_events,
             stream_window: self.stream_window,

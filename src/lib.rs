@@ -11,6 +11,7 @@
 //! - `auth/`: identities, scopes, feeds and quotas (who may do what);
 //! - `error`: what can go wrong, shared by every layer;
 //! - `proto`: the generated code;
+//! - `ops/`: metrics and their HTTP port, backups, verification, the config file;
 //! - `tools/`: the demo, the bench and the command-line clients;
 //! - `cli`: the command line.
 //!
@@ -23,6 +24,7 @@ pub mod convert;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod ops;
 pub mod proto;
 pub mod storage;
 pub mod tools;

@@ -46,16 +46,24 @@ pub enum Scope {
     Read,
     Admin,
     Curate,
+    /// May scrape `/metrics` on `--metrics-listen` (nothing else).
+    Metrics,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::Ingest, Scope::Read, Scope::Admin, Scope::Curate];
+    pub const ALL: [Scope; 5] = [
+        Scope::Ingest,
+        Scope::Read,
+        Scope::Admin,
+        Scope::Curate,
+        Scope::Metrics,
+    ];
 
     pub fn parse(s: &str) -> Result<Scope, String> {
         Scope::ALL
             .into_iter()
             .find(|scope| scope.name() == s)
-            .ok_or_else(|| format!("{s:?} is not a scope: ingest, read, admin or curate"))
+            .ok_or_else(|| format!("{s:?} is not a scope: ingest, read, admin, curate or metrics"))
     }
 
     pub fn name(self) -> &'static str {
@@ -64,6 +72,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Admin => "admin",
             Scope::Curate => "curate",
+            Scope::Metrics => "metrics",
         }
     }
 

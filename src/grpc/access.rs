@@ -78,6 +78,8 @@ fn need(path: &str, reflection: Reflection) -> Need {
         }
     } else if path.starts_with("/caravan.v1.IngestService/") {
         Need::Scope(Scope::Ingest)
+    } else if path.starts_with("/caravan.v1.OperationsService/") {
+        Need::Scope(Scope::Admin)
     } else if path.starts_with("/caravan.v1.QueryService/")
         || path.starts_with("/caravan.v1.SubscriptionService/")
     {

@@ -104,6 +104,10 @@ admitted_as_is!(
     pb::AggregateResponse,
     pb::SubscribeRequest,
     pb::SubscribeResponse,
+    pb::BackupRequest,
+    pb::BackupResponse,
+    pb::VerifyRequest,
+    pb::VerifyResponse,
 );
 
 impl<U: Message + Default + Admit> Decoder for SliceDecoder<U> {

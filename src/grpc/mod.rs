@@ -18,13 +18,14 @@ mod admission;
 pub(crate) mod codec;
 mod connections;
 mod ingest;
+mod operations;
 mod query;
 pub mod server;
-mod shutdown;
+pub(crate) mod shutdown;
 mod status;
 mod stream;
 mod subscribe;
-mod tls;
+pub(crate) mod tls;
 mod trace;
 mod wire;
 

@@ -18,17 +18,21 @@ use crate::grpc::access::{AccessLayer, Reflection};
 use crate::grpc::admission::{self, AdmissionLayer};
 use crate::grpc::connections;
 use crate::grpc::ingest::{IngestApi, IngestLimits};
+use crate::grpc::operations::OperationsApi;
 use crate::grpc::query::{QueryApi, QueryLimits};
 use crate::grpc::shutdown::{self, ShutdownTrigger};
 use crate::grpc::subscribe::{Recent, SubscribeApi, SubscribeLimits};
 use crate::grpc::tls::{Tls, TlsFiles};
 use crate::grpc::trace::TraceLayer;
 use crate::grpc::wire;
+use crate::ops::exporter::Exporter;
+use crate::ops::metrics::{Cursors, Gauges, Metrics, Snapshot};
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
+use crate::proto::v1::operations_service_server::OperationsServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
 use crate::proto::v1::subscription_service_server::SubscriptionServiceServer;
-use crate::storage::{Derived, Projection, Store, StoreConfig, StoreHandle};
+use crate::storage::{Derived, Observer, Projection, Store, StoreConfig, StoreHandle, WriteState};
 use crate::views::{CheckpointBatch, CheckpointSettings, KeyValue, PageStore, Unreadable, Views};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +90,11 @@ pub struct ServerConfig {
     /// Serve an address beyond loopback without TLS or without credentials
     /// ([`check_exposure`]); off by default.
     pub insecure: bool,
+    /// Where `/metrics` is served (Prometheus text); none by default.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Where the Verify RPC builds its scratch store; the system's
+    /// temporary directory by default.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 /// Default listen address.
@@ -130,29 +139,66 @@ impl ServerConfig {
             quotas: Quotas::default(),
             reflection: None,
             insecure: false,
+            metrics_listen: None,
+            scratch_dir: None,
         }
     }
 }
 
 /// The caravan services, by their gRPC names: each reports SERVING through
 /// health while the server serves and NOT_SERVING once it shuts down.
-const CARAVAN_SERVICES: [&str; 3] = [
+const CARAVAN_SERVICES: [&str; 4] = [
     IngestServiceServer::<IngestApi>::NAME,
     QueryServiceServer::<QueryApi>::NAME,
     SubscriptionServiceServer::<SubscribeApi>::NAME,
+    OperationsServiceServer::<OperationsApi>::NAME,
 ];
+
+/// How often the ingest service's health follows the store's write state.
+const WRITE_STATE_POLL: Duration = Duration::from_millis(250);
 
 /// What follows the store's durable events: the ring of recent events for
 /// subscribers, then the query views.
 struct Followers {
-    recent: Arc<Recent>,
+    recent: Option<Arc<Recent>>,
     views: Arc<Views>,
     checkpoints: CheckpointSettings,
 }
 
+/// The views alone as a store's projection (`caravan verify` rebuilds
+/// views from a log with it).
+pub(crate) struct ViewsOnly(Followers);
+
+impl ViewsOnly {
+    pub(crate) fn new(views: Arc<Views>) -> Self {
+        ViewsOnly(Followers {
+            recent: None,
+            views,
+            checkpoints: CheckpointSettings::default(),
+        })
+    }
+}
+
+impl Projection for ViewsOnly {
+    fn apply(&self, events: Vec<StoredEvent>) {
+        self.0.apply(events)
+    }
+
+    fn restore(
+        &self,
+        derived: Derived,
+        covers: u64,
+        agreements: Vec<StoredEvent>,
+    ) -> Result<(), Error> {
+        self.0.restore(derived, covers, agreements)
+    }
+}
+
 impl Projection for Followers {
     fn apply(&self, events: Vec<StoredEvent>) {
-        self.recent.push(&events);
+        if let Some(recent) = &self.recent {
+            recent.push(&events);
+        }
         self.views.apply(events);
     }
 
@@ -269,6 +315,7 @@ impl Reloader {
 /// A server that is accepting calls.
 pub struct RunningServer {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     reloader: Reloader,
     task: JoinHandle<Result<(), Error>>,
@@ -278,6 +325,11 @@ impl RunningServer {
     /// The bound address (with the real port when 0 was asked for).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of `/metrics`, if it is served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Begins a graceful shutdown and waits for it to finish.
@@ -363,12 +415,28 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let addr = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("local address: {e}")))?;
+    let metrics = Metrics::new();
+    let exporter = match config.metrics_listen {
+        Some(at) => Some(
+            Exporter::bind(
+                at,
+                Arc::clone(&metrics),
+                tls.clone(),
+                Arc::clone(&access),
+                config.insecure,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let metrics_addr = exporter.as_ref().map(Exporter::local_addr).transpose()?;
     let dir = config.data_dir.clone();
-    let store_config = config.store.clone();
+    let mut store_config = config.store.clone();
+    store_config.observer = Some(Observer(metrics.clone()));
     let views = Views::new();
     let recent = Recent::new(config.subscribe.recent_events);
     let projection: Arc<dyn Projection> = Arc::new(Followers {
-        recent: Arc::clone(&recent),
+        recent: Some(Arc::clone(&recent)),
         views: Arc::clone(&views),
         checkpoints: config.checkpoints,
     });
@@ -376,15 +444,27 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         .await
         .map_err(|e| Error::Internal(format!("open task: {e}")))??;
     let (trigger, shutdown) = shutdown::channel();
+    let cursors = Arc::new(Cursors::default());
+    metrics.read_gauges_from(gauges(
+        store.handle(),
+        Arc::clone(&views),
+        Arc::clone(&cursors),
+    ));
+    if let Some(exporter) = exporter {
+        tokio::spawn(exporter.serve(shutdown.clone()));
+    }
     let reloader = Reloader { tls, access };
     let edge = Edge {
         listener,
         secured: reloader.clone(),
+        metrics,
+        cursors,
     };
     let task = tokio::spawn(serve(config, edge, store, views, recent, shutdown));
     tracing::info!(%addr, tls = reloader.tls.is_some(), identities = reloader.access.requires_credentials(), "caravan listening");
     Ok(RunningServer {
         addr,
+        metrics_addr,
         trigger,
         reloader,
         task,
@@ -396,6 +476,67 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
 struct Edge {
     listener: TcpListener,
     secured: Reloader,
+    metrics: Arc<Metrics>,
+    cursors: Arc<Cursors>,
+}
+
+/// What a scrape reads from the server.
+fn gauges(store: StoreHandle, views: Arc<Views>, cursors: Arc<Cursors>) -> Gauges {
+    Arc::new(move || {
+        let durable = store.last_sequence();
+        let (applied, checkpointed, checkpoint_ms) = views.positions();
+        let (depth, capacity) = store.writer_queue();
+        let (subscriptions, oldest) = cursors.oldest();
+        Snapshot {
+            durable_sequence: durable,
+            views_applied_sequence: applied,
+            checkpoint_sequence: checkpointed,
+            checkpoint_time_seconds: checkpoint_ms as f64 / 1000.0,
+            writer_queue_depth: depth as u64,
+            writer_queue_capacity: capacity as u64,
+            store_size_bytes: store.size_on_disk(),
+            disk_free_bytes: store.disk_free().unwrap_or(0),
+            store_writable: store.write_state() == WriteState::Writable,
+            subscriber_lag_max: oldest.map_or(0, |o| durable.saturating_sub(o)),
+            subscriptions,
+        }
+    })
+}
+
+/// Keeps the ingest service's health in step with the store: NOT_SERVING
+/// while it refuses appends (a nearly full disk, a failed write), SERVING
+/// again when a full disk has room; the query and subscription services
+/// serve acknowledged data throughout. Ends at shutdown.
+async fn follow_write_state(
+    health: HealthReporter,
+    store: StoreHandle,
+    mut shutdown: shutdown::Shutdown,
+) {
+    let ingest = IngestServiceServer::<IngestApi>::NAME;
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WRITE_STATE_POLL) => {}
+            _ = shutdown.wait() => return,
+        }
+        let state = store.write_state();
+        let now = state == WriteState::Writable;
+        if now != serving {
+            serving = now;
+            match &state {
+                WriteState::Writable => tracing::info!("the store writes again: ingest is SERVING"),
+                WriteState::DiskLow(why) | WriteState::Stopped(why) => {
+                    tracing::error!(cause = %why, "the store refuses appends: ingest is NOT_SERVING; reads go on")
+                }
+            }
+            let status = if now {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(ingest, status).await;
+        }
+    }
 }
 
 async fn serve(
@@ -458,6 +599,22 @@ async fn serve_until_shutdown(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
+    tokio::spawn(follow_write_state(
+        health.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
+    let operations = OperationsServiceServer::new(OperationsApi::new(
+        store.clone(),
+        Arc::clone(&views),
+        config
+            .scratch_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir),
+        shutdown.clone(),
+        tasks.clone(),
+    ))
+    .max_encoding_message_size(config.max_message_bytes);
     let subscriptions = SubscriptionServiceServer::new(SubscribeApi::new(
         store.clone(),
         Arc::clone(&views),
@@ -465,6 +622,7 @@ async fn serve_until_shutdown(
         shutdown.clone(),
         tasks.clone(),
         config.subscribe.clone(),
+        Arc::clone(&edge.cursors),
     ))
     .max_encoding_message_size(config.max_message_bytes);
     let query = QueryServiceServer::new(QueryApi::new(
@@ -478,6 +636,7 @@ async fn serve_until_shutdown(
     .max_encoding_message_size(config.max_message_bytes);
     let ingest = IngestServiceServer::new(IngestApi::new(
         store,
+        Arc::clone(&edge.metrics),
         shutdown.clone(),
         tasks,
         config.ingest.clone(),
@@ -497,7 +656,7 @@ async fn serve_until_shutdown(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
-        .layer(TraceLayer)
+        .layer(TraceLayer(Arc::clone(&edge.metrics)))
         .layer(AccessLayer::new(
             Arc::clone(&edge.secured.access),
             reflection,
@@ -516,7 +675,8 @@ async fn serve_until_shutdown(
         .add_optional_service((reflection != Reflection::Off).then_some(reflection_v1alpha))
         .add_service(ingest)
         .add_service(query)
-        .add_service(subscriptions);
+        .add_service(subscriptions)
+        .add_service(operations);
 
     let mut on_signal = shutdown.clone();
     let reporter = health.clone();

@@ -39,6 +39,42 @@ pub(crate) fn code(e: &Error) -> Code {
     }
 }
 
+/// Why events were refused, as a fixed word for the metrics' `reason`
+/// label (never text from the client).
+pub(crate) fn reason(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidArgument(_) | Error::Undecodable(_) | Error::NotGrpc(_) => "invalid",
+        Error::MessageTooLarge { .. } => "too_large",
+        Error::EventIdConflict { .. } => "id_conflict",
+        Error::UnknownAgreement { .. } => "unknown_agreement",
+        Error::AgreementRule { .. } => "agreement_rule",
+        Error::NothingToRetract { .. } => "nothing_to_retract",
+        Error::NotOwner { .. } => "owned_by_another_feed",
+        Error::FeedNotAllowed { .. } => "feed_not_allowed",
+        Error::Unauthenticated(_) | Error::PermissionDenied(_) => "denied",
+        Error::QuotaExceeded { .. } => "quota",
+        Error::OutOfRange(_) | Error::ResourceExhausted(_) | Error::Stalled { .. } => "limit",
+        Error::DeadlineExceeded => "deadline",
+        Error::ShuttingDown(_) => "shutting_down",
+        Error::Unavailable(_) => "unavailable",
+        Error::Internal(_) => "internal",
+    }
+}
+
+/// The position in its batch of the event an error is about, if it is
+/// about one.
+pub(crate) fn event_index(e: &Error) -> Option<usize> {
+    match e {
+        Error::EventIdConflict { index, .. }
+        | Error::UnknownAgreement { index, .. }
+        | Error::AgreementRule { index, .. }
+        | Error::NotOwner { index, .. }
+        | Error::FeedNotAllowed { index, .. }
+        | Error::NothingToRetract { index } => Some(*index),
+        _ => None,
+    }
+}
+
 impl From<Error> for Status {
     /// The status of a request; the events of a batch sit at `events[i]`.
     fn from(e: Error) -> Status {

@@ -12,6 +12,7 @@
 //! services.
 
 use super::connections::PeerInfo;
+use crate::ops::metrics::Metrics;
 use prost::bytes::Buf;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,21 +26,36 @@ use tracing::Instrument;
 /// Numbers the RPCs since the process started (the span's `id`).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Wraps a service so that each call gets its span.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct TraceLayer;
+/// Wraps a service so that each call gets its span, and is counted and
+/// timed in the metrics.
+#[derive(Clone)]
+pub(crate) struct TraceLayer(pub(crate) Arc<Metrics>);
 
 impl<S> tower::Layer<S> for TraceLayer {
     type Service = Traced<S>;
 
     fn layer(&self, inner: S) -> Traced<S> {
-        Traced { inner }
+        Traced {
+            inner,
+            metrics: Arc::clone(&self.0),
+        }
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Traced<S> {
     inner: S,
+    metrics: Arc<Metrics>,
+}
+
+/// The metrics' `method` label of a request path: the path of a method this
+/// server serves, else "unknown" (a client's path never becomes a label).
+fn method_label(path: &str) -> &'static str {
+    crate::proto::METHODS
+        .iter()
+        .find(|m| **m == path)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 impl<S, B> tower::Service<http::Request<Body>> for Traced<S>
@@ -70,6 +86,9 @@ where
             // Recorded by the access layer once the caller is known.
             identity = tracing::field::Empty,
         );
+        let method = method_label(request.uri().path());
+        self.metrics.rpc_started(method);
+        let metrics = Arc::clone(&self.metrics);
         let received = Arc::new(AtomicU64::new(0));
         let request = request.map(|body| {
             Body::new(Counted {
@@ -82,14 +101,18 @@ where
         let response = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
-                let response = response.await?;
-                let early = response.headers().get("grpc-status").map(code_of);
                 let finish = Finish {
                     span: tracing::Span::current(),
                     started,
                     received,
-                    code: early,
+                    code: None,
+                    method,
+                    metrics,
                 };
+                // Dropped (and counted) with the error, if the call fails here.
+                let mut finish = finish;
+                let response = response.await?;
+                finish.code = response.headers().get("grpc-status").map(code_of);
                 Ok(response.map(|inner| Finished {
                     inner,
                     finish: Some(finish),
@@ -144,17 +167,60 @@ struct Finish {
     received: Arc<AtomicU64>,
     /// The code, once known.
     code: Option<tonic::Code>,
+    method: &'static str,
+    metrics: Arc<Metrics>,
 }
 
 impl Finish {
-    fn log(self, ended: &str) {
+    fn log(mut self, ended: &str) {
         let request_bytes = self.received.load(Ordering::Relaxed);
-        let duration_us = self.started.elapsed().as_micros() as u64;
+        let took = self.started.elapsed();
+        let duration_us = took.as_micros() as u64;
         let code: &dyn std::fmt::Debug = match &self.code {
             Some(code) => code,
             None => &"none",
         };
         tracing::debug!(parent: &self.span, ?code, request_bytes, duration_us, ended, "rpc finished");
+        let label = match self.code {
+            Some(code) => code_name(code),
+            None => "Cancelled",
+        };
+        self.metrics.rpc_finished(self.method, label, took);
+        self.method = "";
+    }
+}
+
+impl Drop for Finish {
+    /// A call whose service failed before it answered: still counted.
+    fn drop(&mut self) {
+        if !self.method.is_empty() {
+            self.metrics
+                .rpc_finished(self.method, "Unknown", self.started.elapsed());
+        }
+    }
+}
+
+/// The code's name as the gRPC spec writes it (`Ok`, `InvalidArgument`...).
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "Ok",
+        Cancelled => "Cancelled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
     }
 }
 

@@ -170,6 +170,9 @@ pub(crate) static SUBSCRIBE: Shape = shape(&[
     repeated(6, "sectors", SECTORS, Holds::Varints),
 ]);
 
+/// Backup and Verify: scalars only.
+pub(crate) static SCALARS_ONLY: Shape = shape(&[]);
+
 /// The shape of the request of a caravan method (its gRPC path).
 pub(crate) fn request_shape(path: &str) -> Option<&'static Shape> {
     Some(match path {
@@ -182,6 +185,9 @@ pub(crate) fn request_shape(path: &str) -> Option<&'static Shape> {
         "/caravan.v1.QueryService/StreamAgreements" => &AGREEMENTS,
         "/caravan.v1.QueryService/Aggregate" => &AGGREGATE,
         "/caravan.v1.SubscriptionService/Subscribe" => &SUBSCRIBE,
+        "/caravan.v1.OperationsService/Backup" | "/caravan.v1.OperationsService/Verify" => {
+            &SCALARS_ONLY
+        }
         _ => return None,
     })
 }

@@ -173,6 +173,58 @@ pub(super) fn events_after(
     Ok(out)
 }
 
+/// Up to `max` encoded events after `after` and at most `last`, in order,
+/// as the log holds them (their chunks' checksums verified).
+pub(super) fn entries_after(
+    tree: &sled::Tree,
+    after: u64,
+    last: u64,
+    max: usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let mut out = Vec::new();
+    if after >= last || max == 0 {
+        return Ok(out);
+    }
+    let first = after + 1;
+    let first_key = seq_key(LOG_PREFIX, first);
+    let start = tree
+        .range([LOG_PREFIX].as_slice()..=first_key.as_slice())
+        .next_back()
+        .transpose()
+        .map_err(|e| storage_error("read", e))?
+        .map_or_else(|| first_key.to_vec(), |(k, _)| k.to_vec());
+    let mut expected = None;
+    for item in tree.range(start..) {
+        let (k, v) = item.map_err(|e| storage_error("read", e))?;
+        if k.first() != Some(&LOG_PREFIX) {
+            break;
+        }
+        let chunk_first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
+        if expected.is_some_and(|e| e != chunk_first) {
+            return Err(storage_error(
+                "corrupt log",
+                format!("a gap before chunk {chunk_first}"),
+            ));
+        }
+        let chunk = layout::open_chunk(&v).map_err(|e| storage_error("corrupt chunk", e))?;
+        let entries = chunk
+            .entries()
+            .map_err(|e| storage_error("corrupt chunk", e))?;
+        expected = Some(chunk_first + entries.len() as u64);
+        for (i, entry) in entries.iter().enumerate() {
+            let seq = chunk_first + i as u64;
+            if seq < first {
+                continue;
+            }
+            if seq > last || out.len() >= max {
+                return Ok(out);
+            }
+            out.push(entry.to_vec());
+        }
+    }
+    Ok(out)
+}
+
 /// One event for [`add_entries`]: its encoding and who wrote it.
 pub(super) type Entry<'a> = (&'a [u8], Option<&'a IdentityName>);
 

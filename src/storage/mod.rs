@@ -22,7 +22,9 @@
 //!   derived keys from the log;
 //! - `stage`: the rules a group's events must meet against the store's state;
 //! - `writer`: the writer and publisher threads (group commit, fsync, acks);
-//! - `ceiling`: sled alone, for `caravan bench`.
+//! - `ceiling`: sled alone, for `caravan bench`;
+//! - `import`: a new store from a backup's events (`caravan restore`);
+//! - `check`: the store checked against its log (`caravan verify`).
 //!
 //! Writes go through one writer thread that commits groups of requests
 //! together and acknowledges them only after an fsync. Reads never show an
@@ -32,10 +34,12 @@
 //! not depend on the gRPC edge or the generated service code.
 
 mod ceiling;
+mod check;
 mod derived;
 mod directory;
 mod event_codec;
 mod ids;
+mod import;
 mod layout;
 mod log;
 mod mark;
@@ -57,7 +61,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
+pub use check::{Finding, Report};
 pub use derived::Derived;
+pub use import::import;
+/// The store format this build writes.
+pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
 pub use stage::Outcome;
 
 /// Settings of the store. Every queue here is bounded.
@@ -72,6 +80,49 @@ pub struct StoreConfig {
     /// Deletes the views' checkpoint when the store opens, so that the views
     /// are rebuilt from the whole log.
     pub rebuild_views: bool,
+    /// Appends are refused (UNAVAILABLE, nothing written) while the store's
+    /// file system has fewer free bytes than this, so that sled never meets
+    /// a full disk (after a failed write it fails reads too); they resume by
+    /// themselves once space is freed. 0: no check.
+    pub min_free_disk_bytes: u64,
+    /// Told about group commits and write failures (metrics).
+    pub observer: Option<Observer>,
+}
+
+/// Told what the writer does, for metrics. Called on the writer thread:
+/// must not block.
+pub trait StoreObserver: Send + Sync + 'static {
+    /// A group commit wrote `events` new events: its batch and flush took
+    /// `write`, its fsync `fsync`.
+    fn group_committed(
+        &self,
+        events: usize,
+        write: std::time::Duration,
+        fsync: std::time::Duration,
+    );
+    /// The store stopped (`write`, `fsync`, `mark`) or paused (`disk_low`)
+    /// writing.
+    fn write_failed(&self, reason: &'static str);
+}
+
+/// A [`StoreObserver`] in the store's settings.
+#[derive(Clone)]
+pub struct Observer(pub Arc<dyn StoreObserver>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
+}
+
+/// Whether the store takes appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteState {
+    Writable,
+    /// Refusing appends while the disk is nearly full; resumes by itself.
+    DiskLow(String),
+    /// Stopped after a failed write, fsync or mark; needs a restart.
+    Stopped(String),
 }
 
 impl Default for StoreConfig {
@@ -81,6 +132,8 @@ impl Default for StoreConfig {
             writer_queue: DEFAULT_WRITER_QUEUE,
             max_group_events: DEFAULT_MAX_GROUP_EVENTS,
             rebuild_views: false,
+            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
+            observer: None,
         }
     }
 }
@@ -90,6 +143,8 @@ impl Default for StoreConfig {
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Default writer queue: 1,024 requests.
 pub const DEFAULT_WRITER_QUEUE: usize = 1024;
+/// Default free space below which appends are refused: 256 MiB.
+pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 * 1024 * 1024;
 /// Default group-commit size: 16,384 events.
 pub const DEFAULT_MAX_GROUP_EVENTS: usize = 16_384;
 
@@ -217,9 +272,17 @@ struct Shared {
     /// only because the writer publishes itself when the publisher thread is
     /// gone; never contended otherwise.
     mark: Mutex<mark::Mark>,
-    /// Why the store stopped writing, once the acknowledgement mark could
-    /// not be written (the writer checks it before each group).
+    /// Why the store stopped writing, once a write, fsync or the
+    /// acknowledgement mark failed (the writer checks it before each group).
     poisoned: Mutex<Option<String>>,
+    /// Why appends are refused for now (the disk is nearly full), if they are.
+    disk_low: Mutex<Option<String>>,
+    /// The store's directory.
+    dir: std::path::PathBuf,
+    /// The writer queue's capacity (`--writer-queue`).
+    queue_capacity: usize,
+    min_free_disk_bytes: u64,
+    observer: Option<Observer>,
 }
 
 fn storage_error(context: &str, e: impl std::fmt::Display) -> Error {
@@ -236,12 +299,64 @@ impl Shared {
             .map_err(|_| "the mark's lock is poisoned".to_owned())
             .and_then(|mut m| m.advance(sequence).map_err(|e| e.to_string()));
         if let Err(e) = &result {
-            let cause = format!("writing the acknowledgement mark failed: {e}");
-            if let Ok(mut p) = self.poisoned.lock() {
-                p.get_or_insert(cause);
-            }
+            self.poison(
+                "mark",
+                format!("writing the acknowledgement mark failed: {e}"),
+            );
         }
         result
+    }
+
+    /// Stops the store writing for good (until a restart), for `cause`.
+    fn poison(&self, reason: &'static str, cause: String) {
+        let mut p = self.poisoned.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_none() {
+            tracing::error!(%cause, "the store stopped writing; appends are refused until a restart (acknowledged events are safe)");
+            if let Some(o) = &self.observer {
+                o.0.write_failed(reason);
+            }
+            *p = Some(cause);
+        }
+    }
+
+    /// Free bytes on the store's file system.
+    fn disk_free(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
+
+    /// Checks the free space before a group: `Err` (and the store pauses
+    /// writing) below the minimum, `Ok` (and writing resumes) otherwise.
+    fn check_disk(&self) -> Result<(), String> {
+        if self.min_free_disk_bytes == 0 {
+            return Ok(());
+        }
+        let free = self.disk_free();
+        let mut low = self.disk_low.lock().unwrap_or_else(|p| p.into_inner());
+        match free {
+            Some(free) if free < self.min_free_disk_bytes => {
+                let why = format!(
+                    "the store's disk has {} MiB free, below --min-free-disk-mib {}: appends are \
+                     refused until space is freed (acknowledged events are safe)",
+                    free >> 20,
+                    self.min_free_disk_bytes >> 20
+                );
+                if low.is_none() {
+                    tracing::error!(dir = %self.dir.display(), free_bytes = free, "{why}");
+                    if let Some(o) = &self.observer {
+                        o.0.write_failed("disk_low");
+                    }
+                }
+                *low = Some(why.clone());
+                Err(why)
+            }
+            _ => {
+                if low.take().is_some() {
+                    tracing::info!(dir = %self.dir.display(), free_bytes = ?free, "disk space is back above the minimum; appends resume");
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Why the store stopped writing, if it did.
@@ -409,6 +524,11 @@ impl Store {
             closed: AtomicBool::new(false),
             mark: Mutex::new(mark),
             poisoned: Mutex::new(None),
+            disk_low: Mutex::new(None),
+            dir: dir.to_path_buf(),
+            queue_capacity: config.writer_queue.max(1),
+            min_free_disk_bytes: config.min_free_disk_bytes,
+            observer: config.observer.clone(),
         });
 
         let (jobs, rx) = mpsc::channel(config.writer_queue.max(1));
@@ -442,6 +562,7 @@ impl Store {
         // Answered by the writer once everything queued before it is
         // committed; dropped unanswered if the writer is already gone.
         let (done_tx, done_rx) = oneshot::channel();
+        let mut flushed = Ok(());
         if self
             .handle
             .jobs
@@ -449,7 +570,7 @@ impl Store {
             .await
             .is_ok()
         {
-            let _ = done_rx.await;
+            flushed = done_rx.await.unwrap_or(Ok(()));
         }
         if let Some(thread) = self.writer.take() {
             tokio::task::spawn_blocking(move || thread.join())
@@ -457,7 +578,19 @@ impl Store {
                 .map_err(|e| storage_error("join writer", e))?
                 .map_err(|_| Error::Internal("the writer thread panicked".into()))?;
         }
-        Ok(())
+        flushed.map_err(|e| {
+            Error::Internal(format!(
+                "storage: the final flush failed ({e}); what was acknowledged is durable, \
+                 what was not may be lost"
+            ))
+        })?;
+        match self.handle.shared.poisoned() {
+            Some(cause) => Err(Error::Internal(format!(
+                "storage: the store stopped writing while serving ({cause}); acknowledged \
+                 events are durable. Free space or fix the disk, then start again"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 
@@ -515,6 +648,44 @@ impl StoreHandle {
         self.shared.durable.load(Ordering::Acquire)
     }
 
+    /// Whether the store takes appends now.
+    pub fn write_state(&self) -> WriteState {
+        if let Some(cause) = self.shared.poisoned() {
+            return WriteState::Stopped(cause);
+        }
+        match self
+            .shared
+            .disk_low
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            Some(why) => WriteState::DiskLow(why),
+            None => WriteState::Writable,
+        }
+    }
+
+    /// (Requests waiting, capacity) of the writer's queue.
+    pub fn writer_queue(&self) -> (usize, usize) {
+        let capacity = self.shared.queue_capacity;
+        (capacity.saturating_sub(self.jobs.capacity()), capacity)
+    }
+
+    /// Bytes of the store's files on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        directory::size(&self.shared.dir)
+    }
+
+    /// Free bytes on the store's file system.
+    pub fn disk_free(&self) -> Option<u64> {
+        self.shared.disk_free()
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
     /// Follows the newest durable sequence as it grows.
     pub(crate) fn watch_durable(&self) -> watch::Receiver<u64> {
         self.shared.durable_tx.subscribe()
@@ -547,6 +718,32 @@ impl StoreHandle {
         log::events_after(&self.shared.tree, after, self.last_sequence(), max)
     }
 
+    /// Up to `max` durable events after `after`, encoded exactly as the log
+    /// holds them (for backups), with the sequence of the first.
+    pub fn raw_events_after(
+        &self,
+        after: u64,
+        upto: u64,
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        log::entries_after(
+            &self.shared.tree,
+            after,
+            upto.min(self.last_sequence()),
+            max,
+        )
+    }
+
+    /// Checks the store against its log up to the durable sequence
+    /// ([`check`](Report)), while it serves.
+    pub fn check(&self) -> Result<Report, Error> {
+        check::check(
+            &self.shared.tree,
+            &self.shared.dir,
+            Some(self.last_sequence()),
+        )
+    }
+
     /// The durable event of `feed` with this id (ids are unique per feed).
     pub fn event_by_id(&self, feed: &FeedName, id: &EventId) -> Result<Option<StoredEvent>, Error> {
         Ok(self
@@ -560,4 +757,37 @@ impl StoreHandle {
 /// shutdown closes it).
 fn closed() -> Error {
     Error::ShuttingDown(Retry::Later)
+}
+
+/// Checks the store in `dir`, which no server may have open, against its
+/// whole log (`caravan verify --data-dir`). Opens sled, nothing more: no
+/// upgrade, repair or rebuild is made.
+pub fn check_offline(dir: &Path) -> Result<Report, Error> {
+    if !dir.join("db").exists() {
+        return Err(Error::Internal(format!("{} holds no store", dir.display())));
+    }
+    sled_failures_as_errors(dir, || {
+        let db = open_sled(dir, DEFAULT_CACHE_BYTES).map_err(|e| {
+            Error::Internal(format!(
+                "sled cannot open the store in {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let format = db
+            .get(layout::FORMAT_KEY)
+            .map_err(|e| storage_error("read format version", e))?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes);
+        if format != Some(layout::FORMAT_VERSION) {
+            return Err(Error::Internal(format!(
+                "the store in {} has format {format:?}; verify reads format {} (start a server on it once to upgrade it)",
+                dir.display(),
+                layout::FORMAT_VERSION
+            )));
+        }
+        let tree = db
+            .open_tree(layout::TREE)
+            .map_err(|e| storage_error("open tree", e))?;
+        check::check(&tree, dir, None)
+    })
 }

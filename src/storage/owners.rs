@@ -87,29 +87,31 @@ impl PairFeeds {
         let mut out = PairFeeds::default();
         for item in tree.scan_prefix([PAIR_FEED_PREFIX]) {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            let (reporter, partner, level, feed) = layout::parse_pair_feed_key(&k)?;
-            if !matches!(level, 0 | 2 | 4 | 6 | 7) {
-                return Err(format!("pair-feed key {k:?} of an unknown level {level}"));
-            }
-            let seq = layout::unseal(&v, "pair-feed key")?;
-            if seq.len() != 8 {
-                return Err(format!(
-                    "pair-feed key {k:?} with a value of {} bytes",
-                    seq.len()
-                ));
-            }
-            let country =
-                |c: &str| Country::parse(c).map_err(|e| format!("pair-feed key {k:?}: {e}"));
-            let feed = FeedName::parse(feed).map_err(|e| format!("pair-feed key {k:?}: {e}"))?;
-            let pair = Pair {
-                reporter: country(reporter)?,
-                partner: country(partner)?,
-                level,
-            };
+            let (pair, feed, _) = parse_pair_feed(&k, &v)?;
             out.insert(pair, feed);
         }
         Ok(out)
     }
+}
+
+/// The pair, feed and first-record sequence of a pair-feed key and value.
+pub(super) fn parse_pair_feed(k: &[u8], v: &[u8]) -> Result<(Pair, FeedName, u64), String> {
+    let (reporter, partner, level, feed) = layout::parse_pair_feed_key(k)?;
+    if !matches!(level, 0 | 2 | 4 | 6 | 7) {
+        return Err(format!("pair-feed key {k:?} of an unknown level {level}"));
+    }
+    let seq = layout::unseal(v, "pair-feed key")?;
+    let seq = <[u8; 8]>::try_from(seq)
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("pair-feed key {k:?} with a value of {} bytes", seq.len()))?;
+    let country = |c: &str| Country::parse(c).map_err(|e| format!("pair-feed key {k:?}: {e}"));
+    let feed = FeedName::parse(feed).map_err(|e| format!("pair-feed key {k:?}: {e}"))?;
+    let pair = Pair {
+        reporter: country(reporter)?,
+        partner: country(partner)?,
+        level,
+    };
+    Ok((pair, feed, seq))
 }
 
 /// The pairs and feeds a group adds, in order, so that a job that fails can

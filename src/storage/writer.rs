@@ -43,7 +43,7 @@ pub(super) enum Msg {
     Append(Job),
     /// Commit what is queued before this message, then stop; the sender is
     /// answered once everything before it is committed and fsynced.
-    Close(oneshot::Sender<()>),
+    Close(oneshot::Sender<Result<(), String>>),
 }
 
 /// One all-or-nothing append request.
@@ -238,13 +238,15 @@ impl Writer {
                 let _ = job.reply.send(Err(Error::ShuttingDown(Retry::Later)));
             }
         }
-        if let Err(e) = self.shared.db.flush() {
-            tracing::error!(error = %e, "final flush failed");
-        } else if let Err(e) = self.syncer.sync() {
-            tracing::error!(error = %e, "final fsync failed");
+        let flushed = match self.shared.db.flush() {
+            Err(e) => Err(format!("flush: {e}")),
+            Ok(_) => self.syncer.sync().map_err(|e| format!("fsync: {e}")),
+        };
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, "the final flush failed");
         }
         if let Some(ack) = close_ack {
-            let _ = ack.send(());
+            let _ = ack.send(flushed);
         }
     }
 
@@ -257,6 +259,12 @@ impl Writer {
                 format!("the store stopped writing after a failure ({cause}); restart the server");
             for job in group {
                 let _ = job.reply.send(Err(Error::Unavailable(err.clone())));
+            }
+            return;
+        }
+        if let Err(why) = self.shared.check_disk() {
+            for job in group {
+                let _ = job.reply.send(Err(Error::Unavailable(why.clone())));
             }
             return;
         }
@@ -301,9 +309,10 @@ impl Writer {
         if !staged.is_empty() {
             match self.write(&staged, &staged_agreements, &new_pair_feeds) {
                 Ok(now) => stored = self.committed(staged, lives, new_pair_feeds, now),
-                Err(e) => {
+                Err((reason, e)) => {
                     tracing::error!(error = %e, "group commit failed; refusing further writes");
                     self.failed = Some(e.to_string());
+                    self.shared.poison(reason, e.to_string());
                     for answer in answers {
                         let _ = answer.reply.send(Err(Error::Unavailable(format!(
                             "the store failed to write ({e}); nothing of this request was acknowledged"
@@ -338,7 +347,7 @@ impl Writer {
         staged: &[Staged],
         agreements: &HashMap<String, usize>,
         pair_feeds: &NewPairFeeds,
-    ) -> Result<Timestamp, Error> {
+    ) -> Result<Timestamp, (&'static str, Error)> {
         let now = Timestamp::now();
         let mut batch = sled::Batch::default();
 
@@ -348,7 +357,7 @@ impl Writer {
             .map(|s| (s.prepared.bytes.as_slice(), s.written_by.as_ref()))
             .collect();
         let fingerprints: Vec<u64> = staged.iter().map(|s| s.fingerprint).collect();
-        log::add_entries(&mut batch, first, &events, &now)?;
+        log::add_entries(&mut batch, first, &events, &now).map_err(|e| ("write", e))?;
         log::add_fingerprints(&mut batch, first, &fingerprints);
         for (id, &i) in agreements {
             batch.insert(layout::agreement_key(id), &staged[i].sequence.to_be_bytes());
@@ -362,13 +371,18 @@ impl Writer {
         self.shared
             .tree
             .apply_batch(batch)
-            .map_err(|e| storage_error("write", e))?;
+            .map_err(|e| ("write", storage_error("write", e)))?;
         self.shared
             .db
             .flush()
-            .map_err(|e| storage_error("flush", e))?;
+            .map_err(|e| ("write", storage_error("flush", e)))?;
         let flushed = std::time::Instant::now();
-        self.syncer.sync().map_err(|e| storage_error("fsync", e))?;
+        self.syncer
+            .sync()
+            .map_err(|e| ("fsync", storage_error("fsync", e)))?;
+        if let Some(o) = &self.shared.observer {
+            o.0.group_committed(staged.len(), flushed - started, flushed.elapsed());
+        }
         tracing::debug!(
             first_sequence = first,
             new_events = staged.len(),

@@ -128,6 +128,9 @@ impl Control {
 pub(crate) struct Views {
     index: RwLock<Index>,
     control: Arc<Control>,
+    /// Unix milliseconds of the newest checkpoint this process wrote (0:
+    /// none yet), for the metrics.
+    last_checkpoint_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Views {
@@ -148,7 +151,20 @@ impl Views {
                 room: Condvar::new(),
                 thread: Mutex::new(None),
             }),
+            last_checkpoint_ms: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// (The newest sequence applied, the sequence the newest checkpoint
+    /// covers, Unix milliseconds of the newest checkpoint written here).
+    pub(crate) fn positions(&self) -> (u64, u64, u64) {
+        let ix = self.read();
+        (
+            ix.applied,
+            ix.checkpointed,
+            self.last_checkpoint_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
@@ -244,6 +260,13 @@ impl Views {
     pub(crate) fn checkpoint(&self) -> Result<bool, Unreadable> {
         let done = checkpoint::checkpoint(&self.index);
         self.control.room.notify_all();
+        if let Ok(true) = done {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            self.last_checkpoint_ms
+                .store(now, std::sync::atomic::Ordering::Relaxed);
+        }
         done
     }
 

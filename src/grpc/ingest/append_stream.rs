@@ -19,6 +19,7 @@ use crate::error::{Error, Retry};
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::status;
 use crate::grpc::stream::{self, Answer};
+use crate::ops::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::storage::{self, StoreHandle};
 use prost::Message;
@@ -35,6 +36,8 @@ enum Pending {
     Waiting {
         index: u64,
         event_id: String,
+        /// The event's feed (valid: it was parsed), for the metrics.
+        feed: String,
         outcome: storage::Answer,
     },
     /// Ends the stream with this status after everything before it.
@@ -47,6 +50,7 @@ pub(super) struct Stream {
     /// rates that pace its reading.
     pub caller: Arc<Identity>,
     pub store: StoreHandle,
+    pub metrics: Arc<Metrics>,
     pub shutdown: Shutdown,
     pub tasks: TaskTracker,
     pub window: usize,
@@ -82,10 +86,17 @@ impl Stream {
             inbound,
             self.caller,
             self.store,
+            Arc::clone(&self.metrics),
             self.shutdown.clone(),
             pending_tx,
         );
-        let responder = respond(pending_rx, out, self.shutdown, self.drain_deadline);
+        let responder = respond(
+            pending_rx,
+            out,
+            self.metrics,
+            self.shutdown,
+            self.drain_deadline,
+        );
         self.tasks.spawn(reader.in_current_span());
         self.tasks.spawn(responder.in_current_span());
         answer
@@ -99,6 +110,7 @@ async fn read(
     mut inbound: Streaming<pb::AppendStreamRequest>,
     caller: Arc<Identity>,
     store: StoreHandle,
+    metrics: Arc<Metrics>,
     mut shutdown: Shutdown,
     pending_tx: mpsc::Sender<Pending>,
 ) {
@@ -151,21 +163,32 @@ async fn read(
             .map(|e| e.event_id.clone())
             .unwrap_or_default();
         let pending = match request::stream_event(request.event.as_ref(), &caller) {
-            Err(e) => match rejection(index, event_id, e) {
-                Ok(r) => Pending::Answered(r),
-                Err(status) => Pending::End(status),
-            },
-            Ok(p) => match store.submit(vec![p], author.clone()).await {
-                Ok(outcome) => {
-                    tracing::debug!(index, "parsed; queued for the writer");
-                    Pending::Waiting {
-                        index,
-                        event_id,
-                        outcome,
-                    }
+            Err(e) => {
+                let feed = request
+                    .event
+                    .as_ref()
+                    .and_then(|ev| super::feed_label(&ev.feed));
+                metrics.rejected(feed, status::reason(&e), 1);
+                match rejection(index, event_id, e) {
+                    Ok(r) => Pending::Answered(r),
+                    Err(status) => Pending::End(status),
                 }
-                Err(e) => Pending::End(e.into()),
-            },
+            }
+            Ok(p) => {
+                let feed = p.event().feed.as_str().to_owned();
+                match store.submit(vec![p], author.clone()).await {
+                    Ok(outcome) => {
+                        tracing::debug!(index, "parsed; queued for the writer");
+                        Pending::Waiting {
+                            index,
+                            event_id,
+                            feed,
+                            outcome,
+                        }
+                    }
+                    Err(e) => Pending::End(e.into()),
+                }
+            }
         };
         let end = matches!(pending, Pending::End(_));
         if pending_tx.send(pending).await.is_err() || end {
@@ -179,6 +202,7 @@ async fn read(
 async fn respond(
     mut pending_rx: mpsc::Receiver<Pending>,
     out: stream::Producer<pb::AppendStreamResponse>,
+    metrics: Arc<Metrics>,
     mut shutdown: Shutdown,
     drain_deadline: Duration,
 ) {
@@ -198,22 +222,29 @@ async fn respond(
             Pending::Waiting {
                 index,
                 event_id,
+                feed,
                 outcome,
             } => match outcome.await {
                 Ok(Ok(outcomes)) => match outcomes.first() {
-                    Some(o) => Ok(pb::AppendStreamResponse {
-                        index,
-                        event_id: event_id.clone(),
-                        result: Some(pb::append_stream_response::Result::Ack(super::ack(
-                            event_id, *o,
-                        ))),
-                    }),
+                    Some(o) => {
+                        metrics.appended(&feed, u64::from(!o.duplicate), u64::from(o.duplicate));
+                        Ok(pb::AppendStreamResponse {
+                            index,
+                            event_id: event_id.clone(),
+                            result: Some(pb::append_stream_response::Result::Ack(super::ack(
+                                event_id, *o,
+                            ))),
+                        })
+                    }
                     None => Err(Error::Internal(
                         "the writer answered no outcome for an event".into(),
                     )
                     .into()),
                 },
-                Ok(Err(e)) => rejection(index, event_id, e),
+                Ok(Err(e)) => {
+                    metrics.rejected(Some(&feed), status::reason(&e), 1);
+                    rejection(index, event_id, e)
+                }
                 // The writer dropped the request unanswered: it is closing.
                 Err(_) => Err(shutting_down()),
             },

@@ -17,11 +17,14 @@ use crate::domain::{FeedName, FieldViolation};
 use crate::error::{Error, Retry};
 use crate::grpc::access::Caller;
 use crate::grpc::shutdown::Shutdown;
+use crate::grpc::status;
 use crate::grpc::stream::Answer;
+use crate::ops::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_server::IngestService;
 use crate::storage::{Author, Outcome, StoreHandle};
 use prost::Message;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
@@ -56,6 +59,7 @@ impl Default for IngestLimits {
 
 pub(crate) struct IngestApi {
     store: StoreHandle,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
     /// The AppendStream tasks, which the server waits for at shutdown.
     tasks: TaskTracker,
@@ -67,6 +71,7 @@ pub(crate) struct IngestApi {
 impl IngestApi {
     pub(crate) fn new(
         store: StoreHandle,
+        metrics: Arc<Metrics>,
         shutdown: Shutdown,
         tasks: TaskTracker,
         limits: IngestLimits,
@@ -74,6 +79,7 @@ impl IngestApi {
     ) -> Self {
         IngestApi {
             store,
+            metrics,
             shutdown,
             tasks,
             limits,
@@ -98,6 +104,48 @@ fn author(caller: &Identity) -> Author {
     }
 }
 
+/// The feed label of an event's raw feed name: itself when it is a valid
+/// feed name, else "invalid" (client text never becomes a label as it is).
+fn feed_label(raw: &str) -> Option<&str> {
+    Some(if FeedName::parse(raw).is_ok() {
+        raw
+    } else {
+        "invalid"
+    })
+}
+
+/// Counts an Append refused as a whole: every event of it, under the feed
+/// of the event the error is about (else of the first event).
+fn count_refused(metrics: &Metrics, request: &pb::AppendRequest, e: &Error) {
+    let at = status::event_index(e).unwrap_or(0);
+    let event = request.events().nth(at).and_then(Result::ok);
+    let feed = event.as_ref().and_then(|ev| feed_label(&ev.feed));
+    let events = request.len().unwrap_or(0).max(1) as u64;
+    metrics.rejected(feed, status::reason(e), events);
+}
+
+/// Counts the stored and duplicate events of an answered Append.
+fn count_outcomes<'a>(metrics: &Metrics, answered: impl Iterator<Item = (&'a str, Outcome)>) {
+    let mut run: Option<(&str, u64, u64)> = None;
+    for (feed, o) in answered {
+        match &mut run {
+            Some((f, new, dup)) if *f == feed => {
+                *new += u64::from(!o.duplicate);
+                *dup += u64::from(o.duplicate);
+            }
+            _ => {
+                if let Some((f, new, dup)) = run.take() {
+                    metrics.appended(f, new, dup);
+                }
+                run = Some((feed, u64::from(!o.duplicate), u64::from(o.duplicate)));
+            }
+        }
+    }
+    if let Some((f, new, dup)) = run {
+        metrics.appended(f, new, dup);
+    }
+}
+
 fn ack(event_id: String, o: Outcome) -> pb::Ack {
     pb::Ack {
         event_id,
@@ -117,20 +165,47 @@ impl IngestService for IngestApi {
         // The quota is charged before anything is parsed: a caller over it
         // costs the server only the count of its events.
         let events = request.get_ref().len().unwrap_or(0);
-        caller.charge_append(events as u64, request.get_ref().encoded_len() as u64)?;
-        let prepared = request::append(request.get_ref(), self.limits.max_batch_events, &caller)?;
-        // The received bytes are let go before the writer is waited for.
-        drop(request);
-        let ids: Vec<String> = prepared
+        let parsed = caller
+            .charge_append(events as u64, request.get_ref().encoded_len() as u64)
+            .and_then(|()| {
+                request::append(request.get_ref(), self.limits.max_batch_events, &caller)
+            });
+        let prepared = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                count_refused(&self.metrics, request.get_ref(), &e);
+                return Err(e.into());
+            }
+        };
+        let ids: Vec<(String, String)> = prepared
             .iter()
-            .map(|p| p.event().id.as_str().to_owned())
+            .map(|p| {
+                let e = p.event();
+                (e.id.as_str().to_owned(), e.feed.as_str().to_owned())
+            })
             .collect();
         tracing::debug!(events = prepared.len(), "parsed; queued for the writer");
-        let outcomes = self.store.append(prepared, author(&caller)).await?;
+        let started = std::time::Instant::now();
+        let outcomes = match self.store.append(prepared, author(&caller)).await {
+            Ok(o) => o,
+            Err(e) => {
+                count_refused(&self.metrics, request.get_ref(), &e);
+                return Err(e.into());
+            }
+        };
+        self.metrics.append_took(started.elapsed());
+        // The received bytes are let go before the answer is built.
+        drop(request);
+        count_outcomes(
+            &self.metrics,
+            ids.iter()
+                .map(|(_, feed)| feed.as_str())
+                .zip(outcomes.iter().copied()),
+        );
         let acks = ids
             .into_iter()
             .zip(outcomes)
-            .map(|(id, o)| ack(id, o))
+            .map(|((id, _), o)| ack(id, o))
             .collect();
         Ok(Response::new(pb::AppendResponse { acks }))
     }
@@ -146,6 +221,7 @@ impl IngestService for IngestApi {
         let stream = append_stream::Stream {
             caller,
             store: self.store.clone(),
+            metrics: Arc::clone(&self.metrics),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
             window: self.limits.stream_window,

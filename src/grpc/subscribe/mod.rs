@@ -28,6 +28,7 @@ use crate::error::{Error, Retry};
 use crate::grpc::access::Caller;
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::stream::{self, Answer};
+use crate::ops::metrics::{Cursor, Cursors};
 use crate::proto::v1 as pb;
 use crate::proto::v1::subscription_service_server::SubscriptionService;
 use crate::storage::StoreHandle;
@@ -99,6 +100,8 @@ pub(crate) struct SubscribeApi {
     shutdown: Shutdown,
     /// The running subscription tasks, which the server waits for at shutdown.
     tasks: TaskTracker,
+    /// Every running subscription's cursor, for the lag metric.
+    cursors: Arc<Cursors>,
 }
 
 impl SubscribeApi {
@@ -109,6 +112,7 @@ impl SubscribeApi {
         shutdown: Shutdown,
         tasks: TaskTracker,
         limits: SubscribeLimits,
+        cursors: Arc<Cursors>,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(limits.max_subscriptions.max(1)));
         SubscribeApi {
@@ -119,6 +123,7 @@ impl SubscribeApi {
             slots,
             shutdown,
             tasks,
+            cursors,
         }
     }
 }
@@ -132,6 +137,8 @@ struct Subscription {
     limits: SubscribeLimits,
     /// The last sequence examined.
     cursor: u64,
+    /// `cursor`, as the lag metric reads it.
+    position: Cursor,
 }
 
 enum Step {
@@ -174,6 +181,7 @@ impl Subscription {
         }
         *unreported += last - self.cursor;
         self.cursor = last;
+        self.position.set(last);
         if !message.is_empty()
             || *unreported >= self.limits.checkpoint_events
             || last_sent.elapsed() >= self.limits.checkpoint_interval
@@ -221,6 +229,7 @@ impl SubscriptionService for SubscribeApi {
             filter,
             limits: self.limits.clone(),
             cursor: after,
+            position: self.cursors.open(after),
         };
         let mut shutdown = self.shutdown.clone();
         // Wakes the task when new events are durable; only the newest

@@ -1,0 +1,568 @@
+//! The server's metrics, in the Prometheus/OpenMetrics text format: one
+//! [`Metrics`] per server (tests run many servers in one process, so nothing
+//! here is global), its families registered once in a `prometheus-client`
+//! registry, and [`Metrics::render`] for the exporter.
+//!
+//! Counters and histograms are updated where things happen (the edge's
+//! trace layer, the ingest handlers, the store's writer through
+//! [`crate::storage::StoreObserver`]); gauges that describe a state (the
+//! durable sequence, the views' lag, the store's size, memory) are read when
+//! a scrape asks, from a [`Gauges`] callback, so nothing polls.
+//!
+//! Label values that come from clients are bounded: a feed name becomes a
+//! label only for the first [`MAX_FEED_LABELS`] feeds seen (later ones are
+//! counted under `feed="other"`), and an RPC method only when the server
+//! knows it (`method="unknown"` otherwise), so a hostile client cannot grow
+//! the registry.
+//!
+//! Depends on `prometheus-client`, and on the store only for the
+//! `StoreObserver` trait it implements.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Distinct feed names that get their own label value; later feeds are
+/// counted as `feed="other"`.
+pub const MAX_FEED_LABELS: usize = 1000;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabel {
+    feed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectedLabels {
+    feed: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodCodeLabels {
+    method: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+/// What a scrape reads from the running server, at the moment of the scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub durable_sequence: u64,
+    pub views_applied_sequence: u64,
+    pub checkpoint_sequence: u64,
+    /// Unix seconds of the newest checkpoint written by this process (0: none yet).
+    pub checkpoint_time_seconds: f64,
+    pub writer_queue_depth: u64,
+    pub writer_queue_capacity: u64,
+    pub store_size_bytes: u64,
+    /// Free bytes on the store's file system (for the unprivileged user).
+    pub disk_free_bytes: u64,
+    /// 1 while the store acknowledges appends, 0 once it refuses them.
+    pub store_writable: bool,
+    /// The furthest a running subscription is behind the durable sequence.
+    pub subscriber_lag_max: u64,
+    pub subscriptions: u64,
+}
+
+/// Reads a [`Snapshot`] when a scrape asks for one.
+pub type Gauges = Arc<dyn Fn() -> Snapshot + Send + Sync>;
+
+/// Every metric of one server.
+pub struct Metrics {
+    registry: Registry,
+    gauges: Mutex<Option<Gauges>>,
+    feeds: Mutex<HashSet<String>>,
+    appended: Family<FeedLabel, Counter>,
+    duplicates: Family<FeedLabel, Counter>,
+    rejected: Family<RejectedLabels, Counter>,
+    append_seconds: Histogram,
+    group_commit_seconds: Histogram,
+    fsync_seconds: Histogram,
+    group_events: Histogram,
+    write_failures: Family<ReasonLabel, Counter>,
+    rpc_requests: Family<MethodCodeLabels, Counter>,
+    rpc_seconds: Family<MethodCodeLabels, Histogram>,
+    rpc_in_flight: Family<MethodLabel, Gauge>,
+    durable_sequence: Gauge,
+    views_applied: Gauge,
+    views_lag: Gauge,
+    checkpoint_sequence: Gauge,
+    checkpoint_lag: Gauge,
+    checkpoint_time: Gauge<f64, AtomicU64>,
+    writer_queue_depth: Gauge,
+    writer_queue_capacity: Gauge,
+    store_size: Gauge,
+    disk_free: Gauge,
+    store_writable: Gauge,
+    subscriber_lag_max: Gauge,
+    subscriptions: Gauge,
+    resident_memory: Gauge,
+    start_time: Gauge<f64, AtomicU64>,
+}
+
+/// Latency buckets: 50 µs to about 26 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut r = Registry::with_prefix("caravan");
+        let m = Metrics {
+            registry: Registry::default(),
+            gauges: Mutex::new(None),
+            feeds: Mutex::new(HashSet::new()),
+            appended: Family::default(),
+            duplicates: Family::default(),
+            rejected: Family::default(),
+            append_seconds: latency_histogram(),
+            group_commit_seconds: latency_histogram(),
+            fsync_seconds: latency_histogram(),
+            group_events: Histogram::new(exponential_buckets(1.0, 4.0, 9)),
+            write_failures: Family::default(),
+            rpc_requests: Family::default(),
+            rpc_seconds: Family::new_with_constructor(latency_histogram),
+            rpc_in_flight: Family::default(),
+            durable_sequence: Gauge::default(),
+            views_applied: Gauge::default(),
+            views_lag: Gauge::default(),
+            checkpoint_sequence: Gauge::default(),
+            checkpoint_lag: Gauge::default(),
+            checkpoint_time: Gauge::default(),
+            writer_queue_depth: Gauge::default(),
+            writer_queue_capacity: Gauge::default(),
+            store_size: Gauge::default(),
+            disk_free: Gauge::default(),
+            store_writable: Gauge::default(),
+            subscriber_lag_max: Gauge::default(),
+            subscriptions: Gauge::default(),
+            resident_memory: Gauge::default(),
+            start_time: Gauge::default(),
+        };
+        r.register(
+            "events_appended",
+            "Events stored (acknowledged as new), by feed",
+            m.appended.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events acknowledged as duplicates of stored ones (nothing stored), by feed",
+            m.duplicates.clone(),
+        );
+        r.register(
+            "events_rejected",
+            "Events refused (nothing stored), by feed and reason",
+            m.rejected.clone(),
+        );
+        r.register_with_unit(
+            "append_duration",
+            "Time from an Append's events reaching the writer's queue to their acknowledgement",
+            Unit::Seconds,
+            m.append_seconds.clone(),
+        );
+        r.register_with_unit(
+            "group_commit_duration",
+            "Time to write one group commit's batch and flush it (without the fsync)",
+            Unit::Seconds,
+            m.group_commit_seconds.clone(),
+        );
+        r.register_with_unit(
+            "fsync_duration",
+            "Time of the fsync of one group commit",
+            Unit::Seconds,
+            m.fsync_seconds.clone(),
+        );
+        r.register(
+            "group_commit_events",
+            "New events written by one group commit",
+            m.group_events.clone(),
+        );
+        r.register(
+            "store_write_failures",
+            "Times the store stopped or refused writing, by reason (write, fsync, mark, disk_low)",
+            m.write_failures.clone(),
+        );
+        r.register(
+            "rpc_requests",
+            "gRPC calls finished, by method and status code",
+            m.rpc_requests.clone(),
+        );
+        r.register_with_unit(
+            "rpc_duration",
+            "Duration of gRPC calls (whole streams for streaming calls), by method and status code",
+            Unit::Seconds,
+            m.rpc_seconds.clone(),
+        );
+        r.register(
+            "rpc_in_flight",
+            "gRPC calls open now (query streams and subscriptions among them), by method",
+            m.rpc_in_flight.clone(),
+        );
+        r.register(
+            "durable_sequence",
+            "Newest durable (fsynced, acknowledged) sequence",
+            m.durable_sequence.clone(),
+        );
+        r.register(
+            "views_applied_sequence",
+            "Newest sequence the query views have applied",
+            m.views_applied.clone(),
+        );
+        r.register(
+            "views_lag_events",
+            "Events durable but not yet in the query views",
+            m.views_lag.clone(),
+        );
+        r.register(
+            "checkpoint_sequence",
+            "Sequence the views' newest checkpoint covers",
+            m.checkpoint_sequence.clone(),
+        );
+        r.register(
+            "checkpoint_lag_events",
+            "Events applied to the views but not yet checkpointed (replayed at a restart)",
+            m.checkpoint_lag.clone(),
+        );
+        r.register_with_unit(
+            "checkpoint_last_time",
+            "Unix time of the newest checkpoint written by this process (0: none yet)",
+            Unit::Seconds,
+            m.checkpoint_time.clone(),
+        );
+        r.register(
+            "writer_queue_depth",
+            "Append requests waiting for the writer",
+            m.writer_queue_depth.clone(),
+        );
+        r.register(
+            "writer_queue_capacity",
+            "Append requests the writer's queue holds (--writer-queue)",
+            m.writer_queue_capacity.clone(),
+        );
+        r.register_with_unit(
+            "store_size",
+            "Bytes of the store's files on disk",
+            Unit::Bytes,
+            m.store_size.clone(),
+        );
+        r.register_with_unit(
+            "disk_free",
+            "Free bytes on the store's file system",
+            Unit::Bytes,
+            m.disk_free.clone(),
+        );
+        r.register(
+            "store_writable",
+            "1 while the store acknowledges appends, 0 while it refuses them (disk full, failed write)",
+            m.store_writable.clone(),
+        );
+        r.register(
+            "subscriber_lag_max_events",
+            "Events the furthest-behind subscription has still to examine",
+            m.subscriber_lag_max.clone(),
+        );
+        r.register(
+            "subscriptions",
+            "Subscriptions running now",
+            m.subscriptions.clone(),
+        );
+        r.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the process",
+            Unit::Bytes,
+            m.resident_memory.clone(),
+        );
+        r.register_with_unit(
+            "process_start_time",
+            "Unix time the process started",
+            Unit::Seconds,
+            m.start_time.clone(),
+        );
+        r.register(
+            "build",
+            "The running build",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        m.start_time.set(unix_seconds(SystemTime::now()));
+        Arc::new(Metrics { registry: r, ..m })
+    }
+
+    /// Sets where scrapes read the server's state from.
+    pub fn read_gauges_from(&self, gauges: Gauges) {
+        *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = Some(gauges);
+    }
+
+    /// The label of `feed`: its name for the first [`MAX_FEED_LABELS`]
+    /// feeds, `other` after.
+    fn feed_label(&self, feed: &str) -> FeedLabel {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        let known = feeds.contains(feed)
+            || (feeds.len() < MAX_FEED_LABELS && feeds.insert(feed.to_owned()));
+        FeedLabel {
+            feed: if known {
+                feed.to_owned()
+            } else {
+                "other".into()
+            },
+        }
+    }
+
+    /// Counts the outcome of appended events of `feed`.
+    pub fn appended(&self, feed: &str, new: u64, duplicates: u64) {
+        let label = self.feed_label(feed);
+        if new > 0 {
+            self.appended.get_or_create(&label).inc_by(new);
+        }
+        if duplicates > 0 {
+            self.duplicates.get_or_create(&label).inc_by(duplicates);
+        }
+    }
+
+    /// Counts `events` refused for `reason` (a fixed word, never client text).
+    pub fn rejected(&self, feed: Option<&str>, reason: &'static str, events: u64) {
+        let feed = match feed {
+            Some(f) => self.feed_label(f).feed,
+            None => "unknown".into(),
+        };
+        self.rejected
+            .get_or_create(&RejectedLabels {
+                feed,
+                reason: reason.into(),
+            })
+            .inc_by(events);
+    }
+
+    pub fn append_took(&self, d: Duration) {
+        self.append_seconds.observe(d.as_secs_f64());
+    }
+
+    pub fn group_committed(&self, events: usize, write: Duration, fsync: Duration) {
+        self.group_commit_seconds.observe(write.as_secs_f64());
+        self.fsync_seconds.observe(fsync.as_secs_f64());
+        self.group_events.observe(events as f64);
+    }
+
+    pub fn write_failed(&self, reason: &'static str) {
+        self.write_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// A call to `method` (a known method, or "unknown") begins.
+    pub fn rpc_started(&self, method: &str) {
+        self.rpc_in_flight
+            .get_or_create(&MethodLabel {
+                method: method.into(),
+            })
+            .inc();
+    }
+
+    /// A call to `method` ended with `code` after `d`.
+    pub fn rpc_finished(&self, method: &str, code: &str, d: Duration) {
+        self.rpc_in_flight
+            .get_or_create(&MethodLabel {
+                method: method.into(),
+            })
+            .dec();
+        let labels = MethodCodeLabels {
+            method: method.into(),
+            code: code.into(),
+        };
+        self.rpc_requests.get_or_create(&labels).inc();
+        self.rpc_seconds
+            .get_or_create(&labels)
+            .observe(d.as_secs_f64());
+    }
+
+    /// The text exposition (OpenMetrics), with the state read now.
+    pub fn render(&self) -> String {
+        let gauges = self
+            .gauges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(read) = gauges {
+            let s = read();
+            let set = |g: &Gauge, v: u64| {
+                g.set(i64::try_from(v).unwrap_or(i64::MAX));
+            };
+            set(&self.durable_sequence, s.durable_sequence);
+            set(&self.views_applied, s.views_applied_sequence);
+            set(
+                &self.views_lag,
+                s.durable_sequence.saturating_sub(s.views_applied_sequence),
+            );
+            set(&self.checkpoint_sequence, s.checkpoint_sequence);
+            set(
+                &self.checkpoint_lag,
+                s.views_applied_sequence
+                    .saturating_sub(s.checkpoint_sequence),
+            );
+            self.checkpoint_time.set(s.checkpoint_time_seconds);
+            set(&self.writer_queue_depth, s.writer_queue_depth);
+            set(&self.writer_queue_capacity, s.writer_queue_capacity);
+            set(&self.store_size, s.store_size_bytes);
+            set(&self.disk_free, s.disk_free_bytes);
+            set(&self.store_writable, u64::from(s.store_writable));
+            set(&self.subscriber_lag_max, s.subscriber_lag_max);
+            set(&self.subscriptions, s.subscriptions);
+        }
+        set_resident(&self.resident_memory);
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Now, in Unix seconds.
+pub fn now_unix_seconds() -> f64 {
+    unix_seconds(SystemTime::now())
+}
+
+/// The resident set of this process, from /proc (left as it is elsewhere).
+fn set_resident(g: &Gauge) {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return;
+    };
+    let pages = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<i64>().ok());
+    if let Some(pages) = pages {
+        // The page size of every Linux target we build for.
+        g.set(pages.saturating_mul(4096));
+    }
+}
+
+impl crate::storage::StoreObserver for Metrics {
+    fn group_committed(&self, events: usize, write: Duration, fsync: Duration) {
+        Metrics::group_committed(self, events, write, fsync);
+    }
+
+    fn write_failed(&self, reason: &'static str) {
+        Metrics::write_failed(self, reason);
+    }
+}
+
+/// The subscriptions' cursors, for the lag gauge: each running subscription
+/// holds one [`Cursor`]; dropping it removes it.
+#[derive(Default)]
+pub struct Cursors {
+    next: AtomicU64,
+    live: Mutex<std::collections::HashMap<u64, Arc<AtomicU64>>>,
+}
+
+/// One subscription's cursor, as the lag gauge reads it.
+pub struct Cursor {
+    id: u64,
+    at: Arc<AtomicU64>,
+    owner: Arc<Cursors>,
+}
+
+impl Cursors {
+    pub fn open(self: &Arc<Self>, at: u64) -> Cursor {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let at = Arc::new(AtomicU64::new(at));
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Arc::clone(&at));
+        Cursor {
+            id,
+            at,
+            owner: Arc::clone(self),
+        }
+    }
+
+    /// (How many, the smallest cursor) of the running subscriptions.
+    pub fn oldest(&self) -> (u64, Option<u64>) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let min = live.values().map(|a| a.load(Ordering::Relaxed)).min();
+        (live.len() as u64, min)
+    }
+}
+
+impl Cursor {
+    pub fn set(&self, at: u64) {
+        self.at.store(at, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.owner
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feeds_beyond_the_limit_share_one_label() {
+        let m = Metrics::new();
+        for i in 0..MAX_FEED_LABELS + 5 {
+            m.appended(&format!("feed-{i}"), 1, 0);
+        }
+        let text = m.render();
+        assert!(text.contains("caravan_events_appended_total{feed=\"feed-0\"} 1"));
+        assert!(
+            text.contains("caravan_events_appended_total{feed=\"other\"} 5"),
+            "{text}"
+        );
+        assert!(!text.contains(&format!("feed-{}\"", MAX_FEED_LABELS)));
+    }
+
+    #[test]
+    fn names_follow_the_conventions() {
+        let m = Metrics::new();
+        m.rpc_started("/caravan.v1.IngestService/Append");
+        m.rpc_finished(
+            "/caravan.v1.IngestService/Append",
+            "Ok",
+            Duration::from_millis(3),
+        );
+        m.group_committed(10, Duration::from_millis(1), Duration::from_millis(2));
+        let text = m.render();
+        for name in [
+            "caravan_rpc_requests_total{",
+            "caravan_rpc_duration_seconds_bucket{",
+            "caravan_fsync_duration_seconds_count 1",
+            "caravan_process_start_time_seconds ",
+            "caravan_build_info{version=",
+            "caravan_store_size_bytes ",
+        ] {
+            assert!(text.contains(name), "{name} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
