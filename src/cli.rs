@@ -44,6 +44,12 @@ pub enum Command {
     Subscribe(crate::tools::client::subscribe::SubscribeArgs),
     /// Write a synthetic dataset (JSON Lines or Comtrade CSV).
     Gen(crate::tools::gen::GenArgs),
+    /// Take an online backup of a running service (admin scope).
+    Backup(crate::tools::operations::BackupArgs),
+    /// Build a new store from a backup, every checksum checked first.
+    Restore(crate::tools::operations::RestoreArgs),
+    /// Check a store (offline), a backup, or a running service.
+    Verify(crate::tools::operations::VerifyArgs),
     /// Credentials for the auth file: a new token, a token's hash, a
     /// certificate's subject.
     Auth {
@@ -361,6 +367,12 @@ pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync
         Command::Subscribe(args) => crate::tools::client::subscribe::run(args).await,
         Command::Gen(args) => crate::tools::gen::run(args),
         Command::Auth { what } => crate::tools::auth::run(what),
+        Command::Backup(args) => crate::tools::operations::backup(args).await,
+        Command::Restore(args) => crate::tools::operations::restore(args).await,
+        Command::Verify(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            crate::tools::operations::verify(args).await
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! uses it, not the other way round (the exporter only borrows the edge's
 //! TLS and identities).
 
+pub mod backup;
 pub mod exporter;
 pub mod metrics;
 pub(crate) mod verify;

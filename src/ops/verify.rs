@@ -140,22 +140,10 @@ fn compare(live: &Views, rebuilt: &Views, snapshot: u64) -> Result<Vec<Finding>,
             // Every current figure, side by side.
             let (mut a_at, mut b_at) = (None, None);
             loop {
-                let a = next_records(
-                    &live.read(),
-                    snapshot,
-                    &filter,
-                    a_at.clone(),
-                    RECORDS_PER_READ,
-                )
-                .map_err(unreadable)?;
-                let b = next_records(
-                    &rebuilt.read(),
-                    snapshot,
-                    &filter,
-                    b_at.clone(),
-                    RECORDS_PER_READ,
-                )
-                .map_err(unreadable)?;
+                let a = next_records(&live.read(), snapshot, &filter, a_at, RECORDS_PER_READ)
+                    .map_err(unreadable)?;
+                let b = next_records(&rebuilt.read(), snapshot, &filter, b_at, RECORDS_PER_READ)
+                    .map_err(unreadable)?;
                 if a.is_empty() && b.is_empty() {
                     break;
                 }
@@ -205,8 +193,8 @@ fn compare(live: &Views, rebuilt: &Views, snapshot: u64) -> Result<Vec<Finding>,
                     // record by record.
                     break;
                 }
-                a_at = a.last().map(|r| r.0.clone());
-                b_at = b.last().map(|r| r.0.clone());
+                a_at = a.last().map(|r| r.0);
+                b_at = b.last().map(|r| r.0);
                 if a.len() < RECORDS_PER_READ {
                     break;
                 }

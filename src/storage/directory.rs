@@ -119,6 +119,26 @@ fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
+/// Bytes of the files under `dir` (sled's data file, its blobs, the mark),
+/// walked when asked (a handful of files); unreadable entries count 0.
+pub(super) fn size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => pending.push(entry.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,24 +171,4 @@ mod tests {
         assert!(prepare(dir.path()).unwrap().is_empty());
         assert_eq!(fs::read(dir.path().join("conf")).unwrap(), conf);
     }
-}
-
-/// Bytes of the files under `dir` (sled's data file, its blobs, the mark),
-/// walked when asked (a handful of files); unreadable entries count 0.
-pub(super) fn size(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.metadata() {
-                Ok(m) if m.is_dir() => pending.push(entry.path()),
-                Ok(m) => total += m.len(),
-                Err(_) => {}
-            }
-        }
-    }
-    total
 }

@@ -24,5 +24,6 @@ pub(crate) mod gen;
 pub(crate) mod hostile;
 pub(crate) mod identities;
 pub mod jsonl;
+pub mod operations;
 pub mod raw;
 pub(crate) mod terminal;
