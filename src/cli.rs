@@ -44,6 +44,11 @@ pub enum Command {
     Subscribe(crate::tools::client::subscribe::SubscribeArgs),
     /// Write a synthetic dataset (JSON Lines or Comtrade CSV).
     Gen(crate::tools::gen::GenArgs),
+    /// Check the configuration of `caravan serve`.
+    Config {
+        #[command(subcommand)]
+        what: ConfigCommand,
+    },
     /// Take an online backup of a running service (admin scope).
     Backup(crate::tools::operations::BackupArgs),
     /// Build a new store from a backup, every checksum checked first.
@@ -64,8 +69,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// `caravan config`.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the effective settings of `caravan serve` with these flags,
+    /// environment and --config file (where each comes from), and exit
+    /// non-zero on an unknown key or a bad value.
+    Check(ServeArgs),
+}
+
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
+    /// A TOML file of settings: the long flags without `--` as keys. A flag
+    /// or its environment variable overrides the file.
+    #[arg(long, env = "CARAVAN_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "CARAVAN_LISTEN", default_value = defaults::DEFAULT_LISTEN)]
     pub listen: SocketAddr,
@@ -320,9 +338,59 @@ async fn wait_for_signal() {
     }
 }
 
-/// Runs the parsed command and returns the process exit code.
-pub async fn run(cli: Cli) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
+/// Parses the process's command line, with the settings of a `--config`
+/// file layered under the flags and the environment. Exits (as clap does)
+/// on a bad command line; a bad config file is an `Err` to print.
+pub fn parse() -> Result<(Cli, Vec<String>), String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let root = Cli::command();
+    let (argv, from_file) = crate::ops::config::layered(&root, std::env::args_os().collect())?;
+    let matches = match root.clone().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if !from_file.is_empty() && e.use_stderr() => {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or_default().to_owned();
+            return Err(format!(
+                "{first} (a setting of the --config file is checked as its flag)"
+            ));
+        }
+        Err(e) => e.exit(),
+    };
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+    let described = match matches.subcommand() {
+        Some(("config", sub)) => match sub.subcommand() {
+            Some(("check", check)) => {
+                let command = root
+                    .find_subcommand("config")
+                    .and_then(|c| c.find_subcommand("check"))
+                    .ok_or("no config check command")?;
+                vec![crate::ops::config::describe(command, check, &from_file)]
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    Ok((cli, described))
+}
+
+/// Runs the parsed command and returns the process exit code. `described`:
+/// the effective settings, for `caravan config check`.
+pub async fn run(
+    cli: Cli,
+    described: Vec<String>,
+) -> Result<u8, Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
+        Command::Config {
+            what: ConfigCommand::Check(args),
+        } => {
+            // What `serve` would refuse at its start, short of binding and
+            // opening the store: the auth file, the certificates, exposure.
+            let config = args.config();
+            crate::grpc::server::check_config(&config)?;
+            print!("{}", described.concat());
+            println!("# the configuration is valid");
+            Ok(0)
+        }
         Command::Serve(args) => {
             init_tracing(args.log_format, "info");
             // Taken over before the server starts: SIGHUP's default is to

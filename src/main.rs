@@ -1,8 +1,6 @@
 //! The `caravan` binary: parses the command line and hands over to the library.
 //! Depends only on the library's `cli`.
 
-use clap::Parser;
-
 // glibc's malloc and free were about a third of the server's CPU time under
 // ingest (perf); mimalloc serves the same allocations for much less. It is
 // built without transparent huge pages (Cargo.toml says why).
@@ -11,8 +9,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = caravan::cli::Cli::parse();
-    match caravan::cli::run(cli).await {
+    let (cli, described) = match caravan::cli::parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("caravan: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match caravan::cli::run(cli, described).await {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("caravan: {e}");

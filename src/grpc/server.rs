@@ -395,9 +395,15 @@ pub fn check_exposure(
     )))
 }
 
-/// Opens the store, binds the listener and starts serving in the background.
-/// An address beyond loopback is refused first, unless `config.insecure`.
-pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+/// Checks what a start would refuse before it binds or opens anything (the
+/// certificate and auth files, an address beyond loopback without them):
+/// `caravan config check`.
+pub fn check_config(config: &ServerConfig) -> Result<(), Error> {
+    checked(config).map(|_| ())
+}
+
+/// The TLS and identities of `config`, read and checked.
+fn checked(config: &ServerConfig) -> Result<(Option<Arc<Tls>>, Arc<Access>), Error> {
     let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
     let access = Arc::new(match &config.auth_file {
         Some(path) => Access::load(path, config.quotas)?,
@@ -409,6 +415,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         access.requires_credentials(),
         config.insecure,
     )?;
+    if let Some(at) = config.metrics_listen {
+        check_exposure(at, tls.is_some(), access.requires_credentials(), config.insecure)
+            .map_err(|e| Error::Unavailable(format!("--metrics-listen: {e}")))?;
+    }
+    Ok((tls, access))
+}
+
+/// Opens the store, binds the listener and starts serving in the background.
+/// An address beyond loopback is refused first, unless `config.insecure`.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
+    let (tls, access) = checked(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Unavailable(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -549,6 +566,7 @@ async fn serve(
 ) -> Result<(), Error> {
     // Every task a handler spawns; the store closes only after all of them.
     let tasks = TaskTracker::new();
+    let metrics = Arc::clone(&edge.metrics);
     let result = serve_until_shutdown(
         &config,
         edge,
@@ -561,6 +579,8 @@ async fn serve(
     .await;
     tasks.close();
     tasks.wait().await;
+    // The scrapes' handle on the store goes too.
+    metrics.detach_gauges();
     // Every task (and its store handle) is gone; commit what is queued.
     let closed = store.close().await;
     // Then one last checkpoint, so that the next start replays nothing.
@@ -599,7 +619,8 @@ async fn serve_until_shutdown(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
-    tokio::spawn(follow_write_state(
+    // Tracked: it holds the store, which closes only after it has ended.
+    tasks.spawn(follow_write_state(
         health.clone(),
         store.clone(),
         shutdown.clone(),

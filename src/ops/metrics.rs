@@ -309,6 +309,12 @@ impl Metrics {
         *self.gauges.lock().unwrap_or_else(|p| p.into_inner()) = Some(gauges);
     }
 
+    /// Lets go of the server's state (at shutdown, so that the store it
+    /// holds can close); later scrapes show the last values read.
+    pub fn detach_gauges(&self) {
+        self.gauges.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
     /// The label of `feed`: its name for the first [`MAX_FEED_LABELS`]
     /// feeds, `other` after.
     fn feed_label(&self, feed: &str) -> FeedLabel {

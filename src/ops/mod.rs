@@ -9,6 +9,7 @@
 //! TLS and identities).
 
 pub mod backup;
+pub mod config;
 pub mod exporter;
 pub mod metrics;
 pub(crate) mod verify;

@@ -117,7 +117,9 @@ async fn a_failed_fsync_acknowledges_nothing_and_stops_further_writes() {
     assert!(err.to_string().contains("restart"), "{err}");
     gate.permits.send(Ok(())).unwrap();
     drop(handle);
-    store.close().await.unwrap();
+    // Closing says the store stopped writing: `caravan serve` exits non-zero.
+    let closed = store.close().await.unwrap_err().to_string();
+    assert!(closed.contains("stopped writing") && closed.contains("disk on fire"), "{closed}");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ async fn every_service_is_serving_and_turns_not_serving_on_shutdown() {
         .into_iter()
         .filter(|s| s.starts_with("caravan.v1."))
         .collect();
-    assert_eq!(services.len(), 3, "{services:?}");
+    assert_eq!(services.len(), 4, "{services:?}");
     services.push(String::new());
     let mut watches = Vec::new();
     for service in &services {
