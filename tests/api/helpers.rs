@@ -38,6 +38,11 @@ pub fn store_path(dir: &Path) -> PathBuf {
 }
 
 impl TestApp {
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().and_then(|s| s.metrics_addr())
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

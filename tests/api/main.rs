@@ -11,5 +11,6 @@ mod hostile;
 mod identities;
 mod ingest;
 mod operations;
+mod ops;
 mod query;
 mod subscribe;
