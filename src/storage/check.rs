@@ -108,6 +108,9 @@ pub(super) fn check(tree: &sled::Tree, dir: &Path, upto: Option<u64>) -> Result<
 
     let mut next = 1u64;
     let mut chunks = 0u64;
+    // A chunk that does not read: where it starts and why (its end is where
+    // the next chunk starts).
+    let mut damaged: Option<(u64, String)> = None;
     for item in tree.scan_prefix([LOG_PREFIX]) {
         let (k, v) = item.map_err(read)?;
         let first = match parse_seq_key(&k) {
@@ -127,6 +130,17 @@ pub(super) fn check(tree: &sled::Tree, dir: &Path, upto: Option<u64>) -> Result<
             break;
         }
         chunks += 1;
+        // A damaged chunk before this one covered up to here.
+        if let Some((from, why)) = damaged.take() {
+            ranges.close(&mut out);
+            out.push(Finding {
+                area: "log",
+                first: from,
+                last: first.saturating_sub(1).max(from),
+                description: format!("in a chunk that does not read: {why}"),
+            });
+            next = first.max(next);
+        }
         if first > next {
             ranges.close(&mut out);
             out.push(Finding {
@@ -151,12 +165,7 @@ pub(super) fn check(tree: &sled::Tree, dir: &Path, upto: Option<u64>) -> Result<
         let entries = match entries {
             Ok(e) => e,
             Err(e) => {
-                ranges.add(
-                    &mut out,
-                    "log",
-                    first,
-                    &format!("the chunk starting here: {e}"),
-                );
+                damaged = Some((first, e));
                 next = first + 1;
                 continue;
             }
@@ -266,6 +275,14 @@ pub(super) fn check(tree: &sled::Tree, dir: &Path, upto: Option<u64>) -> Result<
         next = first + entries.len() as u64;
     }
     ranges.close(&mut out);
+    if let Some((from, why)) = damaged.take() {
+        out.push(Finding {
+            area: "log",
+            first: from,
+            last: from,
+            description: format!("the last chunk does not read ({why}); the log's end is unknown"),
+        });
+    }
     let last = next - 1;
     let last = upto.map_or(last, |u| u.min(last));
     report.last_sequence = last;
