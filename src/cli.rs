@@ -398,8 +398,17 @@ pub async fn run(
             #[cfg(unix)]
             let hangups = hangups();
             let running = crate::grpc::server::start(args.config()).await?;
-            // The bound address on stdout, for scripts and tests using port 0.
-            println!("caravan listening on {}", running.addr());
+            // The bound addresses on stdout, for scripts and tests using
+            // port 0; a closed stdout is no reason to stop serving.
+            {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "caravan listening on {}", running.addr());
+                if let Some(at) = running.metrics_addr() {
+                    let _ = writeln!(out, "caravan metrics on http://{at}/metrics");
+                }
+                let _ = out.flush();
+            }
             #[cfg(unix)]
             if let Some(mut hangups) = hangups {
                 let reloader = running.reloader();

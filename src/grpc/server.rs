@@ -270,6 +270,10 @@ impl PageStore for Pages {
     fn sync(&self) -> Result<(), Unreadable> {
         self.0.sync().map_err(unreadable)
     }
+
+    fn room(&self) -> Result<(), String> {
+        self.0.room()
+    }
 }
 
 /// What is re-read on SIGHUP: the TLS files and the auth file.
@@ -416,8 +420,13 @@ fn checked(config: &ServerConfig) -> Result<(Option<Arc<Tls>>, Arc<Access>), Err
         config.insecure,
     )?;
     if let Some(at) = config.metrics_listen {
-        check_exposure(at, tls.is_some(), access.requires_credentials(), config.insecure)
-            .map_err(|e| Error::Unavailable(format!("--metrics-listen: {e}")))?;
+        check_exposure(
+            at,
+            tls.is_some(),
+            access.requires_credentials(),
+            config.insecure,
+        )
+        .map_err(|e| Error::Unavailable(format!("--metrics-listen: {e}")))?;
     }
     Ok((tls, access))
 }
@@ -736,6 +745,11 @@ async fn serve_until_shutdown(
 #[cfg(test)]
 mod exposure_tests {
     use super::check_exposure;
+
+    #[test]
+    fn the_store_and_the_views_agree_on_the_words_of_a_put_off_checkpoint() {
+        assert_eq!(crate::storage::NO_ROOM, crate::views::NO_ROOM);
+    }
 
     #[test]
     fn beyond_loopback_needs_tls_and_credentials_or_insecure() {

@@ -16,6 +16,15 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+/// How a refusal for want of space ends (the views' checkpoint thread puts
+/// the checkpoint off when it reads it; `views::NO_ROOM` is the same words).
+pub const NO_ROOM: &str = "put off until space is freed";
+
+/// Bytes sled may take on disk for each byte of a batch (its log keeps
+/// whole pages and their older versions until it cleans its segments); an
+/// estimate on the safe side, from a full 64 MiB tmpfs.
+pub const WRITE_AMPLIFICATION: u64 = 4;
+
 /// A key and its (checked) payload.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
@@ -26,16 +35,49 @@ pub struct Derived {
     tree: sled::Tree,
     /// sled's data file, fsynced after a checkpoint (sled's flush does not).
     data_file: Arc<File>,
+    dir: std::path::PathBuf,
+    /// The appends' minimum free space (`--min-free-disk-mib`): a checkpoint
+    /// starts only with twice this free, and writes a batch only if this
+    /// much stays free after it ([`WRITE_AMPLIFICATION`] times its bytes).
+    min_free_bytes: u64,
 }
 
 impl Derived {
-    pub(super) fn new(tree: sled::Tree, dir: &Path) -> Result<Derived, Error> {
+    pub(super) fn new(tree: sled::Tree, dir: &Path, min_free_bytes: u64) -> Result<Derived, Error> {
         let data_file = File::open(dir.join("db"))
             .map_err(|e| storage_error("open the data file for checkpoints", e))?;
         Ok(Derived {
             tree,
             data_file: Arc::new(data_file),
+            dir: dir.to_path_buf(),
+            min_free_bytes,
         })
+    }
+
+    /// Whether the disk has room to begin a checkpoint (twice the minimum).
+    pub fn room(&self) -> Result<(), String> {
+        self.room_for(self.min_free_bytes / WRITE_AMPLIFICATION)
+    }
+
+    /// Whether writing `bytes` leaves the minimum free.
+    fn room_for(&self, bytes: u64) -> Result<(), String> {
+        if self.min_free_bytes == 0 {
+            return Ok(());
+        }
+        let free = super::free_bytes(&self.dir)
+            .map_err(|e| format!("free space of {}: {e}", self.dir.display()))?;
+        let needed = self
+            .min_free_bytes
+            .saturating_add(bytes.saturating_mul(WRITE_AMPLIFICATION));
+        if free < needed {
+            return Err(format!(
+                "the store's disk has {} MiB free; this checkpoint needs {} MiB \
+                 (--min-free-disk-mib and room for what it writes); {NO_ROOM}",
+                free >> 20,
+                needed >> 20
+            ));
+        }
+        Ok(())
     }
 
     /// Calls `each` with every view key in `from..to` and its checked
@@ -68,6 +110,8 @@ impl Derived {
 
     /// Writes view keys ahead of a checkpoint, in one batch.
     pub fn put(&self, puts: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), Error> {
+        let bytes: usize = puts.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.room_for(bytes as u64).map_err(Error::Unavailable)?;
         let mut batch = sled::Batch::default();
         for (k, v) in puts {
             check_put(&k, &v)?;
@@ -88,6 +132,8 @@ impl Derived {
         covers: u64,
         agreement_events: &[u64],
     ) -> Result<(), Error> {
+        let bytes: usize = puts.iter().map(|(k, v)| k.len() + v.len()).sum();
+        self.room_for(bytes as u64).map_err(Error::Unavailable)?;
         let mut batch = sled::Batch::default();
         let ours = |k: &[u8]| k.first().is_some_and(|p| VIEW_PREFIXES.contains(p));
         for k in deletes {

@@ -62,7 +62,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
 pub use check::{Finding, Report};
-pub use derived::Derived;
+pub use derived::{Derived, NO_ROOM};
 pub use import::import;
 /// The store format this build writes.
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
@@ -285,6 +285,12 @@ struct Shared {
     observer: Option<Observer>,
 }
 
+/// Free bytes on the file system of `dir` (for an unprivileged user).
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    let s = rustix::fs::statvfs(dir)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 fn storage_error(context: &str, e: impl std::fmt::Display) -> Error {
     Error::Internal(format!("storage: {context}: {e}"))
 }
@@ -321,23 +327,27 @@ impl Shared {
 
     /// Free bytes on the store's file system.
     fn disk_free(&self) -> Option<u64> {
-        let s = rustix::fs::statvfs(&self.dir).ok()?;
-        Some(s.f_bavail.saturating_mul(s.f_frsize))
+        free_bytes(&self.dir).ok()
     }
 
-    /// Checks the free space before a group: `Err` (and the store pauses
-    /// writing) below the minimum, `Ok` (and writing resumes) otherwise.
-    fn check_disk(&self) -> Result<(), String> {
+    /// Checks the free space before a group that writes about `bytes`:
+    /// `Err` (and the store pauses writing) when less than the minimum would
+    /// stay free, `Ok` (and writing resumes) otherwise.
+    fn check_disk(&self, bytes: u64) -> Result<(), String> {
         if self.min_free_disk_bytes == 0 {
             return Ok(());
         }
         let free = self.disk_free();
+        let needed = self
+            .min_free_disk_bytes
+            .saturating_add(bytes.saturating_mul(derived::WRITE_AMPLIFICATION));
         let mut low = self.disk_low.lock().unwrap_or_else(|p| p.into_inner());
         match free {
-            Some(free) if free < self.min_free_disk_bytes => {
+            Some(free) if free < needed => {
                 let why = format!(
-                    "the store's disk has {} MiB free, below --min-free-disk-mib {}: appends are \
-                     refused until space is freed (acknowledged events are safe)",
+                    "the store's disk is nearly full: {} MiB free, and --min-free-disk-mib {} \
+                     must stay free after this write: appends are refused until space is freed \
+                     (acknowledged events are safe)",
                     free >> 20,
                     self.min_free_disk_bytes >> 20
                 );
@@ -467,7 +477,11 @@ impl Store {
                 // without their checkpoint key is not theirs any more.
                 derived::drop_checkpoint(&tree, "view keys without a checkpoint")?;
             }
-            let derived = Derived::new(tree.clone(), dir)?;
+            let derived = Derived::new(
+                tree.clone(),
+                dir,
+                config.min_free_disk_bytes.saturating_mul(2),
+            )?;
             // The event-id index is loaded on a second thread while the log
             // is replayed: each reads its own keys, and the index is checked
             // against the log's end once both are done.

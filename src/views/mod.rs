@@ -75,6 +75,10 @@ pub struct CheckpointSettings {
     pub interval: Duration,
 }
 
+/// What a page store's refusal for want of disk space says (`PageStore::room`
+/// and the writes of a checkpoint): the checkpoint is put off, not failed.
+pub(crate) const NO_ROOM: &str = "put off until space is freed";
+
 /// Default: a checkpoint per 100,000 revisions.
 pub const DEFAULT_CHECKPOINT_REVISIONS: usize = 100_000;
 /// Default: at least every 5 seconds while anything waits.
@@ -100,6 +104,9 @@ struct Signal {
     gone: bool,
     /// A checkpoint failed; the publisher no longer waits for room.
     failed: bool,
+    /// Checkpoints are put off (the disk is nearly full); the publisher
+    /// does not wait for room meanwhile.
+    paused: bool,
 }
 
 /// Shared by the views and their checkpoint thread, which holds only this
@@ -230,7 +237,7 @@ impl Views {
                 let ix = self.read();
                 ix.frozen.is_some() && ix.active.revisions >= 2 * every
             };
-            if !full || signal.failed || signal.stop {
+            if !full || signal.failed || signal.stop || signal.paused {
                 break;
             }
             signal.due = true;
@@ -258,6 +265,26 @@ impl Views {
     /// Runs a checkpoint now, on this thread (tests, and the last one when
     /// the views close).
     pub(crate) fn checkpoint(&self) -> Result<bool, Unreadable> {
+        let pages = Arc::clone(&self.read().pages);
+        let room = pages.room();
+        {
+            let mut signal = self.control.signal();
+            match &room {
+                Err(why) if !signal.paused => {
+                    tracing::error!(cause = %why, "checkpoints are put off until there is room; the views stay in memory");
+                    signal.paused = true;
+                }
+                Ok(()) if signal.paused => {
+                    tracing::info!("room again: checkpoints resume");
+                    signal.paused = false;
+                }
+                _ => {}
+            }
+        }
+        if room.is_err() {
+            self.control.room.notify_all();
+            return Ok(false);
+        }
         let done = checkpoint::checkpoint(&self.index);
         self.control.room.notify_all();
         if let Ok(true) = done {
@@ -333,6 +360,17 @@ fn checkpoint_thread(views: Weak<Views>, control: Arc<Control>, settings: Checkp
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.checkpoint()))
             .unwrap_or_else(|_| Err(Unreadable("the checkpoint panicked".into())));
         if let Err(e) = done {
+            // A checkpoint refused for want of disk space wrote nothing:
+            // it is put off, and taken up again once there is room.
+            if e.0.contains(NO_ROOM) {
+                let mut signal = control.signal();
+                if !signal.paused {
+                    tracing::error!(cause = %e, "checkpoints are put off until there is room; the views stay in memory");
+                }
+                signal.paused = true;
+                control.room.notify_all();
+                continue;
+            }
             tracing::error!(error = %e, "checkpoint failed; the views stay in memory and the next start replays the log since the last checkpoint");
             control.signal().failed = true;
             control.room.notify_all();

@@ -99,6 +99,11 @@ pub(crate) trait PageStore: Send + Sync {
     fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable>;
     /// Makes what was applied durable.
     fn sync(&self) -> Result<(), Unreadable>;
+    /// Whether a checkpoint may be written now (`Err`: why not, e.g. the
+    /// disk is nearly full); a refused checkpoint is tried again later.
+    fn room(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 // ---- pages ------------------------------------------------------------------

@@ -119,7 +119,10 @@ async fn a_failed_fsync_acknowledges_nothing_and_stops_further_writes() {
     drop(handle);
     // Closing says the store stopped writing: `caravan serve` exits non-zero.
     let closed = store.close().await.unwrap_err().to_string();
-    assert!(closed.contains("stopped writing") && closed.contains("disk on fire"), "{closed}");
+    assert!(
+        closed.contains("stopped writing") && closed.contains("disk on fire"),
+        "{closed}"
+    );
 }
 
 #[tokio::test]

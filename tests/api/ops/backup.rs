@@ -87,7 +87,14 @@ async fn a_backup_taken_while_four_feeds_ingest_restores_to_the_same_answers() {
     // Restored: every answer equals the original's at the backup's sequence.
     let restored_root = tempfile::tempdir().unwrap();
     let restored = restored_root.path().join("store");
-    let (code, out, err) = caravan(&["restore", "--from", path(&full), "--data-dir", path(&restored)]).await;
+    let (code, out, err) = caravan(&[
+        "restore",
+        "--from",
+        path(&full),
+        "--data-dir",
+        path(&restored),
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let copy = serve_restored(restored_root).await;
     assert_eq!(last_sequence(&mut copy.ingest().await).await, snapshot);
@@ -104,7 +111,13 @@ async fn a_backup_taken_while_four_feeds_ingest_restores_to_the_same_answers() {
     // An incremental backup on top holds only what is newer, and the chain
     // restores to the original's answers at its later sequence.
     let (code, out, err) = caravan(&[
-        "backup", "--server", &url, "--since", path(&full), "--out", path(&incremental),
+        "backup",
+        "--server",
+        &url,
+        "--since",
+        path(&full),
+        "--out",
+        path(&incremental),
     ])
     .await;
     assert_eq!(code, 0, "{out}{err}");
@@ -130,20 +143,34 @@ async fn a_backup_taken_while_four_feeds_ingest_restores_to_the_same_answers() {
     assert_eq!(code, 0, "{out}");
     let later_root = tempfile::tempdir().unwrap();
     let later = later_root.path().join("store");
-    let (code, out, err) =
-        caravan(&["restore", "--from", path(&incremental), "--data-dir", path(&later)]).await;
+    let (code, out, err) = caravan(&[
+        "restore",
+        "--from",
+        path(&incremental),
+        "--data-dir",
+        path(&later),
+    ])
+    .await;
     assert_eq!(code, 0, "{out}{err}");
     let copy = serve_restored(later_root).await;
     assert_eq!(answers(&copy, total).await, answers(&app, total).await);
     // And it takes appends where the original would: sequences go on.
-    let acks = append(&mut copy.ingest().await, feed_events("feed-e", 0, 3)).await.unwrap();
+    let acks = append(&mut copy.ingest().await, feed_events("feed-e", 0, 3))
+        .await
+        .unwrap();
     assert_eq!(acks[0].sequence, total + 1);
     copy.stop().await;
 
     // An empty incremental backup is a valid one.
     let none = backups.path().join("nothing-new");
     let (code, out, err) = caravan(&[
-        "backup", "--server", &url, "--since", path(&incremental), "--out", path(&none),
+        "backup",
+        "--server",
+        &url,
+        "--since",
+        path(&incremental),
+        "--out",
+        path(&none),
     ])
     .await;
     assert_eq!(code, 0, "{out}{err}");
@@ -154,7 +181,9 @@ async fn a_backup_taken_while_four_feeds_ingest_restores_to_the_same_answers() {
 #[tokio::test]
 async fn a_damaged_backup_is_refused_by_restore_and_by_verify() {
     let app = spawn_app().await;
-    append(&mut app.ingest().await, feed_events("feed-a", 0, 300)).await.unwrap();
+    append(&mut app.ingest().await, feed_events("feed-a", 0, 300))
+        .await
+        .unwrap();
     let backups = tempfile::tempdir().unwrap();
     let good = backups.path().join("good");
     let (code, out, err) = caravan(&["backup", "--server", &app.url(), "--out", path(&good)]).await;

@@ -32,10 +32,16 @@ async fn counters_move_as_the_calls_do() {
     assert!(before.contains_key("caravan_build_info{version=\"0.1.0\"}"));
 
     let mut ingest = app.ingest().await;
-    append(&mut ingest, feed_events("feed-a", 0, 30)).await.unwrap();
-    append(&mut ingest, feed_events("feed-b", 0, 12)).await.unwrap();
+    append(&mut ingest, feed_events("feed-a", 0, 30))
+        .await
+        .unwrap();
+    append(&mut ingest, feed_events("feed-b", 0, 12))
+        .await
+        .unwrap();
     // Re-sent: duplicates.
-    append(&mut ingest, feed_events("feed-a", 0, 5)).await.unwrap();
+    append(&mut ingest, feed_events("feed-a", 0, 5))
+        .await
+        .unwrap();
     // Refused: an id of feed-a with other content (the batch of 2 refused).
     let mut conflict = feed_events("feed-a", 0, 2);
     record_mut(&mut conflict[1]).value = Some(money(1));
@@ -56,7 +62,9 @@ async fn counters_move_as_the_calls_do() {
     let mut subscribe = SubscriptionServiceClient::new(app.channel().await);
     let mut live = subscribe
         .subscribe(pb::SubscribeRequest {
-            start: Some(pb::subscribe_request::Start::FromBeginning(pb::FromBeginning {})),
+            start: Some(pb::subscribe_request::Start::FromBeginning(
+                pb::FromBeginning {},
+            )),
             ..Default::default()
         })
         .await
@@ -66,22 +74,40 @@ async fn counters_move_as_the_calls_do() {
 
     let after = eventually(std::time::Duration::from_secs(5), || async {
         let s = scrape(metrics).await;
-        (at(&s, "caravan_subscriptions") == 1.0).then_some(s).ok_or(())
+        (at(&s, "caravan_subscriptions") == 1.0)
+            .then_some(s)
+            .ok_or(())
     })
     .await
     .expect("the subscription is counted");
-    assert_eq!(at(&after, "caravan_events_appended_total{feed=\"feed-a\"}"), 30.0);
-    assert_eq!(at(&after, "caravan_events_appended_total{feed=\"feed-b\"}"), 12.0);
-    assert_eq!(at(&after, "caravan_events_duplicate_total{feed=\"feed-a\"}"), 5.0);
     assert_eq!(
-        at(&after, "caravan_events_rejected_total{feed=\"feed-a\",reason=\"id_conflict\"}"),
+        at(&after, "caravan_events_appended_total{feed=\"feed-a\"}"),
+        30.0
+    );
+    assert_eq!(
+        at(&after, "caravan_events_appended_total{feed=\"feed-b\"}"),
+        12.0
+    );
+    assert_eq!(
+        at(&after, "caravan_events_duplicate_total{feed=\"feed-a\"}"),
+        5.0
+    );
+    assert_eq!(
+        at(
+            &after,
+            "caravan_events_rejected_total{feed=\"feed-a\",reason=\"id_conflict\"}"
+        ),
         2.0
     );
     assert_eq!(
-        at(&after, "caravan_events_rejected_total{feed=\"feed-b\",reason=\"invalid\"}"),
+        at(
+            &after,
+            "caravan_events_rejected_total{feed=\"feed-b\",reason=\"invalid\"}"
+        ),
         1.0
     );
-    let append_ok = "caravan_rpc_requests_total{method=\"/caravan.v1.IngestService/Append\",code=\"Ok\"}";
+    let append_ok =
+        "caravan_rpc_requests_total{method=\"/caravan.v1.IngestService/Append\",code=\"Ok\"}";
     assert_eq!(at(&after, append_ok), 3.0);
     assert_eq!(
         at(&after, "caravan_rpc_requests_total{method=\"/caravan.v1.IngestService/Append\",code=\"AlreadyExists\"}"),
@@ -92,7 +118,10 @@ async fn counters_move_as_the_calls_do() {
         1.0
     );
     assert_eq!(
-        at(&after, "caravan_rpc_in_flight{method=\"/caravan.v1.SubscriptionService/Subscribe\"}"),
+        at(
+            &after,
+            "caravan_rpc_in_flight{method=\"/caravan.v1.SubscriptionService/Subscribe\"}"
+        ),
         1.0
     );
     assert_eq!(
@@ -110,7 +139,11 @@ async fn counters_move_as_the_calls_do() {
 
     // A method the server does not serve is counted as "unknown", never by
     // the client's path.
-    let unknown = tonic::transport::Endpoint::from_shared(app.url()).unwrap().connect().await.unwrap();
+    let unknown = tonic::transport::Endpoint::from_shared(app.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(unknown);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<pb::VerifyRequest, pb::VerifyResponse>::default();
@@ -123,7 +156,10 @@ async fn counters_move_as_the_calls_do() {
     let s = scrape(metrics).await;
     assert!(s.keys().all(|k| !k.contains("Nope")));
     assert_eq!(
-        at(&s, "caravan_rpc_requests_total{method=\"unknown\",code=\"Unimplemented\"}"),
+        at(
+            &s,
+            "caravan_rpc_requests_total{method=\"unknown\",code=\"Unimplemented\"}"
+        ),
         1.0
     );
 
@@ -170,8 +206,13 @@ async fn metrics_beyond_loopback_need_tls_and_credentials() {
         tempfile::tempdir().unwrap().path().join("store"),
     );
     config.metrics_listen = Some("0.0.0.0:0".parse().unwrap());
-    let e = caravan::grpc::server::check_config(&config).unwrap_err().to_string();
-    assert!(e.contains("--metrics-listen") && e.contains("--insecure"), "{e}");
+    let e = caravan::grpc::server::check_config(&config)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--metrics-listen") && e.contains("--insecure"),
+        "{e}"
+    );
     config.insecure = true;
     caravan::grpc::server::check_config(&config).unwrap();
 }

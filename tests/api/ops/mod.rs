@@ -29,11 +29,20 @@ pub async fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16
         request = request.header("authorization", format!("Bearer {t}"));
     }
     let response = sender
-        .send_request(request.body(http_body_util::Empty::<prost::bytes::Bytes>::new()).unwrap())
+        .send_request(
+            request
+                .body(http_body_util::Empty::<prost::bytes::Bytes>::new())
+                .unwrap(),
+        )
         .await
         .expect("response");
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.expect("body").to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     (status, String::from_utf8(body.to_vec()).expect("utf-8"))
 }
 
@@ -69,7 +78,8 @@ pub fn feed_events(feed: &str, from: usize, n: usize) -> Vec<pb::Event> {
             // revises another's figure.
             record_mut(&mut e).commodity = Some(pb::CommodityScope {
                 scope: Some(pb::commodity_scope::Scope::HsCode(
-                    ["27", "26", "71", "87"][usize::from(feed.bytes().last().unwrap_or(0)) % 4].into(),
+                    ["27", "26", "71", "87"][usize::from(feed.bytes().last().unwrap_or(0)) % 4]
+                        .into(),
                 )),
             });
             e
@@ -102,9 +112,14 @@ pub async fn views_digest(channel: tonic::transport::Channel, as_of: u64) -> (us
     let mut q = QueryServiceClient::new(channel);
     let mut digest = xxhash_rust::xxh3::Xxh3::new();
     let mut n = 0;
-    for message in drain(q.stream_trade_records(hs2_records(as_of)).await.unwrap().into_inner())
-        .await
-        .unwrap()
+    for message in drain(
+        q.stream_trade_records(hs2_records(as_of))
+            .await
+            .unwrap()
+            .into_inner(),
+    )
+    .await
+    .unwrap()
     {
         for r in message.records {
             n += 1;
@@ -122,7 +137,10 @@ pub async fn views_digest(channel: tonic::transport::Channel, as_of: u64) -> (us
         as_of_sequence: as_of,
         ..Default::default()
     };
-    for message in drain(q.aggregate(aggregate).await.unwrap().into_inner()).await.unwrap() {
+    for message in drain(q.aggregate(aggregate).await.unwrap().into_inner())
+        .await
+        .unwrap()
+    {
         if let Some(g) = message.group {
             totals.update(&prost::Message::encode_to_vec(&g));
         }

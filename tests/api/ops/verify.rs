@@ -15,7 +15,9 @@ const DERIVED_CHECKSUM_SEED: u64 = 0x6361_7261_7676_6965;
 
 fn sealed(payload: &[u8]) -> Vec<u8> {
     let mut v = payload.to_vec();
-    v.extend_from_slice(&xxhash_rust::xxh3::xxh3_64_with_seed(payload, DERIVED_CHECKSUM_SEED).to_be_bytes());
+    v.extend_from_slice(
+        &xxhash_rust::xxh3::xxh3_64_with_seed(payload, DERIVED_CHECKSUM_SEED).to_be_bytes(),
+    );
     v
 }
 
@@ -25,12 +27,20 @@ async fn healthy_store() -> tempfile::TempDir {
     let app = spawn_app().await;
     let mut ingest = app.ingest().await;
     for batch in 0..10 {
-        append(&mut ingest, feed_events("feed-a", batch * 100, 100)).await.unwrap();
-        append(&mut ingest, feed_events("feed-b", batch * 100, 100)).await.unwrap();
+        append(&mut ingest, feed_events("feed-a", batch * 100, 100))
+            .await
+            .unwrap();
+        append(&mut ingest, feed_events("feed-b", batch * 100, 100))
+            .await
+            .unwrap();
     }
     append(
         &mut ingest,
-        vec![agreement("ag-1", "xian-2023"), agreement("ag-2", "astana-2024"), status_change("ag-3", "xian-2023")],
+        vec![
+            agreement("ag-1", "xian-2023"),
+            agreement("ag-2", "astana-2024"),
+            status_change("ag-3", "xian-2023"),
+        ],
     )
     .await
     .unwrap();
@@ -57,7 +67,11 @@ async fn damaged(healthy: &Path, damage: impl FnOnce(&sled::Tree)) -> tempfile::
 }
 
 fn nth_key(tree: &sled::Tree, prefix: u8, n: usize) -> sled::IVec {
-    tree.scan_prefix([prefix]).nth(n).expect("such a key").unwrap().0
+    tree.scan_prefix([prefix])
+        .nth(n)
+        .expect("such a key")
+        .unwrap()
+        .0
 }
 
 #[tokio::test]
@@ -139,8 +153,18 @@ async fn verify_finds_each_kind_of_damage_and_nothing_on_a_healthy_store() {
         let copy = damaged(&healthy, damage).await;
         let (code, out) = verify(copy.path()).await;
         assert_eq!(code, 1, "{what}: {out}");
-        assert!(out.contains(expected), "{what}: expected {expected:?} in\n{out}");
-        println!("{what}:\n{}", out.lines().filter(|l| l.starts_with("PROBLEM")).take(3).collect::<Vec<_>>().join("\n"));
+        assert!(
+            out.contains(expected),
+            "{what}: expected {expected:?} in\n{out}"
+        );
+        println!(
+            "{what}:\n{}",
+            out.lines()
+                .filter(|l| l.starts_with("PROBLEM"))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
@@ -148,17 +172,27 @@ async fn verify_finds_each_kind_of_damage_and_nothing_on_a_healthy_store() {
 async fn the_verify_rpc_checks_a_running_server() {
     let app = spawn_app().await;
     let mut ingest = app.ingest().await;
-    append(&mut ingest, feed_events("feed-a", 0, 500)).await.unwrap();
-    append(&mut ingest, vec![agreement("ag-1", "xian-2023")]).await.unwrap();
+    append(&mut ingest, feed_events("feed-a", 0, 500))
+        .await
+        .unwrap();
+    append(&mut ingest, vec![agreement("ag-1", "xian-2023")])
+        .await
+        .unwrap();
     let mut ops = OperationsServiceClient::new(app.channel().await);
     let answer = ops.verify(pb::VerifyRequest {}).await.unwrap().into_inner();
     assert_eq!(answer.sequence, 501);
     assert!(answer.findings.is_empty(), "{:?}", answer.findings);
-    assert!(answer.checked.iter().any(|c| c.starts_with("views:")), "{:?}", answer.checked);
+    assert!(
+        answer.checked.iter().any(|c| c.starts_with("views:")),
+        "{:?}",
+        answer.checked
+    );
     // While it ingests, too.
     let busy = tokio::spawn(async move {
         for b in 1..20 {
-            append(&mut ingest, feed_events("feed-a", b * 500, 500)).await.unwrap();
+            append(&mut ingest, feed_events("feed-a", b * 500, 500))
+                .await
+                .unwrap();
         }
     });
     let answer = ops.verify(pb::VerifyRequest {}).await.unwrap().into_inner();
