@@ -448,13 +448,8 @@ impl Store {
         // as an empty store, and the mark is how that is told apart.
         let acknowledged = mark::read(dir)?;
         let (db, tree) = sled_failures_as_errors(dir, || {
-            let db = open_sled(dir, config.cache_capacity_bytes).map_err(|e| {
-                Error::Internal(format!(
-                    "storage: sled cannot open the store in {}: {e}. It is not served; \
-                         if its data file is damaged, restore the store from a backup",
-                    dir.display()
-                ))
-            })?;
+            let db = open_sled(dir, config.cache_capacity_bytes)
+                .map_err(|e| opening::refused(dir, &e))?;
             let tree = db
                 .open_tree(layout::TREE)
                 .map_err(|e| storage_error("open tree", e))?;

@@ -39,6 +39,26 @@ pub(super) fn open_sled(dir: &Path, cache_bytes: u64) -> sled::Result<sled::Db> 
     }
 }
 
+/// Why sled could not open the store in `dir`, in one line that says what
+/// to do: free space for a full disk, restore for a damaged file.
+pub(super) fn refused(dir: &Path, e: &sled::Error) -> Error {
+    let full = matches!(e, sled::Error::Io(io) if io.kind() == io::ErrorKind::StorageFull
+        || io.raw_os_error() == Some(28));
+    if full {
+        Error::Internal(format!(
+            "storage: the disk of the store in {} is full ({e}); free space on it and start \
+             again (acknowledged events are safe)",
+            dir.display()
+        ))
+    } else {
+        Error::Internal(format!(
+            "storage: sled cannot open the store in {}: {e}. It is not served; if its data \
+             file is damaged, restore the store from a backup",
+            dir.display()
+        ))
+    }
+}
+
 /// Threads inside [`sled_failures_as_errors`]: a panic there becomes an
 /// error with a message, so its report is not printed. A list, not one hook
 /// per call, so that stores opened at once on several threads (tests) do not

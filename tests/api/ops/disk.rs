@@ -221,8 +221,30 @@ async fn a_full_disk_stops_acknowledging_serves_reads_and_recovers() {
     .await;
     assert!(up.is_some(), "ingest SERVING again");
 
-    // And after a restart every acknowledged event is there.
+    // A start on a disk with no space at all says so in one line.
     terminate(child).await;
+    let full = mount_point.join("everything");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&full).unwrap();
+        let block = vec![7u8; 1 << 20];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_caravan"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a start on a full disk is refused");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("is full") && err.contains("free space"), "{err}");
+    std::fs::remove_file(&full).unwrap();
+
+    // And after a restart every acknowledged event is there.
     let (child, url, _) = serve(&data).await;
     let mut again = caravan::proto::v1::ingest_service_client::IngestServiceClient::new(
         tonic::transport::Endpoint::from_shared(url)
