@@ -122,8 +122,17 @@ pub fn layered(
 fn read(path: &Path) -> Result<toml::Table, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the config file {}: {e}", path.display()))?;
-    text.parse::<toml::Table>()
-        .map_err(|e| format!("the config file {} is not valid TOML: {e}", path.display()))
+    text.parse::<toml::Table>().map_err(|e| {
+        // One line: where, and what (toml's own text draws the line).
+        let line = e.span().map_or(0, |s| {
+            text[..s.start.min(text.len())].matches('\n').count() + 1
+        });
+        format!(
+            "the config file {} is not valid TOML: line {line}: {}",
+            path.display(),
+            e.message().trim()
+        )
+    })
 }
 
 /// The effective settings of a parsed `caravan config check`, one line per

@@ -241,7 +241,10 @@ async fn a_full_disk_stops_acknowledging_serves_reads_and_recovers() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a start on a full disk is refused");
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains("is full") && err.contains("free space"), "{err}");
+    assert!(
+        err.contains("is full") && err.contains("free space"),
+        "{err}"
+    );
     std::fs::remove_file(&full).unwrap();
 
     // And after a restart every acknowledged event is there.
