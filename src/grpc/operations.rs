@@ -19,9 +19,8 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
-/// Events per backup message (each at most 4 KiB: a message stays under
-/// 4 MiB, the default --max-message-bytes of clients).
-pub const BACKUP_EVENTS_PER_MESSAGE: usize = 900;
+/// Events read from the log per step of a backup.
+pub const BACKUP_EVENTS_PER_READ: usize = 4096;
 /// Backup messages buffered ahead of the client.
 const BACKUP_BUFFER: usize = 4;
 
@@ -37,6 +36,9 @@ pub(crate) struct OperationsApi {
     backups: Arc<Semaphore>,
     /// One verification at a time (each builds a scratch store).
     verifications: Arc<Semaphore>,
+    /// Bytes of events per backup message: half of --max-message-bytes, so
+    /// that a message with its framing stays within what both ends take.
+    message_budget: usize,
 }
 
 impl OperationsApi {
@@ -46,8 +48,10 @@ impl OperationsApi {
         scratch: PathBuf,
         shutdown: Shutdown,
         tasks: TaskTracker,
+        max_message_bytes: usize,
     ) -> Self {
         OperationsApi {
+            message_budget: (max_message_bytes / 2).max(8192),
             store,
             views,
             scratch,
@@ -85,6 +89,7 @@ impl OperationsService for OperationsApi {
         let (out, answer) = stream::channel(BACKUP_BUFFER, None);
         let store = self.store.clone();
         let mut shutdown = self.shutdown.clone();
+        let budget = self.message_budget;
         tracing::info!(after, snapshot, "backup started");
         self.tasks.spawn(
             async move {
@@ -105,7 +110,7 @@ impl OperationsService for OperationsApi {
                     }
                     let s = store.clone();
                     let read = tokio::task::spawn_blocking(move || {
-                        s.raw_events_after(cursor, snapshot, BACKUP_EVENTS_PER_MESSAGE)
+                        s.raw_events_after(cursor, snapshot, BACKUP_EVENTS_PER_READ)
                     })
                     .await
                     .map_err(|e| Error::Internal(format!("backup task: {e}")))
@@ -122,18 +127,28 @@ impl OperationsService for OperationsApi {
                         }
                         Err(e) => return out.fail(e.into()),
                     };
-                    let first = cursor + 1;
-                    cursor += events.len() as u64;
-                    let message = pb::BackupResponse {
-                        part: Some(pb::backup_response::Part::Events(pb::BackupEvents {
-                            first_sequence: first,
-                            stored_events: events,
-                        })),
-                    };
-                    tokio::select! {
-                        sent = out.send(message, 0) => if sent.is_err() { return },
-                        _ = shutdown.wait() => {
-                            return out.fail(Error::ShuttingDown(crate::error::Retry::Later).into());
+                    // Messages of at most `budget` bytes of events each.
+                    let mut events = events.into_iter().peekable();
+                    while events.peek().is_some() {
+                        let mut part = Vec::new();
+                        let mut bytes = 0;
+                        while let Some(e) = events.next_if(|e| part.is_empty() || bytes + e.len() <= budget) {
+                            bytes += e.len();
+                            part.push(e);
+                        }
+                        let first = cursor + 1;
+                        cursor += part.len() as u64;
+                        let message = pb::BackupResponse {
+                            part: Some(pb::backup_response::Part::Events(pb::BackupEvents {
+                                first_sequence: first,
+                                stored_events: part,
+                            })),
+                        };
+                        tokio::select! {
+                            sent = out.send(message, 0) => if sent.is_err() { return },
+                            _ = shutdown.wait() => {
+                                return out.fail(Error::ShuttingDown(crate::error::Retry::Later).into());
+                            }
                         }
                     }
                 }

@@ -643,6 +643,7 @@ async fn serve_until_shutdown(
             .unwrap_or_else(std::env::temp_dir),
         shutdown.clone(),
         tasks.clone(),
+        config.max_message_bytes,
     ))
     .max_encoding_message_size(config.max_message_bytes);
     let subscriptions = SubscriptionServiceServer::new(SubscribeApi::new(

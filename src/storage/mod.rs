@@ -777,10 +777,15 @@ pub fn check_offline(dir: &Path) -> Result<Report, Error> {
     }
     sled_failures_as_errors(dir, || {
         let db = open_sled(dir, DEFAULT_CACHE_BYTES).map_err(|e| {
-            Error::Internal(format!(
-                "sled cannot open the store in {}: {e}",
-                dir.display()
-            ))
+            if e.to_string().contains("could not acquire lock") {
+                Error::Internal(format!(
+                    "the store in {} is open in a running server; check it with \
+                     `caravan verify --server URL`, or stop the server first",
+                    dir.display()
+                ))
+            } else {
+                opening::refused(dir, &e)
+            }
         })?;
         let format = db
             .get(layout::FORMAT_KEY)

@@ -115,6 +115,10 @@ async fn a_failed_fsync_acknowledges_nothing_and_stops_further_writes() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("restart"), "{err}");
+    assert!(
+        matches!(handle.write_state(), caravan::storage::WriteState::Stopped(ref c) if c.contains("disk on fire")),
+        "the store says it stopped writing, and why"
+    );
     gate.permits.send(Ok(())).unwrap();
     drop(handle);
     // Closing says the store stopped writing: `caravan serve` exits non-zero.

@@ -223,3 +223,124 @@ async fn a_damaged_backup_is_refused_by_restore_and_by_verify() {
         assert!(!target.join("db").exists(), "nothing restored");
     }
 }
+
+/// The Backup RPC: messages within --max-message-bytes, consecutive
+/// sequences up to the snapshot, one backup at a time, OUT_OF_RANGE beyond
+/// the log, and the admin scope.
+#[tokio::test]
+async fn the_backup_rpc_streams_bounded_messages_one_backup_at_a_time() {
+    use crate::identities::{auth_file, authed, write, Who};
+    use caravan::proto::v1::operations_service_client::OperationsServiceClient;
+    let admin = Who::token("ops", &["admin"], &[]);
+    let reader = Who::token("analyst", &["read"], &[]);
+    let writer = Who::token("feed", &["ingest"], &["feed-a"]);
+    let files = tempfile::tempdir().unwrap();
+    let auth = write(
+        files.path(),
+        "auth.toml",
+        &auth_file(&[&admin, &reader, &writer]),
+    );
+    let limit = 64 * 1024;
+    let app = spawn_app_in(tempfile::tempdir().unwrap(), |c| {
+        c.max_message_bytes = limit;
+        c.auth_file = Some(auth);
+    })
+    .await;
+    let mut ingest = app.ingest().await;
+    for b in 0..6 {
+        ingest
+            .append(authed(
+                pb::AppendRequest::new(feed_events("feed-a", b * 500, 500)),
+                writer.token.as_deref(),
+            ))
+            .await
+            .unwrap();
+    }
+    let mut ops = OperationsServiceClient::new(app.channel().await);
+    for who in [None, Some(&reader), Some(&writer)] {
+        let token = who.and_then(|w| w.token.as_deref());
+        let code = match ops
+            .backup(authed(pb::BackupRequest::default(), token))
+            .await
+        {
+            Err(s) => s.code(),
+            Ok(_) => tonic::Code::Ok,
+        };
+        let expected = if who.is_none() {
+            tonic::Code::Unauthenticated
+        } else {
+            tonic::Code::PermissionDenied
+        };
+        assert_eq!(code, expected);
+        let code = ops
+            .verify(authed(pb::VerifyRequest {}, token))
+            .await
+            .unwrap_err()
+            .code();
+        assert_eq!(code, expected);
+    }
+    let token = admin.token.as_deref();
+    let e = ops
+        .backup(authed(
+            pb::BackupRequest {
+                after_sequence: 3001,
+            },
+            token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+
+    let mut first = ops
+        .backup(authed(
+            pb::BackupRequest {
+                after_sequence: 1000,
+            },
+            token,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    // While the first is open (and unread), a second is refused.
+    let e = ops
+        .backup(authed(pb::BackupRequest::default(), token))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+    let mut next = 1001;
+    let mut snapshot = None;
+    let mut messages = 0;
+    while let Some(m) = first.message().await.unwrap() {
+        assert!(
+            prost::Message::encoded_len(&m) <= limit,
+            "a message within the limit"
+        );
+        match m.part.unwrap() {
+            pb::backup_response::Part::Header(h) => snapshot = Some(h.snapshot_sequence),
+            pb::backup_response::Part::Events(e) => {
+                assert_eq!(e.first_sequence, next);
+                for bytes in &e.stored_events {
+                    let stored: pb::StoredEvent = prost::Message::decode(bytes.as_slice()).unwrap();
+                    assert_eq!(stored.sequence, next);
+                    assert_eq!(stored.written_by, "feed");
+                    next += 1;
+                }
+                messages += 1;
+            }
+        }
+    }
+    assert_eq!(snapshot, Some(3000));
+    assert_eq!(next, 3001);
+    assert!(messages > 3, "{messages} messages");
+    // Once it has ended, another may run.
+    let again = ops
+        .backup(authed(
+            pb::BackupRequest {
+                after_sequence: 3000,
+            },
+            token,
+        ))
+        .await;
+    assert!(again.is_ok());
+    app.stop().await;
+}
