@@ -571,4 +571,39 @@ mod tests {
         }
         assert!(text.ends_with("# EOF\n"));
     }
+
+    /// Every metric the Grafana dashboard in the repository queries is one
+    /// this registry exports (each family made to show by one sample).
+    #[test]
+    fn the_dashboard_queries_only_metrics_that_are_exported() {
+        let m = Metrics::new();
+        m.appended("f", 1, 1);
+        m.rejected(Some("f"), "invalid", 1);
+        m.write_failed("disk_low");
+        m.rpc_started("/caravan.v1.IngestService/Append");
+        m.rpc_finished("/caravan.v1.IngestService/Append", "Ok", Duration::from_millis(1));
+        m.read_gauges_from(Arc::new(Snapshot::default));
+        let text = m.render();
+        let mut exported = HashSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name: String = line
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            exported.insert(name);
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/caravan.json");
+        let dashboard = std::fs::read_to_string(path).unwrap();
+        serde_json::from_str::<serde_json::Value>(&dashboard).expect("valid JSON");
+        let mut used = 0;
+        for (i, _) in dashboard.match_indices("caravan_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(exported.contains(&name), "the dashboard queries {name}, which is not exported");
+            used += 1;
+        }
+        assert!(used > 20, "{used} references");
+    }
 }

@@ -216,3 +216,4 @@ async fn metrics_beyond_loopback_need_tls_and_credentials() {
     config.insecure = true;
     caravan::grpc::server::check_config(&config).unwrap();
 }
+
