@@ -581,7 +581,11 @@ mod tests {
         m.rejected(Some("f"), "invalid", 1);
         m.write_failed("disk_low");
         m.rpc_started("/caravan.v1.IngestService/Append");
-        m.rpc_finished("/caravan.v1.IngestService/Append", "Ok", Duration::from_millis(1));
+        m.rpc_finished(
+            "/caravan.v1.IngestService/Append",
+            "Ok",
+            Duration::from_millis(1),
+        );
         m.read_gauges_from(Arc::new(Snapshot::default));
         let text = m.render();
         let mut exported = HashSet::new();
@@ -592,7 +596,8 @@ mod tests {
                 .collect();
             exported.insert(name);
         }
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/caravan.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana/caravan.json");
         let dashboard = std::fs::read_to_string(path).unwrap();
         serde_json::from_str::<serde_json::Value>(&dashboard).expect("valid JSON");
         let mut used = 0;
@@ -601,7 +606,10 @@ mod tests {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(exported.contains(&name), "the dashboard queries {name}, which is not exported");
+            assert!(
+                exported.contains(&name),
+                "the dashboard queries {name}, which is not exported"
+            );
             used += 1;
         }
         assert!(used > 20, "{used} references");

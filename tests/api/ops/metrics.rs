@@ -217,3 +217,78 @@ async fn metrics_beyond_loopback_need_tls_and_credentials() {
     caravan::grpc::server::check_config(&config).unwrap();
 }
 
+/// With TLS, /metrics is served over TLS with the server's certificate (a
+/// plain-text request gets nothing), and with identities it needs a token.
+#[tokio::test]
+async fn with_tls_metrics_are_served_over_tls() {
+    use crate::identities::{auth_file, secure_app, Who};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::sync::Arc;
+    let scraper = Who::token("prometheus", &["metrics"], &[]);
+    let secure = secure_app(&auth_file(&[&scraper]), None, |c| {
+        c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let at = secure.app.metrics_addr().unwrap();
+
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(secure.ca.pem.cert.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    // ring, as the server (src/grpc/tls.rs says why the deprecation is moot).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(at).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("a TLS handshake with the server's certificate");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    use http_body_util::BodyExt;
+    let request = http::Request::builder()
+        .uri("/metrics")
+        .header("host", "localhost")
+        .header(
+            "authorization",
+            format!("Bearer {}", scraper.token.as_deref().unwrap()),
+        )
+        .body(http_body_util::Empty::<prost::bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("caravan_durable_sequence"));
+
+    // Plain HTTP on the TLS port gets no metrics.
+    let plain = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(at).await.unwrap();
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.ok()?;
+            tokio::spawn(connection);
+            let request = http::Request::builder()
+                .uri("/metrics")
+                .header("host", "localhost")
+                .body(http_body_util::Empty::<prost::bytes::Bytes>::new())
+                .unwrap();
+            sender.send_request(request).await.ok().map(|r| r.status())
+        }),
+    )
+    .await
+    .expect("the server closes a plain connection")
+    .unwrap();
+    assert!(plain.is_none(), "plain HTTP answered: {plain:?}");
+    secure.app.stop().await;
+}
