@@ -17,6 +17,7 @@ mod access;
 mod admission;
 pub(crate) mod codec;
 mod connections;
+mod exporter;
 mod ingest;
 mod operations;
 mod query;

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::grpc::access::{AccessLayer, Reflection};
 use crate::grpc::admission::{self, AdmissionLayer};
 use crate::grpc::connections;
+use crate::grpc::exporter::Exporter;
 use crate::grpc::ingest::{IngestApi, IngestLimits};
 use crate::grpc::operations::OperationsApi;
 use crate::grpc::query::{QueryApi, QueryLimits};
@@ -25,15 +26,15 @@ use crate::grpc::subscribe::{Recent, SubscribeApi, SubscribeLimits};
 use crate::grpc::tls::{Tls, TlsFiles};
 use crate::grpc::trace::TraceLayer;
 use crate::grpc::wire;
-use crate::ops::exporter::Exporter;
 use crate::ops::metrics::{Cursors, Gauges, Metrics, Snapshot};
+use crate::ops::projection::restore_views;
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::proto::v1::operations_service_server::OperationsServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
 use crate::proto::v1::subscription_service_server::SubscriptionServiceServer;
 use crate::storage::{Derived, Observer, Projection, Store, StoreConfig, StoreHandle, WriteState};
-use crate::views::{CheckpointBatch, CheckpointSettings, KeyValue, PageStore, Unreadable, Views};
+use crate::views::{CheckpointSettings, Views};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -160,45 +161,14 @@ const WRITE_STATE_POLL: Duration = Duration::from_millis(250);
 /// What follows the store's durable events: the ring of recent events for
 /// subscribers, then the query views.
 struct Followers {
-    recent: Option<Arc<Recent>>,
+    recent: Arc<Recent>,
     views: Arc<Views>,
     checkpoints: CheckpointSettings,
 }
 
-/// The views alone as a store's projection (`caravan verify` rebuilds
-/// views from a log with it).
-pub(crate) struct ViewsOnly(Followers);
-
-impl ViewsOnly {
-    pub(crate) fn new(views: Arc<Views>) -> Self {
-        ViewsOnly(Followers {
-            recent: None,
-            views,
-            checkpoints: CheckpointSettings::default(),
-        })
-    }
-}
-
-impl Projection for ViewsOnly {
-    fn apply(&self, events: Vec<StoredEvent>) {
-        self.0.apply(events)
-    }
-
-    fn restore(
-        &self,
-        derived: Derived,
-        covers: u64,
-        agreements: Vec<StoredEvent>,
-    ) -> Result<(), Error> {
-        self.0.restore(derived, covers, agreements)
-    }
-}
-
 impl Projection for Followers {
     fn apply(&self, events: Vec<StoredEvent>) {
-        if let Some(recent) = &self.recent {
-            recent.push(&events);
-        }
+        self.recent.push(&events);
         self.views.apply(events);
     }
 
@@ -208,14 +178,7 @@ impl Projection for Followers {
         covers: u64,
         agreements: Vec<StoredEvent>,
     ) -> Result<(), Error> {
-        self.views
-            .restore(
-                Arc::new(Pages(derived)),
-                covers,
-                agreements,
-                self.checkpoints,
-            )
-            .map_err(|e| Error::Internal(format!("storage: {e}; restore the store from a backup")))
+        restore_views(&self.views, derived, covers, agreements, self.checkpoints)
     }
 
     fn figure_is_current(&self, key: &TradeFigureKey) -> Result<bool, Error> {
@@ -228,51 +191,6 @@ impl Projection for Followers {
         self.views
             .figure_first_record(key)
             .map_err(crate::grpc::query::unreadable)
-    }
-}
-
-/// The store's checkpoint keys, as the views see them.
-struct Pages(Derived);
-
-fn unreadable(e: Error) -> Unreadable {
-    Unreadable(e.to_string())
-}
-
-impl PageStore for Pages {
-    fn scan(
-        &self,
-        from: &[u8],
-        to: &[u8],
-        each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), Unreadable> {
-        self.0.scan(from, to, each).map_err(unreadable)
-    }
-
-    fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable> {
-        self.0.floor(lowest, key).map_err(unreadable)
-    }
-
-    fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable> {
-        self.0.put(puts).map_err(unreadable)
-    }
-
-    fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {
-        self.0
-            .apply(
-                batch.puts,
-                batch.deletes,
-                batch.covers,
-                &batch.agreement_events,
-            )
-            .map_err(unreadable)
-    }
-
-    fn sync(&self) -> Result<(), Unreadable> {
-        self.0.sync().map_err(unreadable)
-    }
-
-    fn room(&self) -> Result<(), String> {
-        self.0.room()
     }
 }
 
@@ -462,7 +380,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
     let views = Views::new();
     let recent = Recent::new(config.subscribe.recent_events);
     let projection: Arc<dyn Projection> = Arc::new(Followers {
-        recent: Some(Arc::clone(&recent)),
+        recent: Arc::clone(&recent),
         views: Arc::clone(&views),
         checkpoints: config.checkpoints,
     });

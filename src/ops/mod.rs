@@ -1,15 +1,16 @@
 //! Operations: what an operator runs the service with beyond its API.
-//! `metrics` (the families and their text form) and `exporter` (the
-//! `--metrics-listen` HTTP port); `backup` (the backup directory: manifest,
-//! segment files, checksums); `verify` (what `caravan verify` and the
-//! Verify RPC check); `config` (the `--config` file).
+//! `metrics` (the families and their text form; the gRPC edge serves them
+//! on `--metrics-listen`, `grpc/exporter.rs`); `backup` (the backup
+//! directory: manifest, segment files, checksums); `verify` (the views
+//! checked against views rebuilt from the log, for `caravan verify` and the
+//! Verify RPC); `projection` (the views as a store's projection, for the
+//! server and for `verify`); `config` (the `--config` file).
 //!
-//! Depends on the store facade, the views and the domain; the gRPC edge
-//! uses it, not the other way round (the exporter only borrows the edge's
-//! TLS and identities).
+//! Depends on the store facade, the views, the domain, `error` and the
+//! generated `StoredEvent`; never on the gRPC edge, which uses it.
 
 pub mod backup;
 pub mod config;
-pub mod exporter;
 pub mod metrics;
+pub(crate) mod projection;
 pub(crate) mod verify;

@@ -9,11 +9,11 @@
 //! current figure (value, revision, sequence, source, quantity, note), the
 //! totals of every reporter, partner and period, and every agreement's state.
 //!
-//! Depends on the store facade, the views and the server's projection.
+//! Depends on the store facade, the views and `projection`.
 
 use crate::domain::{Frequency, SectorSet};
 use crate::error::Error;
-use crate::grpc::server::ViewsOnly;
+use crate::ops::projection::ViewsOnly;
 use crate::storage::{Finding, Store, StoreConfig, StoreHandle};
 use crate::views::{
     aggregate, agreement_state, next_records, CommodityLevel, FigureFilter, GroupDim, PeriodRange,

@@ -6,8 +6,8 @@
 //! Depends on the generated client, `ops` and the store facade.
 
 use super::client::{CliError, ConnectArgs};
-use crate::grpc::server::ViewsOnly;
 use crate::ops::backup::{self, Base};
+use crate::ops::projection::ViewsOnly;
 use crate::proto::v1 as pb;
 use crate::proto::v1::operations_service_client::OperationsServiceClient;
 use crate::storage::{self, Store, StoreConfig};

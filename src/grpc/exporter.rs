@@ -8,13 +8,13 @@
 //! certificate, re-read on SIGHUP like it) and credentials (a bearer token
 //! of an identity with the `metrics` scope) unless `--insecure`.
 //!
-//! Depends on hyper, the metrics, the server's TLS and the identities.
+//! Depends on hyper, `ops::metrics`, the server's TLS and the identities.
 
-use super::metrics::Metrics;
 use crate::auth::{Access, Bearer, Scope};
 use crate::error::Error;
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::tls::Tls;
+use crate::ops::metrics::Metrics;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
