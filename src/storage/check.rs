@@ -35,13 +35,25 @@ pub struct Finding {
     pub description: String,
 }
 
+impl Finding {
+    /// How a finding reads: `area: sequences a..b: description`.
+    pub fn describe(area: &str, first: u64, last: u64, description: &str) -> String {
+        match (first, last) {
+            (0, 0) => format!("{area}: {description}"),
+            (a, b) if a == b => format!("{area}: sequence {a}: {description}"),
+            (a, b) => format!("{area}: sequences {a}..{b}: {description}"),
+        }
+    }
+}
+
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.first, self.last) {
-            (0, 0) => write!(f, "{}: {}", self.area, self.description),
-            (a, b) if a == b => write!(f, "{}: sequence {a}: {}", self.area, self.description),
-            (a, b) => write!(f, "{}: sequences {a}..{b}: {}", self.area, self.description),
-        }
+        f.write_str(&Finding::describe(
+            self.area,
+            self.first,
+            self.last,
+            &self.description,
+        ))
     }
 }
 

@@ -221,16 +221,12 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CliError> {
             .findings
             .iter()
             .map(|f| {
-                storage::Finding {
-                    area: "",
-                    first: f.first_sequence,
-                    last: f.last_sequence,
-                    description: f.description.clone(),
-                }
-                .to_string()
-                .replacen(": ", &format!("{}: ", f.area), 1)
-                .trim_start_matches(": ")
-                .to_owned()
+                storage::Finding::describe(
+                    &f.area,
+                    f.first_sequence,
+                    f.last_sequence,
+                    &f.description,
+                )
             })
             .collect();
         return Ok(print_findings(&findings, &answer.checked, answer.sequence));

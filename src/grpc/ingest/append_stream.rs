@@ -19,7 +19,7 @@ use crate::error::{Error, Retry};
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::status;
 use crate::grpc::stream::{self, Answer};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{FeedCounters, Metrics};
 use crate::proto::v1 as pb;
 use crate::storage::{self, StoreHandle};
 use prost::Message;
@@ -36,8 +36,8 @@ enum Pending {
     Waiting {
         index: u64,
         event_id: String,
-        /// The event's feed (valid: it was parsed), for the metrics.
-        feed: String,
+        /// The counters of the event's feed, for the metrics.
+        feed: Arc<FeedCounters>,
         outcome: storage::Answer,
     },
     /// Ends the stream with this status after everything before it.
@@ -116,6 +116,8 @@ async fn read(
 ) {
     let author = super::author(&caller);
     let mut index = 0u64;
+    // The feed of the last event and its counters.
+    let mut counters: Option<(String, Arc<FeedCounters>)> = None;
     loop {
         let next = tokio::select! {
             biased;
@@ -175,7 +177,17 @@ async fn read(
                 }
             }
             Ok(p) => {
-                let feed = p.event().feed.as_str().to_owned();
+                // A stream is mostly of one feed: its counters are looked
+                // up once per feed it changes to, not once per event.
+                let name = p.event().feed.as_str();
+                let feed = match &counters {
+                    Some((last, c)) if last == name => Arc::clone(c),
+                    _ => {
+                        let c = metrics.feed(name);
+                        counters = Some((name.to_owned(), Arc::clone(&c)));
+                        c
+                    }
+                };
                 match store.submit(vec![p], author.clone()).await {
                     Ok(outcome) => {
                         tracing::debug!(index, "parsed; queued for the writer");
@@ -227,7 +239,7 @@ async fn respond(
             } => match outcome.await {
                 Ok(Ok(outcomes)) => match outcomes.first() {
                     Some(o) => {
-                        metrics.appended(&feed, u64::from(!o.duplicate), u64::from(o.duplicate));
+                        feed.count(u64::from(!o.duplicate), u64::from(o.duplicate));
                         Ok(pb::AppendStreamResponse {
                             index,
                             event_id: event_id.clone(),
@@ -242,7 +254,7 @@ async fn respond(
                     .into()),
                 },
                 Ok(Err(e)) => {
-                    metrics.rejected(Some(&feed), status::reason(&e), 1);
+                    metrics.rejected(Some(feed.feed()), status::reason(&e), 1);
                     rejection(index, event_id, e)
                 }
                 // The writer dropped the request unanswered: it is closing.
