@@ -84,6 +84,8 @@ impl Exporter {
                 _ = shutdown.wait() => return,
             };
             let Ok((stream, peer)) = accepted else {
+                // Out of file descriptors, say: not a reason to spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
@@ -98,8 +100,10 @@ impl Exporter {
                 let _permit = permit;
                 match tls {
                     Some(tls) => {
-                        let handshake =
-                            tokio::time::timeout(HEADER_TIMEOUT, tls.acceptor().accept(stream));
+                        let handshake = tokio::time::timeout(
+                            HEADER_TIMEOUT,
+                            tls.http1_acceptor().accept(stream),
+                        );
                         match handshake.await {
                             Ok(Ok(stream)) => {
                                 serve_one(TokioIo::new(stream), metrics, access).await

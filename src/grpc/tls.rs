@@ -30,7 +30,24 @@ pub struct TlsFiles {
 /// The TLS configuration in force, replaced whole on reload.
 pub(crate) struct Tls {
     files: TlsFiles,
-    current: RwLock<Arc<rustls::ServerConfig>>,
+    /// For gRPC (ALPN h2) and for the metrics port (ALPN http/1.1: a client
+    /// that offers both must not be steered to HTTP/2 there), built together.
+    current: RwLock<Arc<Configs>>,
+}
+
+struct Configs {
+    grpc: Arc<rustls::ServerConfig>,
+    http1: Arc<rustls::ServerConfig>,
+}
+
+fn configs(files: &TlsFiles) -> Result<Configs, Error> {
+    let grpc = build(files)?;
+    let mut http1 = grpc.clone();
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Configs {
+        grpc: Arc::new(grpc),
+        http1: Arc::new(http1),
+    })
 }
 
 fn refused(flag: &str, path: &Path, why: impl std::fmt::Display) -> Error {
@@ -98,23 +115,31 @@ fn build(files: &TlsFiles) -> Result<rustls::ServerConfig, Error> {
 impl Tls {
     /// Reads the files; an error refuses the start.
     pub(crate) fn load(files: TlsFiles) -> Result<Tls, Error> {
-        let config = build(&files)?;
+        let current = configs(&files)?;
         Ok(Tls {
             files,
-            current: RwLock::new(Arc::new(config)),
+            current: RwLock::new(Arc::new(current)),
         })
     }
 
     /// Reads the files again; on failure the old configuration stays.
     pub(crate) fn reload(&self) -> Result<(), Error> {
-        let config = build(&self.files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        let current = configs(&self.files)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(current);
         Ok(())
     }
 
-    /// An acceptor with the configuration now in force.
+    fn now(&self) -> Arc<Configs> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// An acceptor for gRPC with the configuration now in force.
     pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        let config = Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()));
-        tokio_rustls::TlsAcceptor::from(config)
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.now().grpc))
+    }
+
+    /// The same certificates for HTTP/1.1 (the metrics port).
+    pub(crate) fn http1_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(Arc::clone(&self.now().http1))
     }
 }

@@ -360,15 +360,24 @@ fn checkpoint_thread(views: Weak<Views>, control: Arc<Control>, settings: Checkp
         let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.checkpoint()))
             .unwrap_or_else(|_| Err(Unreadable("the checkpoint panicked".into())));
         if let Err(e) = done {
-            // A checkpoint refused for want of disk space wrote nothing:
-            // it is put off, and taken up again once there is room.
+            // A checkpoint refused for want of disk space leaves the
+            // previous one in force (what it wrote ahead is written again by
+            // the next): it is put off, and taken up again once there is
+            // room. The last one, at close, is simply not made: the next
+            // start replays the log since the previous one.
             if e.0.contains(NO_ROOM) {
-                let mut signal = control.signal();
-                if !signal.paused {
-                    tracing::error!(cause = %e, "checkpoints are put off until there is room; the views stay in memory");
+                {
+                    let mut signal = control.signal();
+                    if !signal.paused {
+                        tracing::error!(cause = %e, "checkpoints are put off until there is room; the views stay in memory");
+                    }
+                    signal.paused = true;
                 }
-                signal.paused = true;
                 control.room.notify_all();
+                drop(v);
+                if stop {
+                    return;
+                }
                 continue;
             }
             tracing::error!(error = %e, "checkpoint failed; the views stay in memory and the next start replays the log since the last checkpoint");
