@@ -391,3 +391,122 @@ fn checkpoint_thread(views: Weak<Views>, control: Arc<Control>, settings: Checkp
         }
     }
 }
+
+#[cfg(test)]
+mod room_tests {
+    use super::*;
+    use index::MemoryPages;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Pages on a disk that can be full: then a checkpoint may neither
+    /// begin nor write.
+    #[derive(Default)]
+    struct Disk {
+        pages: MemoryPages,
+        full: AtomicBool,
+        /// Full only once a checkpoint has begun (its writes are refused).
+        full_for_writes: AtomicBool,
+    }
+
+    impl Disk {
+        fn refuse(&self) -> Result<(), Unreadable> {
+            if self.full.load(Ordering::SeqCst) || self.full_for_writes.load(Ordering::SeqCst) {
+                return Err(Unreadable(format!("no room; {NO_ROOM}")));
+            }
+            Ok(())
+        }
+    }
+
+    impl PageStore for Disk {
+        fn scan(
+            &self,
+            from: &[u8],
+            to: &[u8],
+            each: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<(), Unreadable> {
+            self.pages.scan(from, to, each)
+        }
+        fn floor(&self, lowest: &[u8], key: &[u8]) -> Result<Option<KeyValue>, Unreadable> {
+            self.pages.floor(lowest, key)
+        }
+        fn put(&self, puts: Vec<KeyValue>) -> Result<(), Unreadable> {
+            self.refuse()?;
+            self.pages.put(puts)
+        }
+        fn apply(&self, batch: CheckpointBatch) -> Result<(), Unreadable> {
+            self.refuse()?;
+            self.pages.apply(batch)
+        }
+        fn sync(&self) -> Result<(), Unreadable> {
+            Ok(())
+        }
+        fn room(&self) -> Result<(), String> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(format!("no room; {NO_ROOM}"));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_puts_checkpoints_off_and_close_does_not_wait_for_room() {
+        let disk = Arc::new(Disk::default());
+        let views = Views::new();
+        let settings = CheckpointSettings {
+            every_revisions: 50,
+            interval: Duration::from_millis(20),
+        };
+        views
+            .restore(disk.clone(), 0, Vec::new(), settings)
+            .unwrap();
+        disk.full.store(true, Ordering::SeqCst);
+        let events = testing::random_events(2_000, 7);
+        // Far beyond twice a checkpoint's worth: the publisher never waits.
+        views.apply(events[..1000].to_vec());
+        assert!(!views.checkpoint().unwrap(), "put off");
+        assert_eq!(views.read().checkpointed, 0);
+
+        // Writes refused in the middle of a checkpoint: put off as well.
+        disk.full.store(false, Ordering::SeqCst);
+        disk.full_for_writes.store(true, Ordering::SeqCst);
+        let began = std::time::Instant::now();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(10));
+            let signal = views.control.signal();
+            assert!(!signal.failed, "put off, not failed");
+        }
+        while !views.control.signal().paused {
+            assert!(began.elapsed() < Duration::from_secs(10), "put off");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(views.read().checkpointed, 0);
+
+        // Room again: the checkpoint thread takes it up by itself.
+        disk.full_for_writes.store(false, Ordering::SeqCst);
+        let began = std::time::Instant::now();
+        while views.read().checkpointed < 1000 {
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "checkpointed again"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let paused = views.control.signal().paused;
+        assert!(!paused);
+
+        // Full again (room to begin, none to write), and closed: the last
+        // checkpoint is not made, and the close does not wait for room.
+        disk.full_for_writes.store(true, Ordering::SeqCst);
+        views.apply(events[1000..].to_vec());
+        let (done, closed) = std::sync::mpsc::channel();
+        let closing = Arc::clone(&views);
+        std::thread::spawn(move || {
+            closing.close();
+            let _ = done.send(());
+        });
+        closed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("close returns on a full disk");
+        assert_eq!(views.read().checkpointed, 1000);
+    }
+}
