@@ -64,6 +64,8 @@ pub struct Segment {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
+    /// Relative to the incremental backup's own directory when both are on
+    /// one tree (so the chain can be moved or copied whole), else absolute.
     pub dir: PathBuf,
     pub last_sequence: u64,
     pub manifest_sha256: String,
@@ -257,6 +259,22 @@ impl Writer {
     }
 }
 
+/// The path of `to` as seen from `from` (both absolute, canonical):
+/// `../2026-12-05` for a sibling.
+pub fn relative(from: &Path, to: &Path) -> PathBuf {
+    let a: Vec<_> = from.components().collect();
+    let b: Vec<_> = to.components().collect();
+    let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..a.len() {
+        out.push("..");
+    }
+    for c in &b[common..] {
+        out.push(c);
+    }
+    out
+}
+
 /// A backup's manifest, checked against its checksum; with the checksum.
 pub fn read_manifest(dir: &Path) -> Result<(Manifest, String), Error> {
     let path = dir.join(MANIFEST);
@@ -303,15 +321,17 @@ pub fn chain(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>, Error> {
                 "a chain of more than 10,000 backups".into(),
             ));
         }
-        let (base_manifest, sum) = read_manifest(&base.dir)?;
+        // A relative path is relative to the backup that names it.
+        let base_dir = at.join(&base.dir);
+        let (base_manifest, sum) = read_manifest(&base_dir)?;
         if sum != base.manifest_sha256 || base_manifest.last_sequence != base.last_sequence {
             return Err(Error::Internal(format!(
                 "{} is not the backup {} was taken on top of (its manifest changed)",
-                base.dir.display(),
+                base_dir.display(),
                 at.display()
             )));
         }
-        at = base.dir;
+        at = base_dir;
     }
     out.reverse();
     Ok(out)
@@ -441,4 +461,24 @@ pub fn read_segment(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_base_is_named_relative_to_the_backup_that_continues_it() {
+        let rel = |a: &str, b: &str| relative(Path::new(a), Path::new(b));
+        assert_eq!(
+            rel("/b/2026-12-06", "/b/2026-12-05"),
+            PathBuf::from("../2026-12-05")
+        );
+        assert_eq!(rel("/b/x/inc", "/b/full"), PathBuf::from("../../full"));
+        assert_eq!(rel("/b/inc", "/b/inc/nested"), PathBuf::from("nested"));
+        assert_eq!(
+            Path::new("/b/2026-12-06").join(rel("/b/2026-12-06", "/c/full")),
+            PathBuf::from("/b/2026-12-06/../../c/full")
+        );
+    }
 }

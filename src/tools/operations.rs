@@ -64,22 +64,39 @@ pub struct VerifyArgs {
 }
 
 pub async fn backup(args: BackupArgs) -> Result<u8, CliError> {
-    let began = std::time::Instant::now();
-    let (after, base) = match &args.since {
+    let (after, since) = match &args.since {
         Some(dir) => {
             let (m, sum) = backup::read_manifest(dir)?;
             let dir = std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            (
-                m.last_sequence,
-                Some(Base {
-                    dir,
-                    last_sequence: m.last_sequence,
-                    manifest_sha256: sum,
-                }),
-            )
+            (m.last_sequence, Some((dir, m.last_sequence, sum)))
         }
         None => (0, None),
     };
+    // Only a directory this command creates (or found empty) is removed
+    // again when the backup fails: nothing half-written is left to mistake
+    // for a backup, and the command can simply be run again.
+    let fresh = !args.out.exists()
+        || std::fs::read_dir(&args.out).map_or(false, |mut d| d.next().is_none());
+    let result = take_backup(&args, after, since).await;
+    if result.is_err() && fresh {
+        let _ = std::fs::remove_dir_all(&args.out);
+    }
+    result
+}
+
+async fn take_backup(
+    args: &BackupArgs,
+    after: u64,
+    since: Option<(PathBuf, u64, String)>,
+) -> Result<u8, CliError> {
+    let began = std::time::Instant::now();
+    let mut writer = backup::Writer::create(&args.out, after)?;
+    let out = std::fs::canonicalize(&args.out)?;
+    let base = since.map(|(dir, last_sequence, manifest_sha256)| Base {
+        dir: backup::relative(&out, &dir),
+        last_sequence,
+        manifest_sha256,
+    });
     let connection = args.connect.connect().await?;
     let mut client =
         OperationsServiceClient::new(connection).max_decoding_message_size(16 * 1024 * 1024);
@@ -90,7 +107,6 @@ pub async fn backup(args: BackupArgs) -> Result<u8, CliError> {
         .await
         .map_err(|s| format!("backup refused: {}", s.message()))?
         .into_inner();
-    let mut writer = backup::Writer::create(&args.out, after)?;
     let mut header = None;
     while let Some(message) = stream
         .message()

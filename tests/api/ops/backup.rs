@@ -161,6 +161,21 @@ async fn a_backup_taken_while_four_feeds_ingest_restores_to_the_same_answers() {
     assert_eq!(acks[0].sequence, total + 1);
     copy.stop().await;
 
+    // The chain moves whole: the base is named relative to the increment.
+    let moved = tempfile::tempdir().unwrap();
+    let moved_chain = moved.path().join("chain");
+    std::fs::rename(backups.path(), &moved_chain).unwrap();
+    let backups_path = moved_chain.clone();
+    let (code, out, _) = caravan(&[
+        "verify",
+        "--data-dir",
+        path(&moved_chain.join("incremental")),
+    ])
+    .await;
+    assert_eq!(code, 0, "the moved chain verifies: {out}");
+    std::fs::rename(&moved_chain, backups.path()).unwrap();
+    drop(backups_path);
+
     // An empty incremental backup is a valid one.
     let none = backups.path().join("nothing-new");
     let (code, out, err) = caravan(&[
@@ -343,4 +358,38 @@ async fn the_backup_rpc_streams_bounded_messages_one_backup_at_a_time() {
         .await;
     assert!(again.is_ok());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_backup_that_fails_leaves_nothing_behind() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("never");
+    let (code, _, err) = caravan(&[
+        "backup",
+        "--server",
+        "http://127.0.0.1:1",
+        "--timeout-secs",
+        "2",
+        "--out",
+        path(&out),
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach"), "{err}");
+    assert!(!out.exists(), "the directory it made is gone again");
+    // A directory that held something is left as it was.
+    let used = root.path().join("used");
+    std::fs::create_dir(&used).unwrap();
+    std::fs::write(used.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = caravan(&[
+        "backup",
+        "--server",
+        "http://127.0.0.1:1",
+        "--out",
+        path(&used),
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not empty"), "{err}");
+    assert!(used.join("notes.txt").exists());
 }
