@@ -75,8 +75,8 @@ pub async fn backup(args: BackupArgs) -> Result<u8, CliError> {
     // Only a directory this command creates (or found empty) is removed
     // again when the backup fails: nothing half-written is left to mistake
     // for a backup, and the command can simply be run again.
-    let fresh = !args.out.exists()
-        || std::fs::read_dir(&args.out).map_or(false, |mut d| d.next().is_none());
+    let fresh =
+        !args.out.exists() || std::fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_none());
     let result = take_backup(&args, after, since).await;
     if result.is_err() && fresh {
         let _ = std::fs::remove_dir_all(&args.out);
