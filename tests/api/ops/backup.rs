@@ -262,7 +262,9 @@ async fn the_backup_rpc_streams_bounded_messages_one_backup_at_a_time() {
     })
     .await;
     let mut ingest = app.ingest().await;
-    for b in 0..6 {
+    // 30,000 events: far more than the stream's buffer and HTTP/2's
+    // windows hold, so a backup that is not read stays open.
+    for b in 0..60 {
         ingest
             .append(authed(
                 pb::AppendRequest::new(feed_events("feed-a", b * 500, 500)),
@@ -298,7 +300,7 @@ async fn the_backup_rpc_streams_bounded_messages_one_backup_at_a_time() {
     let e = ops
         .backup(authed(
             pb::BackupRequest {
-                after_sequence: 3001,
+                after_sequence: 30_001,
             },
             token,
         ))
@@ -344,14 +346,14 @@ async fn the_backup_rpc_streams_bounded_messages_one_backup_at_a_time() {
             }
         }
     }
-    assert_eq!(snapshot, Some(3000));
-    assert_eq!(next, 3001);
+    assert_eq!(snapshot, Some(30_000));
+    assert_eq!(next, 30_001);
     assert!(messages > 3, "{messages} messages");
     // Once it has ended, another may run.
     let again = ops
         .backup(authed(
             pb::BackupRequest {
-                after_sequence: 3000,
+                after_sequence: 30_000,
             },
             token,
         ))
