@@ -316,25 +316,35 @@ fn init_tracing(format: LogFormat, default_level: &str) {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGINT or SIGTERM, whichever comes first. The handlers are installed
+/// when this is called, not when the future is first polled: a signal that
+/// arrives while the server starts (its address already printed) is not
+/// lost to the default action, which would end the process uncleanly.
+fn stop_signals() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -397,6 +407,7 @@ pub async fn run(
             // end the process.
             #[cfg(unix)]
             let hangups = hangups();
+            let stop = stop_signals();
             let running = crate::grpc::server::start(args.config()).await?;
             // The bound addresses on stdout, for scripts and tests using
             // port 0; a closed stdout is no reason to stop serving.
@@ -420,7 +431,7 @@ pub async fn run(
                     }
                 });
             }
-            wait_for_signal().await;
+            stop.await;
             running.trigger().trigger();
             running.wait().await?;
             tracing::info!("stopped");
