@@ -5,25 +5,28 @@
 //! views live in a scratch store (the log imported, as `caravan restore`
 //! does), so memory stays bounded by the views' own limits.
 //!
-//! Compared at the snapshot, for every frequency and commodity level: every
-//! current figure (value, revision, sequence, source, quantity, note), the
-//! totals of every reporter, partner and period, and every agreement's state.
+//! Compared at the snapshot: every figure of every pair (value, revision,
+//! sequence, source, quantity, note), in one pass over each side's pages,
+//! merged by key; the totals of every reporter, partner and period at each
+//! frequency and commodity level that holds figures; every agreement's state.
 //!
 //! Depends on the store facade, the views and `projection`.
 
-use crate::domain::{Frequency, SectorSet};
+use crate::domain::{Country, Frequency, SectorSet};
 use crate::error::Error;
 use crate::ops::projection::ViewsOnly;
 use crate::storage::{Finding, Store, StoreConfig, StoreHandle};
 use crate::views::{
-    aggregate, agreement_state, next_records, CommodityLevel, FigureFilter, GroupDim, PeriodRange,
-    Views,
+    aggregate, agreement_state, figure_at, CommodityLevel, FigureAt, FigureFilter, FigureKey,
+    GroupDim, PeriodRange, Views,
 };
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Records compared per read lock.
-const RECORDS_PER_READ: usize = 4096;
+/// Figure keys read per read lock, from each side.
+const FIGURES_PER_READ: usize = 4096;
 /// Findings about the views reported before the rest is summed up.
 const MAX_VIEW_FINDINGS: usize = 20;
 /// Groups one totals comparison may build.
@@ -114,10 +117,128 @@ fn finding(description: String, sequence: u64) -> Finding {
     }
 }
 
+/// Counts a difference, and lists it while the list is short.
+fn note(out: &mut Vec<Finding>, differing: &mut u64, text: String, sequence: u64) {
+    *differing += 1;
+    if out.len() < MAX_VIEW_FINDINGS {
+        out.push(finding(text, sequence));
+    }
+}
+
 /// Compares two views at `snapshot`.
 fn compare(live: &Views, rebuilt: &Views, snapshot: u64) -> Result<Vec<Finding>, Error> {
     let mut out = Vec::new();
     let mut differing = 0u64;
+    // Every figure of every pair, in one pass over each side's pages: both
+    // read a window of keys at a time and are merged by key, so a figure
+    // missing on one side is reported as such and the rest still lines up.
+    let mut combos: BTreeSet<(u8, u8)> = BTreeSet::new();
+    let pairs: BTreeSet<(Country, Country)> = [live, rebuilt]
+        .iter()
+        .flat_map(|v| {
+            v.read()
+                .pairs
+                .iter()
+                .flat_map(|(r, ps)| ps.keys().map(|p| (*r, *p)))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (reporter, partner) in pairs {
+        let mut from = Bound::Unbounded;
+        loop {
+            let window = |v: &Views| {
+                v.read()
+                    .pair_figures_window(
+                        reporter,
+                        partner,
+                        (from, Bound::Unbounded),
+                        FIGURES_PER_READ,
+                    )
+                    .map_err(unreadable)
+            };
+            let (a, more_a) = window(live)?;
+            let (b, more_b) = window(rebuilt)?;
+            // Keys up to `upto` are whole on both sides.
+            let upto = [(more_a, a.last()), (more_b, b.last())]
+                .into_iter()
+                .filter_map(|(more, last)| more.then_some(last.map(|(k, _)| *k)).flatten())
+                .min();
+            let within = |k: &FigureKey| upto.is_none_or(|u| *k <= u);
+            let (mut i, mut j) = (0, 0);
+            loop {
+                let x = a.get(i).filter(|(k, _)| within(k));
+                let y = b.get(j).filter(|(k, _)| within(k));
+                let (key, fa, fb) = match (x, y) {
+                    (None, None) => break,
+                    (Some((ka, ra)), Some((kb, rb))) if ka == kb => {
+                        i += 1;
+                        j += 1;
+                        (*ka, figure_at(ra, snapshot), figure_at(rb, snapshot))
+                    }
+                    (Some((ka, ra)), Some((kb, _))) if ka < kb => {
+                        i += 1;
+                        (*ka, figure_at(ra, snapshot), None)
+                    }
+                    (Some((ka, ra)), None) => {
+                        i += 1;
+                        (*ka, figure_at(ra, snapshot), None)
+                    }
+                    (_, Some((kb, rb))) => {
+                        j += 1;
+                        (*kb, None, figure_at(rb, snapshot))
+                    }
+                };
+                if fa.is_some() || fb.is_some() {
+                    let level = CommodityLevel::of(&key.scope) as u8;
+                    combos.insert((key.period.frequency() as u8, level));
+                }
+                let same = match (&fa, &fb) {
+                    (None, None) => true,
+                    (Some(p), Some(q)) => {
+                        p.value == q.value
+                            && p.revision == q.revision
+                            && p.sequence == q.sequence
+                            && p.details == q.details
+                    }
+                    _ => false,
+                };
+                if !same {
+                    let show = |f: &Option<FigureAt>| match f {
+                        Some(f) => format!(
+                            "{} (revision {}, sequence {})",
+                            f.value, f.revision, f.sequence
+                        ),
+                        None => "nothing".into(),
+                    };
+                    let seq = fa
+                        .as_ref()
+                        .map_or(0, |f| f.sequence)
+                        .max(fb.as_ref().map_or(0, |f| f.sequence));
+                    note(
+                        &mut out,
+                        &mut differing,
+                        format!(
+                            "{}-{} {:?} {:?} {:?}: the views hold {}; the log gives {}",
+                            reporter.alpha3(),
+                            partner.alpha3(),
+                            key.period,
+                            key.scope,
+                            key.flow,
+                            show(&fa),
+                            show(&fb)
+                        ),
+                        seq,
+                    );
+                }
+            }
+            match upto {
+                Some(u) => from = Bound::Excluded(u),
+                None => break,
+            }
+        }
+    }
+    // The totals by reporter, partner and period (the rollups), at each
+    // frequency and level that holds figures (on either side).
     for frequency in [
         Frequency::Annual,
         Frequency::Quarterly,
@@ -131,6 +252,9 @@ fn compare(live: &Views, rebuilt: &Views, snapshot: u64) -> Result<Vec<Finding>,
             CommodityLevel::Hs6,
             CommodityLevel::Sector,
         ] {
+            if !combos.contains(&(frequency as u8, level as u8)) {
+                continue;
+            }
             let filter = FigureFilter {
                 reporters: Default::default(),
                 partners: Default::default(),
@@ -144,76 +268,6 @@ fn compare(live: &Views, rebuilt: &Views, snapshot: u64) -> Result<Vec<Finding>,
                     to: None,
                 },
             };
-            // Every current figure, side by side.
-            let (mut a_at, mut b_at) = (None, None);
-            let mut seen = 0usize;
-            loop {
-                let a = next_records(&live.read(), snapshot, &filter, a_at, RECORDS_PER_READ)
-                    .map_err(unreadable)?;
-                let b = next_records(&rebuilt.read(), snapshot, &filter, b_at, RECORDS_PER_READ)
-                    .map_err(unreadable)?;
-                if a.is_empty() && b.is_empty() {
-                    break;
-                }
-                seen += a.len().max(b.len());
-                let n = a.len().max(b.len());
-                for i in 0..n {
-                    match (a.get(i), b.get(i)) {
-                        (Some((pa, fa)), Some((pb, fb)))
-                            if pa == pb
-                                && fa.value == fb.value
-                                && fa.revision == fb.revision
-                                && fa.sequence == fb.sequence
-                                && fa.details == fb.details => {}
-                        (x, y) => {
-                            differing += 1;
-                            if out.len() < MAX_VIEW_FINDINGS {
-                                let show =
-                                    |r: Option<&(
-                                        crate::views::RecordPosition,
-                                        crate::views::FigureAt,
-                                    )>| match r {
-                                        Some(((rep, par, key), f)) => {
-                                            format!(
-                                        "{}-{} {:?} {:?} {:?} = {} (revision {}, sequence {})",
-                                        rep.alpha3(), par.alpha3(), key.period, key.scope, key.flow,
-                                        f.value, f.revision, f.sequence
-                                    )
-                                        }
-                                        None => "nothing".into(),
-                                    };
-                                let seq = x
-                                    .map_or(0, |r| r.1.sequence)
-                                    .max(y.map_or(0, |r| r.1.sequence));
-                                out.push(finding(
-                                    format!(
-                                        "the views hold {}; the log gives {}",
-                                        show(x),
-                                        show(y)
-                                    ),
-                                    seq,
-                                ));
-                            }
-                        }
-                    }
-                }
-                if a.len() != b.len() {
-                    // Out of step: the rest of this level is not compared
-                    // record by record.
-                    break;
-                }
-                a_at = a.last().map(|r| r.0);
-                b_at = b.last().map(|r| r.0);
-                if a.len() < RECORDS_PER_READ {
-                    break;
-                }
-            }
-            // The totals by reporter, partner and period (the rollups);
-            // figures were compared, so where neither side has any at this
-            // frequency and level, neither has totals either.
-            if seen == 0 {
-                continue;
-            }
             let dims = [GroupDim::Reporter, GroupDim::Partner, GroupDim::Period];
             let a = aggregate(&live.read(), snapshot, &filter, &dims, MAX_GROUPS)
                 .map_err(unreadable)?;

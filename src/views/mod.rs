@@ -50,7 +50,7 @@ mod totals;
 pub(crate) use aggregate::{aggregate, GroupDim, GroupKey};
 pub(crate) use agreements::{agreement_state, AgreementState};
 pub(crate) use filter::{CommodityLevel, FigureFilter, PeriodRange};
-pub(crate) use index::{scope_sector, FigureAt, FigureKey, Index};
+pub(crate) use index::{figure_at, scope_sector, FigureAt, FigureKey, Index};
 pub(crate) use records::{next_records, RecordPosition};
 pub(crate) use slices::{pair_slices, partners_of, sector_pairs, SliceData, SliceSpec};
 pub(crate) use totals::{
