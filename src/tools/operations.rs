@@ -55,12 +55,21 @@ pub struct VerifyArgs {
     /// store's size.
     #[arg(long, env = "CARAVAN_SCRATCH_DIR")]
     pub scratch_dir: Option<PathBuf>,
+    /// Seconds to wait for the server (--server).
     #[arg(long, env = "CARAVAN_TIMEOUT_SECS", default_value_t = 600)]
     pub timeout_secs: u64,
+    /// Bearer token of an admin identity (--server); prefer CARAVAN_TOKEN.
     #[arg(long, env = "CARAVAN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificate(s) of the authority of the server's certificate.
     #[arg(long, env = "CARAVAN_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with --client-key).
+    #[arg(long, env = "CARAVAN_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "CARAVAN_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 }
 
 pub async fn backup(args: BackupArgs) -> Result<u8, CliError> {
@@ -224,8 +233,8 @@ pub async fn verify(args: VerifyArgs) -> Result<u8, CliError> {
             timeout_secs: args.timeout_secs,
             token: args.token.clone(),
             ca_cert: args.ca_cert.clone(),
-            client_cert: None,
-            client_key: None,
+            client_cert: args.client_cert.clone(),
+            client_key: args.client_key.clone(),
         };
         let mut client = OperationsServiceClient::new(connect.connect().await?);
         let answer = client
