@@ -18,22 +18,25 @@ use crate::grpc::access::{AccessLayer, Reflection};
 use crate::grpc::admission::{self, AdmissionLayer};
 use crate::grpc::connections;
 use crate::grpc::exporter::Exporter;
+use crate::grpc::exposure::checked;
+pub use crate::grpc::exposure::{check_config, check_exposure};
 use crate::grpc::ingest::{IngestApi, IngestLimits};
 use crate::grpc::operations::OperationsApi;
 use crate::grpc::query::{QueryApi, QueryLimits};
 use crate::grpc::shutdown::{self, ShutdownTrigger};
+use crate::grpc::store_state::{follow_write_state, gauges};
 use crate::grpc::subscribe::{Recent, SubscribeApi, SubscribeLimits};
 use crate::grpc::tls::{Tls, TlsFiles};
 use crate::grpc::trace::TraceLayer;
 use crate::grpc::wire;
-use crate::ops::metrics::{Cursors, Gauges, Metrics, Snapshot};
+use crate::ops::metrics::{Cursors, Metrics};
 use crate::ops::projection::restore_views;
 use crate::proto;
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::proto::v1::operations_service_server::OperationsServiceServer;
 use crate::proto::v1::query_service_server::QueryServiceServer;
 use crate::proto::v1::subscription_service_server::SubscriptionServiceServer;
-use crate::storage::{Derived, Observer, Projection, Store, StoreConfig, StoreHandle, WriteState};
+use crate::storage::{Derived, Observer, Projection, Store, StoreConfig, StoreHandle};
 use crate::views::{CheckpointSettings, Views};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -154,9 +157,6 @@ const CARAVAN_SERVICES: [&str; 4] = [
     SubscriptionServiceServer::<SubscribeApi>::NAME,
     OperationsServiceServer::<OperationsApi>::NAME,
 ];
-
-/// How often the ingest service's health follows the store's write state.
-const WRITE_STATE_POLL: Duration = Duration::from_millis(250);
 
 /// What follows the store's durable events: the ring of recent events for
 /// subscribers, then the query views.
@@ -283,72 +283,6 @@ impl RunningServer {
     }
 }
 
-/// Refuses to serve an address that other machines can reach without TLS
-/// and credentials: anyone who reaches the port could otherwise read and
-/// write everything (or read tokens in the clear). Loopback addresses
-/// (127.0.0.0/8, ::1) are served as they are; any other address needs TLS
-/// and an auth file, or `insecure` (then with a warning).
-pub fn check_exposure(
-    listen: SocketAddr,
-    tls: bool,
-    credentials: bool,
-    insecure: bool,
-) -> Result<(), Error> {
-    if listen.ip().is_loopback() || (tls && credentials) {
-        return Ok(());
-    }
-    let missing = match (tls, credentials) {
-        (false, false) => "TLS (--tls-cert and --tls-key) and credentials (--auth-file)",
-        (false, true) => "TLS (--tls-cert and --tls-key)",
-        _ => "credentials (--auth-file)",
-    };
-    if insecure {
-        tracing::warn!(
-            %listen,
-            "serving beyond loopback without {missing} (--insecure): anyone who reaches this \
-             port can do what that allows"
-        );
-        return Ok(());
-    }
-    Err(Error::Unavailable(format!(
-        "refusing to listen on {listen} without {missing}: the address is reachable beyond \
-         this machine. Add {missing}, listen on a loopback address (127.0.0.1 or [::1]), or \
-         pass --insecure (CARAVAN_INSECURE=true) to serve it as it is"
-    )))
-}
-
-/// Checks what a start would refuse before it binds or opens anything (the
-/// certificate and auth files, an address beyond loopback without them):
-/// `caravan config check`.
-pub fn check_config(config: &ServerConfig) -> Result<(), Error> {
-    checked(config).map(|_| ())
-}
-
-/// The TLS and identities of `config`, read and checked.
-fn checked(config: &ServerConfig) -> Result<(Option<Arc<Tls>>, Arc<Access>), Error> {
-    let tls = config.tls.clone().map(Tls::load).transpose()?.map(Arc::new);
-    let access = Arc::new(match &config.auth_file {
-        Some(path) => Access::load(path, config.quotas)?,
-        None => Access::open(),
-    });
-    check_exposure(
-        config.listen,
-        tls.is_some(),
-        access.requires_credentials(),
-        config.insecure,
-    )?;
-    if let Some(at) = config.metrics_listen {
-        check_exposure(
-            at,
-            tls.is_some(),
-            access.requires_credentials(),
-            config.insecure,
-        )
-        .map_err(|e| Error::Unavailable(format!("--metrics-listen: {e}")))?;
-    }
-    Ok((tls, access))
-}
-
 /// Opens the store, binds the listener and starts serving in the background.
 /// An address beyond loopback is refused first, unless `config.insecure`.
 pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
@@ -422,65 +356,6 @@ struct Edge {
     secured: Reloader,
     metrics: Arc<Metrics>,
     cursors: Arc<Cursors>,
-}
-
-/// What a scrape reads from the server.
-fn gauges(store: StoreHandle, views: Arc<Views>, cursors: Arc<Cursors>) -> Gauges {
-    Arc::new(move || {
-        let durable = store.last_sequence();
-        let (applied, checkpointed, checkpoint_ms) = views.positions();
-        let (depth, capacity) = store.writer_queue();
-        let (subscriptions, oldest) = cursors.oldest();
-        Snapshot {
-            durable_sequence: durable,
-            views_applied_sequence: applied,
-            checkpoint_sequence: checkpointed,
-            checkpoint_time_seconds: checkpoint_ms as f64 / 1000.0,
-            writer_queue_depth: depth as u64,
-            writer_queue_capacity: capacity as u64,
-            store_size_bytes: store.size_on_disk(),
-            disk_free_bytes: store.disk_free().unwrap_or(0),
-            store_writable: store.write_state() == WriteState::Writable,
-            subscriber_lag_max: oldest.map_or(0, |o| durable.saturating_sub(o)),
-            subscriptions,
-        }
-    })
-}
-
-/// Keeps the ingest service's health in step with the store: NOT_SERVING
-/// while it refuses appends (a nearly full disk, a failed write), SERVING
-/// again when a full disk has room; the query and subscription services
-/// serve acknowledged data throughout. Ends at shutdown.
-async fn follow_write_state(
-    health: HealthReporter,
-    store: StoreHandle,
-    mut shutdown: shutdown::Shutdown,
-) {
-    let ingest = IngestServiceServer::<IngestApi>::NAME;
-    let mut serving = true;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(WRITE_STATE_POLL) => {}
-            _ = shutdown.wait() => return,
-        }
-        let state = store.write_state();
-        let now = state == WriteState::Writable;
-        if now != serving {
-            serving = now;
-            match &state {
-                WriteState::Writable => tracing::info!("the store writes again: ingest is SERVING"),
-                WriteState::DiskLow(why) | WriteState::Stopped(why) => {
-                    tracing::error!(cause = %why, "the store refuses appends: ingest is NOT_SERVING; reads go on")
-                }
-            }
-            let status = if now {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            health.set_service_status(ingest, status).await;
-        }
-    }
 }
 
 async fn serve(
@@ -657,49 +532,6 @@ async fn serve_until_shutdown(
         _ = async { drain.wait().await; tokio::time::sleep(deadline).await } => {
             tracing::warn!(?deadline, "drain deadline passed; no longer waiting for open calls");
             Ok(())
-        }
-    }
-}
-
-#[cfg(test)]
-mod exposure_tests {
-    use super::check_exposure;
-
-    #[test]
-    fn the_store_and_the_views_agree_on_the_words_of_a_put_off_checkpoint() {
-        assert_eq!(crate::storage::NO_ROOM, crate::views::NO_ROOM);
-    }
-
-    #[test]
-    fn beyond_loopback_needs_tls_and_credentials_or_insecure() {
-        for served in ["127.0.0.1:50051", "127.8.9.10:0", "[::1]:50051"] {
-            let addr = served.parse().unwrap();
-            assert!(
-                check_exposure(addr, false, false, false).is_ok(),
-                "{served}"
-            );
-        }
-        for refused in ["0.0.0.0:50051", "[::]:0", "10.1.2.3:50051", "192.168.0.7:1"] {
-            let addr = refused.parse().unwrap();
-            for (tls, credentials, missing) in [
-                (
-                    false,
-                    false,
-                    "TLS (--tls-cert and --tls-key) and credentials (--auth-file)",
-                ),
-                (true, false, "credentials (--auth-file)"),
-                (false, true, "TLS (--tls-cert and --tls-key)"),
-            ] {
-                let e = check_exposure(addr, tls, credentials, false)
-                    .expect_err(refused)
-                    .to_string();
-                assert!(
-                    e.contains(refused) && e.contains(missing) && e.contains("--insecure"),
-                    "{e}"
-                );
-                assert!(check_exposure(addr, tls, credentials, true).is_ok());
-            }
-            assert!(check_exposure(addr, true, true, false).is_ok());
         }
     }
 }

@@ -112,3 +112,11 @@ impl Projection for ViewsOnly {
         self.0.figure_first_record(key).map_err(view_error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_store_and_the_views_agree_on_the_words_of_a_put_off_checkpoint() {
+        assert_eq!(crate::storage::NO_ROOM, crate::views::NO_ROOM);
+    }
+}

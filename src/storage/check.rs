@@ -16,6 +16,7 @@
 use super::derived;
 use super::layout::{self, fingerprint, parse_seq_key, IDS_PREFIX, LOG_PREFIX};
 use super::mark::{self, Found};
+use super::opening::{open_sled, sled_failures_as_errors};
 use super::owners::{self, Pair};
 use super::{log, storage_error};
 use crate::domain::{FeedName, Payload};
@@ -67,6 +68,44 @@ pub struct Report {
     pub last_sequence: u64,
     /// The sequence the views' checkpoint covers.
     pub checkpoint: u64,
+}
+
+/// Checks the store in `dir`, which no server may have open, against its
+/// whole log (`caravan verify --data-dir`). Opens sled, nothing more: no
+/// upgrade, repair or rebuild is made.
+pub fn check_offline(dir: &Path) -> Result<Report, Error> {
+    if !dir.join("db").exists() {
+        return Err(Error::Internal(format!("{} holds no store", dir.display())));
+    }
+    sled_failures_as_errors(dir, || {
+        let db = open_sled(dir, super::DEFAULT_CACHE_BYTES).map_err(|e| {
+            if e.to_string().contains("could not acquire lock") {
+                Error::Internal(format!(
+                    "the store in {} is open in a running server; check it with \
+                     `caravan verify --server URL`, or stop the server first",
+                    dir.display()
+                ))
+            } else {
+                super::opening::refused(dir, &e)
+            }
+        })?;
+        let format = db
+            .get(layout::FORMAT_KEY)
+            .map_err(|e| storage_error("read format version", e))?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+            .map(u32::from_be_bytes);
+        if format != Some(layout::FORMAT_VERSION) {
+            return Err(Error::Internal(format!(
+                "the store in {} has format {format:?}; verify reads format {} (start a server on it once to upgrade it)",
+                dir.display(),
+                layout::FORMAT_VERSION
+            )));
+        }
+        let tree = db
+            .open_tree(layout::TREE)
+            .map_err(|e| storage_error("open tree", e))?;
+        check(&tree, dir, None)
+    })
 }
 
 /// Findings of one kind over consecutive sequences become one finding.

@@ -64,7 +64,7 @@ impl Derived {
         if self.min_free_bytes == 0 {
             return Ok(());
         }
-        let free = super::free_bytes(&self.dir)
+        let free = super::space::free_bytes(&self.dir)
             .map_err(|e| format!("free space of {}: {e}", self.dir.display()))?;
         let needed = self
             .min_free_bytes

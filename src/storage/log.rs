@@ -128,17 +128,18 @@ pub(super) fn decode(entry: &[u8]) -> Result<StoredEvent, Error> {
     decode_stored(entry).map_err(|e| storage_error("corrupt event", e))
 }
 
-/// Up to `max` events after sequence `after` and at most `last`, in order
-/// (one range scan over their chunks).
-pub(super) fn events_after(
+/// Calls `each` with the encoded events after `after` and at most `last`,
+/// in order, up to `max` of them (one range scan over their chunks, each
+/// chunk's checksum verified and the chunks checked to follow each other).
+fn each_entry_after(
     tree: &sled::Tree,
     after: u64,
     last: u64,
     max: usize,
-) -> Result<Vec<StoredEvent>, Error> {
-    let mut out = Vec::new();
+    each: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<(), Error> {
     if after >= last || max == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let first = after + 1;
     let first_key = seq_key(LOG_PREFIX, first);
@@ -149,51 +150,8 @@ pub(super) fn events_after(
         .transpose()
         .map_err(|e| storage_error("read", e))?
         .map_or_else(|| first_key.to_vec(), |(k, _)| k.to_vec());
-    for item in tree.range(start..) {
-        let (k, v) = item.map_err(|e| storage_error("read", e))?;
-        if k.first() != Some(&LOG_PREFIX) {
-            break;
-        }
-        let chunk_first = parse_seq_key(&k).map_err(|e| storage_error("corrupt key", e))?;
-        let chunk = layout::open_chunk(&v).map_err(|e| storage_error("corrupt chunk", e))?;
-        let entries = chunk
-            .entries()
-            .map_err(|e| storage_error("corrupt chunk", e))?;
-        for (i, entry) in entries.iter().enumerate() {
-            let seq = chunk_first + i as u64;
-            if seq < first {
-                continue;
-            }
-            if seq > last || out.len() >= max {
-                return Ok(out);
-            }
-            out.push(decode(entry)?);
-        }
-    }
-    Ok(out)
-}
-
-/// Up to `max` encoded events after `after` and at most `last`, in order,
-/// as the log holds them (their chunks' checksums verified).
-pub(super) fn entries_after(
-    tree: &sled::Tree,
-    after: u64,
-    last: u64,
-    max: usize,
-) -> Result<Vec<Vec<u8>>, Error> {
-    let mut out = Vec::new();
-    if after >= last || max == 0 {
-        return Ok(out);
-    }
-    let first = after + 1;
-    let first_key = seq_key(LOG_PREFIX, first);
-    let start = tree
-        .range([LOG_PREFIX].as_slice()..=first_key.as_slice())
-        .next_back()
-        .transpose()
-        .map_err(|e| storage_error("read", e))?
-        .map_or_else(|| first_key.to_vec(), |(k, _)| k.to_vec());
     let mut expected = None;
+    let mut taken = 0;
     for item in tree.range(start..) {
         let (k, v) = item.map_err(|e| storage_error("read", e))?;
         if k.first() != Some(&LOG_PREFIX) {
@@ -216,12 +174,45 @@ pub(super) fn entries_after(
             if seq < first {
                 continue;
             }
-            if seq > last || out.len() >= max {
-                return Ok(out);
+            if seq > last || taken >= max {
+                return Ok(());
             }
-            out.push(entry.to_vec());
+            each(entry)?;
+            taken += 1;
         }
     }
+    Ok(())
+}
+
+/// Up to `max` events after sequence `after` and at most `last`, in order
+/// (one range scan over their chunks).
+pub(super) fn events_after(
+    tree: &sled::Tree,
+    after: u64,
+    last: u64,
+    max: usize,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut out = Vec::new();
+    each_entry_after(tree, after, last, max, &mut |entry| {
+        out.push(decode(entry)?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Up to `max` encoded events after `after` and at most `last`, in order,
+/// as the log holds them (their chunks' checksums verified).
+pub(super) fn entries_after(
+    tree: &sled::Tree,
+    after: u64,
+    last: u64,
+    max: usize,
+) -> Result<Vec<Vec<u8>>, Error> {
+    let mut out = Vec::new();
+    each_entry_after(tree, after, last, max, &mut |entry| {
+        out.push(entry.to_vec());
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -24,7 +24,8 @@
 //! - `writer`: the writer and publisher threads (group commit, fsync, acks);
 //! - `ceiling`: sled alone, for `caravan bench`;
 //! - `import`: a new store from a backup's events (`caravan restore`);
-//! - `check`: the store checked against its log (`caravan verify`).
+//! - `check`: the store checked against its log (`caravan verify`);
+//! - `space`: free disk space, checked before each write.
 //!
 //! Writes go through one writer thread that commits groups of requests
 //! together and acknowledges them only after an fsync. Reads never show an
@@ -47,6 +48,7 @@ mod opening;
 mod owners;
 mod recovery;
 mod rewrite;
+mod space;
 mod stage;
 mod writer;
 
@@ -61,11 +63,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
-pub use check::{Finding, Report};
+pub use check::{check_offline, Finding, Report};
 pub use derived::{Derived, NO_ROOM};
 pub use import::import;
 /// The store format this build writes.
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
+pub use space::WriteState;
 pub use stage::Outcome;
 
 /// Settings of the store. Every queue here is bounded.
@@ -113,16 +116,6 @@ impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Observer")
     }
-}
-
-/// Whether the store takes appends.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteState {
-    Writable,
-    /// Refusing appends while the disk is nearly full; resumes by itself.
-    DiskLow(String),
-    /// Stopped after a failed write, fsync or mark; needs a restart.
-    Stopped(String),
 }
 
 impl Default for StoreConfig {
@@ -275,20 +268,13 @@ struct Shared {
     /// Why the store stopped writing, once a write, fsync or the
     /// acknowledgement mark failed (the writer checks it before each group).
     poisoned: Mutex<Option<String>>,
-    /// Why appends are refused for now (the disk is nearly full), if they are.
-    disk_low: Mutex<Option<String>>,
     /// The store's directory.
     dir: std::path::PathBuf,
+    /// Its free space, checked before each group.
+    space: space::Space,
     /// The writer queue's capacity (`--writer-queue`).
     queue_capacity: usize,
-    min_free_disk_bytes: u64,
     observer: Option<Observer>,
-}
-
-/// Free bytes on the file system of `dir` (for an unprivileged user).
-fn free_bytes(dir: &Path) -> io::Result<u64> {
-    let s = rustix::fs::statvfs(dir)?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 fn storage_error(context: &str, e: impl std::fmt::Display) -> Error {
@@ -322,50 +308,6 @@ impl Shared {
                 o.0.write_failed(reason);
             }
             *p = Some(cause);
-        }
-    }
-
-    /// Free bytes on the store's file system.
-    fn disk_free(&self) -> Option<u64> {
-        free_bytes(&self.dir).ok()
-    }
-
-    /// Checks the free space before a group that writes about `bytes`:
-    /// `Err` (and the store pauses writing) when less than the minimum would
-    /// stay free, `Ok` (and writing resumes) otherwise.
-    fn check_disk(&self, bytes: u64) -> Result<(), String> {
-        if self.min_free_disk_bytes == 0 {
-            return Ok(());
-        }
-        let free = self.disk_free();
-        let needed = self
-            .min_free_disk_bytes
-            .saturating_add(bytes.saturating_mul(derived::WRITE_AMPLIFICATION));
-        let mut low = self.disk_low.lock().unwrap_or_else(|p| p.into_inner());
-        match free {
-            Some(free) if free < needed => {
-                let why = format!(
-                    "the store's disk is nearly full: {} MiB free, and --min-free-disk-mib {} \
-                     must stay free after this write: appends are refused until space is freed \
-                     (acknowledged events are safe)",
-                    free >> 20,
-                    self.min_free_disk_bytes >> 20
-                );
-                if low.is_none() {
-                    tracing::error!(dir = %self.dir.display(), free_bytes = free, "{why}");
-                    if let Some(o) = &self.observer {
-                        o.0.write_failed("disk_low");
-                    }
-                }
-                *low = Some(why.clone());
-                Err(why)
-            }
-            _ => {
-                if low.take().is_some() {
-                    tracing::info!(dir = %self.dir.display(), free_bytes = ?free, "disk space is back above the minimum; appends resume");
-                }
-                Ok(())
-            }
         }
     }
 
@@ -533,10 +475,9 @@ impl Store {
             closed: AtomicBool::new(false),
             mark: Mutex::new(mark),
             poisoned: Mutex::new(None),
-            disk_low: Mutex::new(None),
             dir: dir.to_path_buf(),
+            space: space::Space::new(dir, config.min_free_disk_bytes, config.observer.clone()),
             queue_capacity: config.writer_queue.max(1),
-            min_free_disk_bytes: config.min_free_disk_bytes,
             observer: config.observer.clone(),
         });
 
@@ -662,13 +603,7 @@ impl StoreHandle {
         if let Some(cause) = self.shared.poisoned() {
             return WriteState::Stopped(cause);
         }
-        match self
-            .shared
-            .disk_low
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        match self.shared.space.low() {
             Some(why) => WriteState::DiskLow(why),
             None => WriteState::Writable,
         }
@@ -687,7 +622,7 @@ impl StoreHandle {
 
     /// Free bytes on the store's file system.
     pub fn disk_free(&self) -> Option<u64> {
-        self.shared.disk_free()
+        space::free_bytes(&self.shared.dir).ok()
     }
 
     /// The store's directory.
@@ -766,42 +701,4 @@ impl StoreHandle {
 /// shutdown closes it).
 fn closed() -> Error {
     Error::ShuttingDown(Retry::Later)
-}
-
-/// Checks the store in `dir`, which no server may have open, against its
-/// whole log (`caravan verify --data-dir`). Opens sled, nothing more: no
-/// upgrade, repair or rebuild is made.
-pub fn check_offline(dir: &Path) -> Result<Report, Error> {
-    if !dir.join("db").exists() {
-        return Err(Error::Internal(format!("{} holds no store", dir.display())));
-    }
-    sled_failures_as_errors(dir, || {
-        let db = open_sled(dir, DEFAULT_CACHE_BYTES).map_err(|e| {
-            if e.to_string().contains("could not acquire lock") {
-                Error::Internal(format!(
-                    "the store in {} is open in a running server; check it with \
-                     `caravan verify --server URL`, or stop the server first",
-                    dir.display()
-                ))
-            } else {
-                opening::refused(dir, &e)
-            }
-        })?;
-        let format = db
-            .get(layout::FORMAT_KEY)
-            .map_err(|e| storage_error("read format version", e))?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
-            .map(u32::from_be_bytes);
-        if format != Some(layout::FORMAT_VERSION) {
-            return Err(Error::Internal(format!(
-                "the store in {} has format {format:?}; verify reads format {} (start a server on it once to upgrade it)",
-                dir.display(),
-                layout::FORMAT_VERSION
-            )));
-        }
-        let tree = db
-            .open_tree(layout::TREE)
-            .map_err(|e| storage_error("open tree", e))?;
-        check::check(&tree, dir, None)
-    })
 }

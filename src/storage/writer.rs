@@ -266,7 +266,7 @@ impl Writer {
             .iter()
             .flat_map(|job| job.events.iter().map(|p| p.bytes.len() + 64))
             .sum();
-        if let Err(why) = self.shared.check_disk(bytes as u64) {
+        if let Err(why) = self.shared.space.check(bytes as u64) {
             for job in group {
                 let _ = job.reply.send(Err(Error::Unavailable(why.clone())));
             }
