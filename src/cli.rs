@@ -3,6 +3,7 @@
 //! logic of its own beyond turning flags into a `ServerConfig`.
 
 use crate::auth::quota::{self, Quotas};
+use crate::cluster;
 use crate::grpc::defaults;
 use crate::grpc::server::ServerConfig;
 use crate::grpc::{IngestLimits, QueryLimits, Reflection, SubscribeLimits, TlsFiles};
@@ -219,9 +220,53 @@ pub struct ServeArgs {
     #[arg(long, env = "CARAVAN_SCRATCH_DIR")]
     pub scratch_dir: Option<PathBuf>,
     /// Serve an address beyond loopback without TLS or without an auth
-    /// file (refused without this).
+    /// file (refused without this); with --jetstream, also reach NATS
+    /// servers beyond loopback without TLS.
     #[arg(long, env = "CARAVAN_INSECURE")]
     pub insecure: bool,
+    /// Cluster mode: NATS servers (comma-separated `nats://host:port`) whose
+    /// JetStream stream is the replicated log; this node is one replica.
+    /// Without it, the embedded single-node store.
+    #[arg(long, env = "CARAVAN_JETSTREAM", value_delimiter = ',')]
+    pub jetstream: Vec<String>,
+    /// The stream (created if missing; subject `caravan.<stream>`).
+    #[arg(long, env = "CARAVAN_JETSTREAM_STREAM", default_value = "caravan")]
+    pub jetstream_stream: String,
+    /// Replicas of a stream this node creates.
+    #[arg(long, env = "CARAVAN_JETSTREAM_REPLICAS", default_value_t = cluster::DEFAULT_REPLICAS)]
+    pub jetstream_replicas: usize,
+    /// JetStream's own de-duplication window of a stream this node creates,
+    /// in seconds (caravan's idempotency does not depend on it).
+    #[arg(
+        long,
+        env = "CARAVAN_JETSTREAM_DUPLICATE_WINDOW_SECS",
+        default_value_t = 120
+    )]
+    pub jetstream_duplicate_window_secs: u64,
+    /// The most events per atomic batch (and per request in cluster mode):
+    /// at most the NATS servers' `jetstream.limits.batch.max_msgs`.
+    #[arg(long, env = "CARAVAN_JETSTREAM_MAX_BATCH", default_value_t = cluster::DEFAULT_MAX_BATCH)]
+    pub jetstream_max_batch: usize,
+    /// NATS credentials file (JWT and nkey seed).
+    #[arg(long, env = "CARAVAN_JETSTREAM_CREDS")]
+    pub jetstream_creds: Option<PathBuf>,
+    /// CA certificate(s) of the NATS servers (TLS is then required).
+    #[arg(long, env = "CARAVAN_JETSTREAM_CA_CERT")]
+    pub jetstream_ca_cert: Option<PathBuf>,
+    /// This node's client certificate for NATS (with --jetstream-client-key).
+    #[arg(
+        long,
+        env = "CARAVAN_JETSTREAM_CLIENT_CERT",
+        requires = "jetstream_client_key"
+    )]
+    pub jetstream_client_cert: Option<PathBuf>,
+    /// This node's client key for NATS.
+    #[arg(
+        long,
+        env = "CARAVAN_JETSTREAM_CLIENT_KEY",
+        requires = "jetstream_client_cert"
+    )]
+    pub jetstream_client_key: Option<PathBuf>,
 }
 
 /// `--reflection`.
@@ -244,6 +289,21 @@ impl ServeArgs {
             observer: None,
         };
         c.metrics_listen = self.metrics_listen;
+        c.cluster = (!self.jetstream.is_empty()).then(|| cluster::ClusterConfig {
+            servers: self.jetstream.clone(),
+            stream: self.jetstream_stream.clone(),
+            replicas: self.jetstream_replicas.max(1),
+            duplicate_window: Duration::from_secs(self.jetstream_duplicate_window_secs.max(1)),
+            max_batch: self.jetstream_max_batch.max(1),
+            credentials: self.jetstream_creds.clone(),
+            ca_cert: self.jetstream_ca_cert.clone(),
+            client_cert: self
+                .jetstream_client_cert
+                .clone()
+                .zip(self.jetstream_client_key.clone()),
+            node: self.listen.to_string(),
+            insecure: self.insecure,
+        });
         c.scratch_dir = self.scratch_dir.clone();
         c.ingest = IngestLimits {
             max_batch_events: self.max_batch_events,

@@ -20,6 +20,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod convert;
 pub mod domain;
 pub mod error;

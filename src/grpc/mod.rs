@@ -19,6 +19,7 @@ pub(crate) mod codec;
 mod connections;
 mod exporter;
 mod exposure;
+pub mod freshness;
 mod ingest;
 mod operations;
 mod query;

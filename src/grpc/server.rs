@@ -12,6 +12,7 @@
 
 use crate::auth::quota::Quotas;
 use crate::auth::Access;
+use crate::cluster::{self, ClusterConfig, ClusterState, JetStreamSequencer, Link};
 use crate::domain::{StoredEvent, TradeFigureKey};
 use crate::error::Error;
 use crate::grpc::access::{AccessLayer, Reflection};
@@ -20,6 +21,7 @@ use crate::grpc::connections;
 use crate::grpc::exporter::Exporter;
 use crate::grpc::exposure::checked;
 pub use crate::grpc::exposure::{check_config, check_exposure};
+use crate::grpc::freshness::FreshnessLayer;
 use crate::grpc::ingest::{IngestApi, IngestLimits};
 use crate::grpc::operations::OperationsApi;
 use crate::grpc::query::{QueryApi, QueryLimits};
@@ -99,6 +101,9 @@ pub struct ServerConfig {
     /// Where the Verify RPC builds its scratch store; the system's
     /// temporary directory by default.
     pub scratch_dir: Option<PathBuf>,
+    /// Cluster mode: NATS JetStream as the replicated log (`--jetstream`);
+    /// `None`: the embedded single-node store.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Default listen address.
@@ -138,6 +143,7 @@ impl ServerConfig {
             request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            cluster: None,
             tls: None,
             auth_file: None,
             quotas: Quotas::default(),
@@ -318,9 +324,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         views: Arc::clone(&views),
         checkpoints: config.checkpoints,
     });
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, store_config, projection))
-        .await
-        .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+    let (store, replication) = open_store(&config, dir, store_config, projection).await?;
     let (trigger, shutdown) = shutdown::channel();
     let cursors = Arc::new(Cursors::default());
     metrics.read_gauges_from(gauges(
@@ -337,6 +341,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         secured: reloader.clone(),
         metrics,
         cursors,
+        replication,
     };
     let task = tokio::spawn(serve(config, edge, store, views, recent, shutdown));
     tracing::info!(%addr, tls = reloader.tls.is_some(), identities = reloader.access.requires_credentials(), "caravan listening");
@@ -356,6 +361,56 @@ struct Edge {
     secured: Reloader,
     metrics: Arc<Metrics>,
     cursors: Arc<Cursors>,
+    replication: Option<Replication>,
+}
+
+/// A cluster node's link to the stream, until its tasks take it.
+struct Replication {
+    link: Link,
+    state: Arc<ClusterState>,
+    /// To the writer's replica queue (bounded by `storage::REPLICA_QUEUE`).
+    replicas: tokio::sync::mpsc::Sender<Vec<StoredEvent>>,
+}
+
+/// Opens the embedded store, or in cluster mode the store as a replica of
+/// the stream, checked to be a prefix of it.
+async fn open_store(
+    config: &ServerConfig,
+    dir: PathBuf,
+    store_config: StoreConfig,
+    projection: Arc<dyn Projection>,
+) -> Result<(Store, Option<Replication>), Error> {
+    let Some(cluster) = &config.cluster else {
+        let store =
+            tokio::task::spawn_blocking(move || Store::open(&dir, store_config, projection))
+                .await
+                .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+        return Ok((store, None));
+    };
+    let link = Link::connect(cluster).await?;
+    let state = Arc::new(ClusterState::default());
+    let sequencer = Box::new(JetStreamSequencer::new(
+        link.clone(),
+        Arc::clone(&state),
+        tokio::runtime::Handle::current(),
+    ));
+    let (store, replicas) = tokio::task::spawn_blocking(move || {
+        Store::open_replica(&dir, store_config, projection, sequencer)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("open task: {e}")))??;
+    if let Err(e) = link.check_prefix(&store.handle()).await {
+        let _ = store.close().await;
+        return Err(e);
+    }
+    Ok((
+        store,
+        Some(Replication {
+            link,
+            state,
+            replicas,
+        }),
+    ))
 }
 
 async fn serve(
@@ -421,12 +476,35 @@ async fn serve_until_shutdown(
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
 
+    let cluster_state = edge.replication.as_ref().map(|r| Arc::clone(&r.state));
+    if let Some(r) = edge.replication {
+        // Tracked: both end at shutdown, before the store closes.
+        let mut stop = shutdown.clone();
+        tasks.spawn(cluster::probe(
+            r.link.clone(),
+            Arc::clone(&r.state),
+            async move { stop.wait().await },
+        ));
+        let mut stop = shutdown.clone();
+        tasks.spawn(cluster::follow(
+            r.link,
+            store.clone(),
+            r.replicas,
+            r.state,
+            async move { stop.wait().await },
+        ));
+    }
     // Tracked: it holds the store, which closes only after it has ended.
     tasks.spawn(follow_write_state(
         health.clone(),
         store.clone(),
+        cluster_state.clone(),
         shutdown.clone(),
     ));
+    let freshness = FreshnessLayer {
+        applied: store.watch_durable(),
+        cluster: cluster_state,
+    };
     let operations = OperationsServiceServer::new(OperationsApi::new(
         store.clone(),
         Arc::clone(&views),
@@ -494,6 +572,7 @@ async fn serve_until_shutdown(
             max_decoding_bytes: config.max_decoding_bytes,
             read_timeout: config.request_read_timeout,
         }))
+        .layer(freshness)
         .add_service(health_service)
         .add_optional_service((reflection != Reflection::Off).then_some(reflection_v1))
         .add_optional_service((reflection != Reflection::Off).then_some(reflection_v1alpha))

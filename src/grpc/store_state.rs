@@ -6,6 +6,7 @@
 
 use super::ingest::IngestApi;
 use super::shutdown;
+use crate::cluster::ClusterState;
 use crate::ops::metrics::{Cursors, Gauges, Snapshot};
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::storage::{StoreHandle, WriteState};
@@ -45,10 +46,12 @@ pub(super) fn gauges(store: StoreHandle, views: Arc<Views>, cursors: Arc<Cursors
 /// Keeps the ingest service's health in step with the store: NOT_SERVING
 /// while it refuses appends (a nearly full disk, a failed write), SERVING
 /// again when a full disk has room; the query and subscription services
-/// serve acknowledged data throughout. Ends at shutdown.
+/// serve acknowledged data throughout. In cluster mode ingest also needs
+/// the stream to answer (a quorum). Ends at shutdown.
 pub(super) async fn follow_write_state(
     health: HealthReporter,
     store: StoreHandle,
+    cluster: Option<Arc<ClusterState>>,
     mut shutdown: shutdown::Shutdown,
 ) {
     let ingest = IngestServiceServer::<IngestApi>::NAME;
@@ -58,7 +61,10 @@ pub(super) async fn follow_write_state(
             _ = tokio::time::sleep(WRITE_STATE_POLL) => {}
             _ = shutdown.wait() => return,
         }
-        let state = store.write_state();
+        let mut state = store.write_state();
+        if state == WriteState::Writable && cluster.as_ref().is_some_and(|c| !c.reachable()) {
+            state = WriteState::Stopped("JetStream has no quorum or does not answer".into());
+        }
         let now = state == WriteState::Writable;
         if now != serving {
             serving = now;

@@ -70,6 +70,16 @@ pub use import::import;
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
 pub use space::WriteState;
 pub use stage::Outcome;
+pub use writer::sequenced::{NotAppended, Outgoing, Sequencer, SEQUENCER_PATIENCE};
+
+/// Batches of replicated events waiting for the writer (cluster mode), at
+/// most: the follower stops fetching from the log while they wait.
+pub const REPLICA_QUEUE: usize = 8;
+
+/// Decodes an event as the log (and the replicated log) holds it.
+pub fn decode_stored(bytes: &[u8]) -> Result<StoredEvent, Error> {
+    event_codec::decode_stored(bytes).map_err(|e| storage_error("undecodable stored event", e))
+}
 
 /// Settings of the store. Every queue here is bounded.
 #[derive(Clone, Debug)]
@@ -195,6 +205,12 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
+fn fsync_data_file(data_file: &Path) -> Result<Box<dyn Syncer>, Error> {
+    let file = std::fs::File::open(data_file)
+        .map_err(|e| storage_error(&format!("open {}", data_file.display()), e))?;
+    Ok(Box::new(FsyncDataFile(file)))
+}
+
 /// A projection that keeps nothing.
 pub struct NoProjection;
 
@@ -230,6 +246,7 @@ impl Author {
 
 /// An event ready for the writer: parsed, and encoded once by the caller's
 /// thread so the single writer thread does as little as possible.
+#[derive(Clone)]
 pub struct Prepared {
     event: Event,
     bytes: Vec<u8>,
@@ -366,11 +383,22 @@ impl Store {
         config: StoreConfig,
         projection: Arc<dyn Projection>,
     ) -> Result<Store, Error> {
-        Self::open_with(dir, config, projection, |data_file| {
-            let file = std::fs::File::open(data_file)
-                .map_err(|e| storage_error(&format!("open {}", data_file.display()), e))?;
-            Ok(Box::new(FsyncDataFile(file)) as Box<dyn Syncer>)
-        })
+        Self::open_inner(dir, config, projection, fsync_data_file, None)
+    }
+
+    /// Opens the store as a replica of a replicated log (cluster mode): its
+    /// appends go through `sequencer`, and the events of the log reach it
+    /// through the returned sender, in order and in whole atomic batches.
+    pub fn open_replica(
+        dir: &Path,
+        config: StoreConfig,
+        projection: Arc<dyn Projection>,
+        sequencer: Box<dyn Sequencer>,
+    ) -> Result<(Store, mpsc::Sender<Vec<StoredEvent>>), Error> {
+        let (tx, rx) = mpsc::channel(REPLICA_QUEUE);
+        let sequenced = writer::Sequenced::new(sequencer, rx)?;
+        let store = Self::open_inner(dir, config, projection, fsync_data_file, Some(sequenced))?;
+        Ok((store, tx))
     }
 
     /// Opens the store with a custom [`Syncer`] (tests use this to observe
@@ -381,6 +409,16 @@ impl Store {
         config: StoreConfig,
         projection: Arc<dyn Projection>,
         make_syncer: impl FnOnce(&Path) -> Result<Box<dyn Syncer>, Error>,
+    ) -> Result<Store, Error> {
+        Self::open_inner(dir, config, projection, make_syncer, None)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: StoreConfig,
+        projection: Arc<dyn Projection>,
+        make_syncer: impl FnOnce(&Path) -> Result<Box<dyn Syncer>, Error>,
+        sequenced: Option<writer::Sequenced>,
     ) -> Result<Store, Error> {
         let repairs = directory::prepare(dir)?;
         for repair in &repairs {
@@ -491,6 +529,10 @@ impl Store {
             last + 1,
             config.max_group_events.max(1),
         );
+        let w = match sequenced {
+            Some(s) => w.sequenced(s),
+            None => w,
+        };
         let thread = std::thread::Builder::new()
             .name("caravan-writer".into())
             .spawn(move || w.run(rx))

@@ -4,6 +4,7 @@
 mod binary;
 mod checkpoint;
 mod cli;
+mod cluster;
 mod damage;
 mod durability;
 mod helpers;

@@ -1,7 +1,7 @@
 //! Operations: metrics scraped over HTTP, online backup and restore, verify,
 //! a full disk, the config file.
 
-mod backup;
+pub mod backup;
 mod config;
 mod disk;
 mod metrics;

@@ -23,16 +23,23 @@
 //! writer: what reached the disk is unknown, so it refuses every later job
 //! until the server restarts and recovers from the log.
 //!
+//! In cluster mode (`sequenced`) a staged group is first appended to the
+//! replicated log, and the events other nodes appended arrive on a second
+//! queue and are applied like groups of their own.
+//!
 //! Depends on sled, the store's `layout`, `log` and shared state, the domain
 //! and `error`; what it does with a committed group beyond the store is the
-//! projection's business.
+//! projection's business, and what the replicated log is, the `Sequencer`'s.
+
+pub(super) mod sequenced;
 
 use super::log;
 use super::owners::{self, NewPairFeeds, PairFeeds, Standing, Unpublished};
 use super::stage::{Group, Outcome, Staged};
-use super::{layout, storage_error, Prepared, Projection, Shared, Syncer};
+use super::{layout, storage_error, Author, Prepared, Projection, Shared, Syncer};
 use crate::domain::{StoredEvent, Timestamp};
 use crate::error::{Error, Retry};
+pub(super) use sequenced::Sequenced;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -71,6 +78,22 @@ struct Answer {
     reply: Reply,
     result: Result<Vec<Outcome>, Error>,
     span: tracing::Span,
+}
+
+/// What staging a group leaves to write.
+pub(super) struct StagedGroup {
+    staged: Vec<Staged>,
+    /// Agreement id → the index in `staged` of its latest event.
+    agreements: HashMap<String, usize>,
+    lives: HashMap<String, Standing>,
+    new_pair_feeds: NewPairFeeds,
+}
+
+/// What the writer takes next.
+pub(super) enum Incoming {
+    Msg(Msg),
+    /// Events of the replicated log, in order, whole atomic batches.
+    Replicated(Vec<StoredEvent>),
 }
 
 /// A committed group on its way to the readers and the appenders.
@@ -148,6 +171,8 @@ pub(super) struct Writer {
     /// that falls behind (the writer waits in `send`, its own queue fills and
     /// appenders wait).
     publisher: Option<std::sync::mpsc::SyncSender<Committed>>,
+    /// The replicated log, in cluster mode.
+    sequenced: Option<Sequenced>,
 }
 
 impl Writer {
@@ -172,7 +197,14 @@ impl Writer {
             failed: None,
             groups: 0,
             publisher: None,
+            sequenced: None,
         }
+    }
+
+    /// Appends through the replicated log (cluster mode).
+    pub fn sequenced(mut self, sequenced: Sequenced) -> Self {
+        self.sequenced = Some(sequenced);
+        self
     }
 
     pub fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
@@ -206,11 +238,19 @@ impl Writer {
     fn run_groups(&mut self, rx: &mut mpsc::Receiver<Msg>) {
         let mut close_ack = None;
         while close_ack.is_none() {
-            let first = match rx.blocking_recv() {
-                Some(Msg::Append(job)) => job,
-                Some(Msg::Close(ack)) => {
+            let next = match self.sequenced.as_mut() {
+                Some(s) => s.receive(rx),
+                None => rx.blocking_recv().map(Incoming::Msg),
+            };
+            let first = match next {
+                Some(Incoming::Msg(Msg::Append(job))) => job,
+                Some(Incoming::Msg(Msg::Close(ack))) => {
                     close_ack = Some(ack);
                     break;
+                }
+                Some(Incoming::Replicated(events)) => {
+                    self.apply_replicated(events);
+                    continue;
                 }
                 None => break,
             };
@@ -250,27 +290,12 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, group: Vec<Job>) {
-        if self.failed.is_none() {
-            self.failed = self.shared.poisoned();
-        }
-        if let Some(cause) = &self.failed {
-            let err =
-                format!("the store stopped writing after a failure ({cause}); restart the server");
-            for job in group {
-                let _ = job.reply.send(Err(Error::Unavailable(err.clone())));
-            }
+    fn commit(&mut self, mut group: Vec<Job>) {
+        if !self.writable(&mut group) {
             return;
         }
-        let bytes: usize = group
-            .iter()
-            .flat_map(|job| job.events.iter().map(|p| p.bytes.len() + 64))
-            .sum();
-        if let Err(why) = self.shared.space.check(bytes as u64) {
-            for job in group {
-                let _ = job.reply.send(Err(Error::Unavailable(why.clone())));
-            }
-            return;
+        if self.sequenced.is_some() {
+            return self.commit_sequenced(group);
         }
         self.groups += 1;
         let events: usize = group.iter().map(|job| job.events.len()).sum();
@@ -281,6 +306,58 @@ impl Writer {
             events,
         );
         let _entered = span.enter();
+        let mut replies = Vec::with_capacity(group.len());
+        let mut requests = Vec::with_capacity(group.len());
+        for job in group {
+            replies.push((job.reply, job.span));
+            requests.push((job.events, job.author));
+        }
+        let (results, staged) = self.stage(requests, events);
+        let answers = replies
+            .into_iter()
+            .zip(results)
+            .map(|((reply, span), result)| Answer {
+                reply,
+                result,
+                span,
+            })
+            .collect();
+        self.write_and_publish(staged, Timestamp::now(), answers);
+    }
+
+    /// Whether the store takes a group now; if not, its jobs are answered.
+    fn writable(&mut self, group: &mut Vec<Job>) -> bool {
+        if self.failed.is_none() {
+            self.failed = self.shared.poisoned();
+        }
+        if let Some(cause) = &self.failed {
+            let err =
+                format!("the store stopped writing after a failure ({cause}); restart the server");
+            for job in group.drain(..) {
+                let _ = job.reply.send(Err(Error::Unavailable(err.clone())));
+            }
+            return false;
+        }
+        let bytes: usize = group
+            .iter()
+            .flat_map(|job| job.events.iter().map(|p| p.bytes.len() + 64))
+            .sum();
+        if let Err(why) = self.shared.space.check(bytes as u64) {
+            for job in group.drain(..) {
+                let _ = job.reply.send(Err(Error::Unavailable(why.clone())));
+            }
+            return false;
+        }
+        true
+    }
+
+    /// Stages requests (events and author) in order against the store: each
+    /// request's outcome, and what the group would write.
+    fn stage(
+        &mut self,
+        requests: Vec<(Vec<Prepared>, Author)>,
+        events: usize,
+    ) -> (Vec<Result<Vec<super::Outcome>, Error>>, StagedGroup) {
         self.unpublished
             .prune(self.shared.durable.load(Ordering::Acquire));
         let mut staging = Group::new(
@@ -292,27 +369,41 @@ impl Writer {
             self.next_sequence,
             events,
         );
-        let mut answers: Vec<Answer> = Vec::with_capacity(group.len());
-        for job in group {
-            let result = staging.stage(job.events, &job.author);
-            answers.push(Answer {
-                reply: job.reply,
-                result,
-                span: job.span,
-            });
-        }
+        let results = requests
+            .into_iter()
+            .map(|(events, author)| staging.stage(events, &author))
+            .collect();
         let Group {
             staged,
-            agreements: staged_agreements,
+            agreements,
             lives,
             new_pair_feeds,
             ..
         } = staging;
+        (
+            results,
+            StagedGroup {
+                staged,
+                agreements,
+                lives,
+                new_pair_feeds,
+            },
+        )
+    }
 
+    /// Writes a staged group (its events ingested `at`), then hands it and
+    /// the answers to the publisher.
+    fn write_and_publish(&mut self, group: StagedGroup, at: Timestamp, answers: Vec<Answer>) {
+        let StagedGroup {
+            staged,
+            agreements: staged_agreements,
+            lives,
+            new_pair_feeds,
+        } = group;
         let mut stored = Vec::new();
         if !staged.is_empty() {
-            match self.write(&staged, &staged_agreements, &new_pair_feeds) {
-                Ok(now) => stored = self.committed(staged, lives, new_pair_feeds, now),
+            match self.write(&staged, &staged_agreements, &new_pair_feeds, at) {
+                Ok(()) => stored = self.committed(staged, lives, new_pair_feeds, at),
                 Err((reason, e)) => {
                     tracing::error!(error = %e, "group commit failed; refusing further writes");
                     self.failed = Some(e.to_string());
@@ -345,14 +436,15 @@ impl Writer {
         }
     }
 
-    /// Writes the staged events in one atomic batch, then flush and fsync.
+    /// Writes the staged events (ingested `now`) in one atomic batch, then
+    /// flush and fsync.
     fn write(
         &mut self,
         staged: &[Staged],
         agreements: &HashMap<String, usize>,
         pair_feeds: &NewPairFeeds,
-    ) -> Result<Timestamp, (&'static str, Error)> {
-        let now = Timestamp::now();
+        now: Timestamp,
+    ) -> Result<(), (&'static str, Error)> {
         let mut batch = sled::Batch::default();
 
         let first = staged[0].sequence;
@@ -395,7 +487,7 @@ impl Writer {
             fsync_us = flushed.elapsed().as_micros() as u64,
             "written and fsynced"
         );
-        Ok(now)
+        Ok(())
     }
 
     /// After the fsync: index the new events for the checks of later groups

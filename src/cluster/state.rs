@@ -1,0 +1,95 @@
+//! What this node knows of the stream: its head and when it last heard from
+//! it. Read by the ingest health, the metrics and every read's answer (how
+//! stale it may be); written by the sequencer, the follower and the probe.
+
+use super::link::Link;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the probe asks the stream for its head.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The stream as this node last saw it.
+pub struct ClusterState {
+    began: Instant,
+    /// The newest stream sequence this node has heard of.
+    head: AtomicU64,
+    /// Milliseconds after `began` this node last heard from the stream.
+    contact_ms: AtomicU64,
+    /// Whether the stream answered the last probe (ingest needs it).
+    reachable: AtomicBool,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        ClusterState {
+            began: Instant::now(),
+            head: AtomicU64::new(0),
+            contact_ms: AtomicU64::new(0),
+            reachable: AtomicBool::new(true),
+        }
+    }
+}
+
+impl ClusterState {
+    /// The stream answered, its head at least `head`.
+    pub fn heard(&self, head: u64) {
+        self.head.fetch_max(head, Ordering::AcqRel);
+        self.contact_ms
+            .store(self.began.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// The newest stream sequence this node has heard of.
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// How long since this node last heard from the stream.
+    pub fn silence(&self) -> Duration {
+        let contact = Duration::from_millis(self.contact_ms.load(Ordering::Acquire));
+        self.began.elapsed().saturating_sub(contact)
+    }
+
+    /// Whether the stream answered the last probe.
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+}
+
+/// Asks the stream for its head every [`PROBE_INTERVAL`] until shutdown:
+/// ingest is served only while it answers (it needs a quorum).
+pub async fn probe(link: Link, state: Arc<ClusterState>, stop: impl Future<Output = ()>) {
+    tokio::pin!(stop);
+    loop {
+        let answered = tokio::select! {
+            r = tokio::time::timeout(super::link::REQUEST_TIMEOUT, link.stream_state()) => r,
+            _ = &mut stop => return,
+        };
+        match answered {
+            Ok(Ok(stream)) if stream.quorum => {
+                state.heard(stream.last);
+                if !state.reachable.swap(true, Ordering::AcqRel) {
+                    tracing::info!(head = stream.last, "JetStream has a quorum again");
+                }
+            }
+            Ok(Ok(_)) => unreachable_now(&state, "the stream's leader has no quorum"),
+            Ok(Err(e)) => unreachable_now(&state, &e.to_string()),
+            Err(_) => unreachable_now(&state, "no answer"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            _ = &mut stop => return,
+        }
+    }
+}
+
+fn unreachable_now(state: &ClusterState, why: &str) {
+    if state.reachable.swap(false, Ordering::AcqRel) {
+        tracing::warn!(
+            error = why,
+            "JetStream does not answer: ingest waits for a quorum; reads go on"
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The writer in cluster mode: the replicated log decides each event's
+//! sequence, and the store is one replica of it.
+//!
+//! A group is staged against this replica exactly as in embedded mode, then
+//! appended to the replicated log through the [`Sequencer`] on the condition
+//! that the log's last sequence is still the one this replica has applied.
+//! Only once the log confirms does the writer write the group locally (the
+//! same sequences) and acknowledge it, so an acknowledged event is in the
+//! replicated log and readable on this node. When the log has moved on
+//! (another node appended, or an earlier try of ours landed after all), the
+//! writer applies what it is missing from the replica queue, then stages the
+//! same requests again: an event that landed in an earlier try is then found
+//! at the sequence that try proposed, and answered as new.
+//!
+//! Events other nodes appended arrive on the replica queue in whole atomic
+//! batches and are staged by the same rules (their authors may curate:
+//! ownership was checked where they were appended). An event this replica
+//! refuses means the replicas have diverged: the store stops writing rather
+//! than skip it.
+//!
+//! Depends on the writer and the store's staging; nothing here knows what
+//! the replicated log is.
+
+use super::{Answer, Incoming, Job, Msg, Writer};
+use crate::domain::{StoredEvent, Timestamp};
+use crate::error::Error;
+use crate::storage::{event_codec, Author, Outcome, Prepared};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long the writer keeps trying to append a group (the log electing a
+/// leader, other nodes winning the race) before it answers UNAVAILABLE.
+pub const SEQUENCER_PATIENCE: Duration = Duration::from_secs(20);
+
+/// How long the writer waits for the replica queue to bring this node up to
+/// the log's head before a retry.
+const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
+
+/// One event on its way to the replicated log.
+pub struct Outgoing {
+    /// The stored event as the log holds it (sequence, time, event, author).
+    pub bytes: Vec<u8>,
+    /// The event's feed and id, unique in the log (the log's own short-lived
+    /// de-duplication key).
+    pub message_id: String,
+}
+
+/// Why the replicated log did not take a group.
+#[derive(Debug)]
+pub enum NotAppended {
+    /// Nothing was stored: the log's last sequence was not the one given.
+    Behind,
+    /// The log did not confirm: some leading batches may be stored.
+    Unconfirmed(String),
+}
+
+/// The replicated log as the writer sees it (cluster mode). Called on the
+/// writer thread: it may block, for as long as the log takes.
+pub trait Sequencer: Send + 'static {
+    /// Appends `events` (sequences `after + 1` …) to the log if and only if
+    /// its last sequence is `after`: consecutive atomic batches of the sizes
+    /// in `batches` (each batch is stored whole or not at all, and a batch is
+    /// stored only if every batch before it was).
+    fn append(
+        &mut self,
+        after: u64,
+        events: Vec<Outgoing>,
+        batches: &[usize],
+    ) -> Result<(), NotAppended>;
+
+    /// The log's last sequence.
+    fn head(&mut self) -> Result<u64, String>;
+
+    /// The most events one atomic batch may hold.
+    fn max_batch(&self) -> usize;
+}
+
+/// The writer's link to the replicated log.
+pub struct Sequenced {
+    sequencer: Box<dyn Sequencer>,
+    /// Events of the log from the node's follower, in order, in whole atomic
+    /// batches. Bounded by its sender's capacity: a writer that falls behind
+    /// makes the follower stop fetching, it does not queue the log in memory.
+    replicas: mpsc::Receiver<Vec<StoredEvent>>,
+    /// Waits on both queues at once (the writer is a plain thread).
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Sequenced {
+    pub fn new(
+        sequencer: Box<dyn Sequencer>,
+        replicas: mpsc::Receiver<Vec<StoredEvent>>,
+    ) -> Result<Self, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| Error::Internal(format!("the writer's runtime: {e}")))?;
+        Ok(Sequenced {
+            sequencer,
+            replicas,
+            runtime,
+        })
+    }
+
+    /// The next replicated events or message, the log's first: a replica
+    /// that is behind cannot append anyway.
+    pub(super) fn receive(&mut self, jobs: &mut mpsc::Receiver<Msg>) -> Option<Incoming> {
+        let replicas = &mut self.replicas;
+        self.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                Some(events) = replicas.recv() => Some(Incoming::Replicated(events)),
+                msg = jobs.recv() => msg.map(Incoming::Msg),
+            }
+        })
+    }
+
+    /// The next replicated events, waiting at most `patience`.
+    fn replicated(&mut self, patience: Duration) -> Option<Vec<StoredEvent>> {
+        let replicas = &mut self.replicas;
+        self.runtime.block_on(async {
+            tokio::time::timeout(patience, replicas.recv())
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+}
+
+impl Writer {
+    /// Stages `group`, appends its new events to the replicated log, then
+    /// writes them here and answers; retries after catching up while the log
+    /// has moved on, for at most [`SEQUENCER_PATIENCE`].
+    pub(super) fn commit_sequenced(&mut self, group: Vec<Job>) {
+        let max_batch = self
+            .sequenced
+            .as_ref()
+            .map_or(1, |s| s.sequencer.max_batch());
+        let mut jobs = Vec::with_capacity(group.len());
+        for job in group {
+            if job.events.len() > max_batch {
+                let _ = job.reply.send(Err(Error::ResourceExhausted(format!(
+                    "at most {max_batch} events per request in cluster mode (the replicated \
+                     log's atomic batch limit); got {}: split the request",
+                    job.events.len()
+                ))));
+            } else {
+                jobs.push(job);
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        // The sequences earlier tries proposed for each request's new events.
+        let mut proposed: Vec<Vec<Vec<u64>>> = vec![Vec::new(); jobs.len()];
+        loop {
+            self.groups += 1;
+            let events: usize = jobs.iter().map(|job| job.events.len()).sum();
+            let requests = jobs
+                .iter()
+                .map(|job| (job.events.clone(), job.author.clone()))
+                .collect();
+            let (mut results, staged) = self.stage(requests, events);
+            let batches = batches(&results, max_batch);
+            // An event found stored at the very sequence an earlier try of
+            // this request proposed for it is this request's own.
+            for (result, earlier) in results.iter_mut().zip(&proposed) {
+                if let Ok(outcomes) = result {
+                    for (i, o) in outcomes.iter_mut().enumerate() {
+                        if o.duplicate && earlier.iter().any(|p| p.get(i) == Some(&o.sequence)) {
+                            o.duplicate = false;
+                        }
+                    }
+                }
+            }
+            if staged.staged.is_empty() {
+                return self.write_and_publish(staged, Timestamp::now(), answers(jobs, results));
+            }
+            let at = Timestamp::now();
+            let after = self.next_sequence - 1;
+            let outgoing = outgoing(&staged, &at);
+            let sequencer = match self.sequenced.as_mut() {
+                Some(s) => &mut s.sequencer,
+                None => return,
+            };
+            let why = match sequencer.append(after, outgoing, &batches) {
+                Ok(()) => return self.write_and_publish(staged, at, answers(jobs, results)),
+                Err(NotAppended::Behind) => "another node appended first".to_owned(),
+                Err(NotAppended::Unconfirmed(why)) => why,
+            };
+            for (p, result) in proposed.iter_mut().zip(&results) {
+                if let Ok(outcomes) = result {
+                    p.push(outcomes.iter().map(|o| o.sequence).collect());
+                }
+            }
+            tracing::debug!(after, reason = %why, "the replicated log did not take the group; catching up");
+            if let Err(e) = self.catch_up(started) {
+                let e = format!(
+                    "the replicated log did not confirm these events ({why}; {e}); they may \
+                     be stored: send them again (a stored event is answered as a duplicate)"
+                );
+                for job in jobs {
+                    let _ = job.reply.send(Err(Error::Unavailable(e.clone())));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Applies replicated events until this node holds the log's head.
+    fn catch_up(&mut self, started: Instant) -> Result<(), String> {
+        loop {
+            let remaining = SEQUENCER_PATIENCE.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(format!("gave up after {SEQUENCER_PATIENCE:?}"));
+            }
+            let Some(sequenced) = self.sequenced.as_mut() else {
+                return Err("not in cluster mode".into());
+            };
+            let head = match sequenced.sequencer.head() {
+                Ok(head) => head,
+                Err(e) => {
+                    std::thread::sleep(Duration::from_millis(200).min(remaining));
+                    tracing::debug!(error = %e, "the replicated log's head is unknown; retrying");
+                    continue;
+                }
+            };
+            while self.next_sequence <= head {
+                let patience =
+                    CATCH_UP_PATIENCE.min(SEQUENCER_PATIENCE.saturating_sub(started.elapsed()));
+                let Some(sequenced) = self.sequenced.as_mut() else {
+                    return Err("not in cluster mode".into());
+                };
+                match sequenced.replicated(patience) {
+                    Some(events) => self.apply_replicated(events),
+                    None => {
+                        return Err(format!(
+                            "this node applied up to {} but the log holds {head}",
+                            self.next_sequence - 1
+                        ))
+                    }
+                }
+                if self.failed.is_some() {
+                    return Err("this node stopped writing".into());
+                }
+            }
+            return Ok(());
+        }
+    }
+
+    /// Writes events of the replicated log that this node does not hold yet;
+    /// those it holds (its own appends) are passed over.
+    pub(super) fn apply_replicated(&mut self, mut events: Vec<StoredEvent>) {
+        if self.failed.is_none() {
+            self.failed = self.shared.poisoned();
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        events.retain(|e| e.sequence >= self.next_sequence);
+        let Some(first) = events.first().map(|e| e.sequence) else {
+            return;
+        };
+        if first != self.next_sequence {
+            return self.diverged(format!(
+                "the replicated log's events skip from {} to {first}",
+                self.next_sequence - 1
+            ));
+        }
+        // One local group per run of events appended together.
+        while !events.is_empty() {
+            let at = events[0].ingested_at;
+            let run = events.iter().take_while(|e| e.ingested_at == at).count();
+            let rest = events.split_off(run);
+            if let Err(e) = self.apply_run(std::mem::replace(&mut events, rest), at) {
+                return self.diverged(e);
+            }
+        }
+    }
+
+    /// Stages and writes events appended together elsewhere, at exactly
+    /// their sequences.
+    fn apply_run(&mut self, run: Vec<StoredEvent>, at: Timestamp) -> Result<(), String> {
+        let sequences: Vec<u64> = run.iter().map(|e| e.sequence).collect();
+        let count = run.len();
+        // Consecutive events of one author form one request.
+        let mut requests: Vec<(Vec<Prepared>, Author)> = Vec::new();
+        for stored in run {
+            let author = Author {
+                name: stored.written_by,
+                curates: true,
+            };
+            match requests.last_mut() {
+                Some((events, a)) if a.name == author.name => {
+                    events.push(Prepared::new(stored.event))
+                }
+                _ => requests.push((vec![Prepared::new(stored.event)], author)),
+            }
+        }
+        self.groups += 1;
+        let (results, staged) = self.stage(requests, count);
+        let mut i = 0;
+        for result in results {
+            let outcomes =
+                result.map_err(|e| format!("event {} is refused here: {e}", sequences[i]))?;
+            for o in outcomes {
+                if o.duplicate || o.sequence != sequences[i] {
+                    return Err(format!(
+                        "event {} would be {} here",
+                        sequences[i],
+                        if o.duplicate {
+                            "a duplicate"
+                        } else {
+                            "at another sequence"
+                        }
+                    ));
+                }
+                i += 1;
+            }
+        }
+        self.write_and_publish(staged, at, Vec::new());
+        Ok(())
+    }
+
+    /// This replica cannot follow the log: it stops writing, never skips.
+    fn diverged(&mut self, why: String) {
+        let cause = format!(
+            "this replica cannot apply the replicated log ({why}); it serves what it holds \
+             and takes no more: restore it from a backup of a healthy node"
+        );
+        self.failed = Some(cause.clone());
+        self.shared.poison("replica", cause);
+    }
+}
+
+/// The answers of a group's jobs.
+fn answers(jobs: Vec<Job>, results: Vec<Result<Vec<Outcome>, Error>>) -> Vec<Answer> {
+    jobs.into_iter()
+        .zip(results)
+        .map(|(job, result)| Answer {
+            reply: job.reply,
+            result,
+            span: job.span,
+        })
+        .collect()
+}
+
+/// The staged events as the log will hold them.
+fn outgoing(staged: &super::StagedGroup, at: &Timestamp) -> Vec<Outgoing> {
+    staged
+        .staged
+        .iter()
+        .map(|s| {
+            let mut bytes = Vec::with_capacity(s.prepared.bytes.len() + 48);
+            event_codec::encode_stored_parts(
+                s.sequence,
+                at,
+                &s.prepared.bytes,
+                s.written_by.as_ref(),
+                &mut bytes,
+            );
+            let event = s.prepared.event();
+            Outgoing {
+                bytes,
+                message_id: format!("{}/{}", event.feed.as_str(), event.id.as_str()),
+            }
+        })
+        .collect()
+}
+
+/// The sizes of the atomic batches that carry a group's new events: whole
+/// requests (each is all or nothing), as many as fit `max_batch`.
+fn batches(results: &[Result<Vec<Outcome>, Error>], max_batch: usize) -> Vec<usize> {
+    let mut batches: Vec<usize> = Vec::new();
+    let mut open = 0;
+    for result in results.iter().filter_map(|r| r.as_ref().ok()) {
+        let new = result.iter().filter(|o| !o.duplicate).count();
+        if new == 0 {
+            continue;
+        }
+        if open > 0 && open + new > max_batch {
+            batches.push(open);
+            open = 0;
+        }
+        open += new;
+    }
+    if open > 0 {
+        batches.push(open);
+    }
+    batches
+}
