@@ -243,10 +243,11 @@ pub struct ServeArgs {
         default_value_t = 120
     )]
     pub jetstream_duplicate_window_secs: u64,
-    /// The most events per atomic batch (and per request in cluster mode):
-    /// at most the NATS servers' `jetstream.limits.batch.max_msgs`.
-    #[arg(long, env = "CARAVAN_JETSTREAM_MAX_BATCH", default_value_t = cluster::DEFAULT_MAX_BATCH)]
-    pub jetstream_max_batch: usize,
+    /// The largest stream message this node publishes, in bytes (events are
+    /// packed into messages up to it); default and upper bound: the NATS
+    /// servers' `max_payload`.
+    #[arg(long, env = "CARAVAN_JETSTREAM_MAX_MESSAGE_BYTES")]
+    pub jetstream_max_message_bytes: Option<usize>,
     /// NATS credentials file (JWT and nkey seed).
     #[arg(long, env = "CARAVAN_JETSTREAM_CREDS")]
     pub jetstream_creds: Option<PathBuf>,
@@ -294,7 +295,7 @@ impl ServeArgs {
             stream: self.jetstream_stream.clone(),
             replicas: self.jetstream_replicas.max(1),
             duplicate_window: Duration::from_secs(self.jetstream_duplicate_window_secs.max(1)),
-            max_batch: self.jetstream_max_batch.max(1),
+            max_message_bytes: self.jetstream_max_message_bytes,
             credentials: self.jetstream_creds.clone(),
             ca_cert: self.jetstream_ca_cert.clone(),
             client_cert: self

@@ -1,14 +1,16 @@
 //! Follows the stream into this node's store: an ordered consumer from the
-//! store's last sequence + 1, whose events go to the writer in whole atomic
-//! batches, in order. A gap (a message whose stream sequence is not the next
-//! one) is never skipped: the consumer is dropped and made again from the
-//! first sequence the writer has not been given.
+//! message after the one that ends with the store's last event, whose events
+//! go to the writer in whole groups, in order. A gap (a message whose stream
+//! sequence is not the next one, or whose events do not follow) is never
+//! skipped: the consumer is dropped and made again after the last message
+//! the writer has been given.
 
+use super::frames;
 use super::link::Link;
 use super::state::ClusterState;
 use super::BATCH_LAST;
 use crate::domain::StoredEvent;
-use crate::storage::{decode_stored, StoreHandle};
+use crate::storage::StoreHandle;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use std::future::Future;
 use std::sync::Arc;
@@ -23,6 +25,14 @@ const MAX_HANDOFF: usize = 4096;
 /// error.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// Where the follower stands: the last event handed to the writer (or held
+/// by the store) and the stream sequence of the message that ends with it.
+#[derive(Clone, Copy)]
+struct Handed {
+    event: u64,
+    message: u64,
+}
+
 /// Feeds the writer the stream's events until shutdown or until the writer
 /// is gone.
 pub async fn follow(
@@ -33,17 +43,36 @@ pub async fn follow(
     stop: impl Future<Output = ()>,
 ) {
     tokio::pin!(stop);
-    // The last sequence handed to the writer (or held by the store).
-    let mut handed = store.last_sequence();
+    let mut handed = None;
     loop {
-        let followed = follow_from(&link, &mut handed, &writer, &state);
+        let followed = async {
+            let at = match handed {
+                Some(h) => h,
+                None => {
+                    let event = store.last_sequence();
+                    let message = match state.position(event) {
+                        Some(m) => m,
+                        None => link
+                            .locate(event)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .ok_or_else(|| {
+                                format!("no message of the stream ends with event {event}")
+                            })?,
+                    };
+                    Handed { event, message }
+                }
+            };
+            handed = Some(at);
+            follow_from(&link, &store, &mut handed, &writer, &state).await
+        };
         let outcome = tokio::select! {
             r = followed => r,
             _ = &mut stop => return,
         };
         match outcome {
             Ok(()) => return,
-            Err(e) => tracing::warn!(error = %e, from = handed + 1, "following the stream again"),
+            Err(e) => tracing::warn!(error = %e, "following the stream again"),
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}
@@ -52,14 +81,18 @@ pub async fn follow(
     }
 }
 
-/// Follows from `handed + 1` until an error (`Ok` only when the writer is
-/// gone).
+/// Follows from the message after `handed` until an error (`Ok` only when
+/// the writer is gone), advancing `handed` as the writer takes events.
 async fn follow_from(
     link: &Link,
-    handed: &mut u64,
+    store: &StoreHandle,
+    handed: &mut Option<Handed>,
     writer: &mpsc::Sender<Vec<StoredEvent>>,
     state: &ClusterState,
 ) -> Result<(), String> {
+    let Some(start) = *handed else {
+        return Err("no position".into());
+    };
     let stream = link
         .js
         .get_stream(&link.stream)
@@ -68,7 +101,7 @@ async fn follow_from(
     let consumer = stream
         .create_consumer(pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: *handed + 1,
+                start_sequence: start.message + 1,
             },
             filter_subject: link.subject.clone(),
             ..Default::default()
@@ -79,43 +112,61 @@ async fn follow_from(
         .messages()
         .await
         .map_err(|e| format!("messages: {e}"))?;
+    // Received and not yet handed: events, and where the last ends.
     let mut pending: Vec<StoredEvent> = Vec::new();
+    let mut seen = start;
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| format!("message: {e}"))?;
         let info = message.info().map_err(|e| format!("message info: {e}"))?;
         let sequence = info.stream_sequence;
-        let expected = *handed + pending.len() as u64 + 1;
-        if sequence < expected {
+        if sequence <= seen.message {
             continue;
         }
-        if sequence > expected {
-            return Err(format!("a gap: message {sequence} after {}", expected - 1));
+        if sequence > seen.message + 1 {
+            return Err(format!("a gap: message {sequence} after {}", seen.message));
         }
-        let stored = decode_stored(&message.payload).map_err(|e| e.to_string())?;
-        if stored.sequence != sequence {
+        let last = frames::last_sequence(&message.payload).map_err(|e| e.to_string())?;
+        if last <= seen.event {
             return Err(format!(
-                "message {sequence} holds event {}: not caravan's stream",
-                stored.sequence
+                "message {sequence} ends with event {last}, not after {}",
+                seen.event
             ));
         }
-        let batch_last = message
+        // Events the store already holds (this node's own appends) need
+        // not be decoded.
+        if !(pending.is_empty() && last <= store.last_sequence()) {
+            let events = frames::unpack(&message.payload).map_err(|e| e.to_string())?;
+            if events.first().map(|e| e.sequence) != Some(seen.event + 1) {
+                return Err(format!(
+                    "message {sequence} does not follow event {}: not caravan's stream",
+                    seen.event
+                ));
+            }
+            pending.extend(events);
+        }
+        seen = Handed {
+            event: last,
+            message: sequence,
+        };
+        state.record(last, sequence);
+        state.heard(last);
+        let group_last = message
             .headers
             .as_ref()
             .and_then(|h| h.get(BATCH_LAST))
             .and_then(|v| v.as_str().parse::<u64>().ok())
-            .unwrap_or(sequence);
-        pending.push(stored);
-        state.heard(sequence + info.pending);
-        let batch_done = sequence >= batch_last;
-        if batch_done && (info.pending == 0 || pending.len() >= MAX_HANDOFF) {
-            let events = std::mem::take(&mut pending);
-            let count = events.len() as u64;
-            // Waits while the writer's replica queue is full: the consumer
-            // then stops pulling (bounded memory), it never drops events.
-            if writer.send(events).await.is_err() {
-                return Ok(());
+            .unwrap_or(last);
+        let group_done = last >= group_last;
+        if group_done && (info.pending == 0 || pending.len() >= MAX_HANDOFF) {
+            if !pending.is_empty() {
+                // Waits while the writer's replica queue is full: the
+                // consumer then stops pulling (bounded memory), it never
+                // drops events.
+                if writer.send(std::mem::take(&mut pending)).await.is_err() {
+                    return Ok(());
+                }
             }
-            *handed += count;
+            *handed = Some(seen);
         }
     }
     Err("the consumer ended".into())

@@ -1,17 +1,15 @@
 //! The connection to NATS and to caravan's stream, and the check that this
 //! node's store is a prefix of the stream before the node serves.
 
+use super::state::ClusterState;
 use crate::error::Error;
-use crate::storage::{decode_stored, StoreHandle};
+use crate::storage::StoreHandle;
 use async_nats::jetstream::{self, stream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Default stream replicas: 3 (a quorum of 2 survives one node).
 pub const DEFAULT_REPLICAS: usize = 3;
-/// Default most events per atomic batch: nats-server's own default
-/// (`jetstream.limits.batch.max_msgs`).
-pub const DEFAULT_MAX_BATCH: usize = 1000;
 /// How long a start waits for the stream to answer.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 /// How long one request to JetStream (a publish's acknowledgement, stream
@@ -24,8 +22,10 @@ const QUORUM_SILENCE: Duration = Duration::from_secs(3);
 
 /// The stream as its leader answered.
 pub(crate) struct StreamState {
-    pub first: u64,
+    /// The last message's stream sequence.
     pub last: u64,
+    /// The sequence of the newest event (the last message's last).
+    pub head: u64,
     /// The leader has a quorum of current replicas: appends can commit.
     pub quorum: bool,
 }
@@ -42,9 +42,9 @@ pub struct ClusterConfig {
     /// JetStream's own de-duplication window of a stream this node creates
     /// (caravan's idempotency is its permanent event-id index, not this).
     pub duplicate_window: Duration,
-    /// The most events one atomic batch holds; at most the servers'
-    /// `jetstream.limits.batch.max_msgs`.
-    pub max_batch: usize,
+    /// The largest stream message this node publishes (events are packed
+    /// into messages up to it); `None`: the servers' `max_payload`.
+    pub max_message_bytes: Option<usize>,
     /// A NATS credentials file (JWT and nkey seed).
     pub credentials: Option<PathBuf>,
     /// CA certificate(s) that NATS servers' certificates must chain to
@@ -66,7 +66,7 @@ pub struct Link {
     pub(crate) stream: String,
     pub(crate) subject: String,
     pub(crate) node: String,
-    pub(crate) max_batch: usize,
+    pub(crate) max_message_bytes: Option<usize>,
 }
 
 fn nats_error(context: &str, e: impl std::fmt::Display) -> Error {
@@ -133,7 +133,7 @@ impl Link {
             stream: config.stream.clone(),
             subject: format!("caravan.{}", config.stream),
             node: config.node.clone(),
-            max_batch: config.max_batch.max(1),
+            max_message_bytes: config.max_message_bytes,
         };
         let began = Instant::now();
         loop {
@@ -182,11 +182,6 @@ impl Link {
         Ok(())
     }
 
-    /// The stream's (first, last) sequence.
-    pub(crate) async fn bounds(&self) -> Result<(u64, u64), Error> {
-        self.stream_state().await.map(|s| (s.first, s.last))
-    }
-
     /// The stream's sequences, and whether its leader has a quorum of
     /// current replicas (a leader cut off from the others may answer for a
     /// while before it steps down).
@@ -199,7 +194,8 @@ impl Link {
         let info = stream
             .info()
             .await
-            .map_err(|e| nats_error("stream info", e))?;
+            .map_err(|e| nats_error("stream info", e))?
+            .clone();
         let replicas = info.config.num_replicas.max(1);
         let quorum = info.cluster.as_ref().map_or(replicas == 1, |c| {
             let current = c
@@ -209,22 +205,84 @@ impl Link {
                 .count();
             c.leader.is_some() && current + 1 > replicas / 2
         });
-        Ok(StreamState {
-            first: info.state.first_sequence,
-            last: info.state.last_sequence,
-            quorum,
-        })
+        let last = info.state.last_sequence;
+        let head = match last {
+            0 => 0,
+            n => self.message_bounds(&stream, n).await?.1,
+        };
+        Ok(StreamState { last, head, quorum })
+    }
+
+    /// The (first, last) event sequences of the message at `sequence`.
+    async fn message_bounds(
+        &self,
+        stream: &stream::Stream,
+        sequence: u64,
+    ) -> Result<(u64, u64), Error> {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| nats_error(&format!("message {sequence}"), e))?;
+        super::frames::bounds(&message.payload)
+    }
+
+    /// The events of the message at `sequence`.
+    async fn message(
+        &self,
+        stream: &stream::Stream,
+        sequence: u64,
+    ) -> Result<Vec<crate::domain::StoredEvent>, Error> {
+        let message = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| nats_error(&format!("message {sequence}"), e))?;
+        super::frames::unpack(&message.payload)
+    }
+
+    /// The stream sequence of the message whose last event is `event`
+    /// (0 for event 0): a binary search over the stream's messages, whose
+    /// events ascend. `None` when no message ends with it.
+    pub(crate) async fn locate(&self, event: u64) -> Result<Option<u64>, Error> {
+        if event == 0 {
+            return Ok(Some(0));
+        }
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| nats_error("stream", e))?;
+        let (mut lo, mut hi) = {
+            let state = &stream.cached_info().state;
+            (state.first_sequence.max(1), state.last_sequence)
+        };
+        while lo <= hi {
+            let mid = lo + (hi - lo) / 2;
+            let (first, last) = self.message_bounds(&stream, mid).await?;
+            if last < event {
+                lo = mid + 1;
+            } else if first > event {
+                hi = mid - 1;
+            } else {
+                return Ok((last == event).then_some(mid));
+            }
+        }
+        Ok(None)
     }
 
     /// Refuses to serve a store that is not a prefix of the stream: more
     /// events than the stream holds (another stream's store, or a stream
     /// that lost acknowledged events), another event at the store's last
     /// sequence, or a stream that no longer holds the events after it.
-    pub async fn check_prefix(&self, store: &StoreHandle) -> Result<(), Error> {
+    /// Remembers where the store's last event is in the stream.
+    pub async fn check_prefix(
+        &self,
+        store: &StoreHandle,
+        state: &ClusterState,
+    ) -> Result<(), Error> {
         let began = Instant::now();
-        let (first, last) = loop {
-            match self.bounds().await {
-                Ok(b) => break b,
+        let stream = loop {
+            match self.stream_state().await {
+                Ok(s) => break s,
                 Err(e) if began.elapsed() < START_PATIENCE => {
                     tracing::warn!(error = %e, "waiting for JetStream");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -239,35 +297,34 @@ impl Link {
                 self.stream
             )))
         };
-        if held > last {
+        if held > stream.head {
             return refuse(format!(
-                "the store holds {held} events and the stream only {last} (another stream's \
-                 store, or a stream that lost acknowledged events)"
+                "the store holds {held} events and the stream only {} (another stream's \
+                 store, or a stream that lost acknowledged events)",
+                stream.head
             ));
         }
-        if held + 1 < first && held < last {
+        let Some(position) = self.locate(held).await? else {
             return refuse(format!(
-                "the stream starts at {first}: restore a backup that reaches {}",
-                first - 1
+                "no message of the stream ends with event {held} (the stream no longer \
+                 holds it: restore a newer backup)"
             ));
-        }
+        };
         if held > 0 {
-            let stream = self
+            let handle = self
                 .js
                 .get_stream(&self.stream)
                 .await
                 .map_err(|e| nats_error("stream", e))?;
-            let message = stream
-                .get_raw_message(held)
-                .await
-                .map_err(|e| nats_error(&format!("message {held}"), e))?;
-            let theirs = decode_stored(&message.payload)?;
+            let theirs = self.message(&handle, position).await?;
             let ours = store.event_at(held)?;
-            if ours.as_ref() != Some(&theirs) {
+            if ours.as_ref() != theirs.last() {
                 return refuse(format!("event {held} differs"));
             }
         }
-        tracing::info!(stream = %self.stream, held, first, last, "the store is a prefix of the stream");
+        state.record(held, position);
+        state.heard(stream.head);
+        tracing::info!(stream = %self.stream, held, position, head = stream.head, "the store is a prefix of the stream");
         Ok(())
     }
 }

@@ -1,12 +1,19 @@
-//! What this node knows of the stream: its head and when it last heard from
-//! it. Read by the ingest health, the metrics and every read's answer (how
-//! stale it may be); written by the sequencer, the follower and the probe.
+//! What this node knows of the stream: its head (the newest event
+//! sequence), when it last heard from it, and where the newest events are
+//! (the stream sequence of the message that ends with each). Read by the
+//! ingest health, the sequencer, and every read's answer (how stale it may
+//! be); written by the sequencer, the follower and the probe.
 
 use super::link::Link;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Message positions remembered, at most (the newest): the writer asks for
+/// the one it applied last, never far behind the follower.
+const POSITIONS: usize = 4096;
 
 /// How often the probe asks the stream for its head.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -14,12 +21,14 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// The stream as this node last saw it.
 pub struct ClusterState {
     began: Instant,
-    /// The newest stream sequence this node has heard of.
+    /// The newest event sequence this node has heard of.
     head: AtomicU64,
     /// Milliseconds after `began` this node last heard from the stream.
     contact_ms: AtomicU64,
     /// Whether the stream answered the last probe (ingest needs it).
     reachable: AtomicBool,
+    /// Event sequence → stream sequence of the message that ends with it.
+    positions: Mutex<BTreeMap<u64, u64>>,
 }
 
 impl Default for ClusterState {
@@ -29,6 +38,7 @@ impl Default for ClusterState {
             head: AtomicU64::new(0),
             contact_ms: AtomicU64::new(0),
             reachable: AtomicBool::new(true),
+            positions: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -41,7 +51,23 @@ impl ClusterState {
             .store(self.began.elapsed().as_millis() as u64, Ordering::Release);
     }
 
-    /// The newest stream sequence this node has heard of.
+    /// The message at stream sequence `message` ends with event `last`.
+    pub(crate) fn record(&self, last: u64, message: u64) {
+        let mut p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        p.insert(last, message);
+        while p.len() > POSITIONS {
+            p.pop_first();
+        }
+    }
+
+    /// The stream sequence of the message that ends with event `last`, if
+    /// remembered.
+    pub(crate) fn position(&self, last: u64) -> Option<u64> {
+        let p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        p.get(&last).copied()
+    }
+
+    /// The newest event sequence this node has heard of.
     pub fn head(&self) -> u64 {
         self.head.load(Ordering::Acquire)
     }
@@ -69,9 +95,9 @@ pub async fn probe(link: Link, state: Arc<ClusterState>, stop: impl Future<Outpu
         };
         match answered {
             Ok(Ok(stream)) if stream.quorum => {
-                state.heard(stream.last);
+                state.heard(stream.head);
                 if !state.reachable.swap(true, Ordering::AcqRel) {
-                    tracing::info!(head = stream.last, "JetStream has a quorum again");
+                    tracing::info!(head = stream.head, "JetStream has a quorum again");
                 }
             }
             Ok(Ok(_)) => unreachable_now(&state, "the stream's leader has no quorum"),

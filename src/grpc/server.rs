@@ -399,7 +399,7 @@ async fn open_store(
     })
     .await
     .map_err(|e| Error::Internal(format!("open task: {e}")))??;
-    if let Err(e) = link.check_prefix(&store.handle()).await {
+    if let Err(e) = link.check_prefix(&store.handle(), &state).await {
         let _ = store.close().await;
         return Err(e);
     }

@@ -70,7 +70,7 @@ pub use import::import;
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
 pub use space::WriteState;
 pub use stage::Outcome;
-pub use writer::sequenced::{NotAppended, Outgoing, Sequencer, SEQUENCER_PATIENCE};
+pub use writer::sequenced::{NotAppended, Sequencer, SEQUENCER_PATIENCE};
 
 /// Batches of replicated events waiting for the writer (cluster mode), at
 /// most: the follower stops fetching from the log while they wait.

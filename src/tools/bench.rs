@@ -57,6 +57,14 @@ pub struct BenchArgs {
     /// profiling a server on it); by default it is temporary.
     #[arg(long)]
     pub footprint_keep: Option<std::path::PathBuf>,
+    /// Also measure cluster mode: a local 3-node NATS cluster (R3,
+    /// `sync_interval: always`) and 3 caravan nodes against one embedded
+    /// node, in the same run.
+    #[arg(long)]
+    pub jetstream: bool,
+    /// The nats-server binary for --jetstream (2.12 or later).
+    #[arg(long, env = "CARAVAN_NATS_SERVER", default_value = "nats-server")]
+    pub nats_server: std::path::PathBuf,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,24 +127,24 @@ pub fn synthetic_events(prefix: &str, n: usize, seed: u64) -> Vec<pb::Event> {
 }
 
 #[derive(Clone, Copy, Debug)]
-enum Mode {
+pub(crate) enum Mode {
     Unary { batch: usize },
     Stream,
 }
 
-struct Scenario {
-    name: String,
-    mode: Mode,
-    feeds: usize,
-    events: usize,
+pub(crate) struct Scenario {
+    pub(crate) name: String,
+    pub(crate) mode: Mode,
+    pub(crate) feeds: usize,
+    pub(crate) events: usize,
     /// Re-send the same events a second time and measure that pass.
-    duplicates: bool,
+    pub(crate) duplicates: bool,
 }
 
-struct Measured {
-    events: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
+pub(crate) struct Measured {
+    pub(crate) events: usize,
+    pub(crate) elapsed: Duration,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -197,10 +205,19 @@ async fn feed(
 }
 
 async fn pass(url: &str, s: &Scenario, events: &[pb::Event]) -> Result<Measured, Box<dyn Error>> {
+    pass_to(&[url.to_owned()], s, events).await
+}
+
+/// A pass whose feed `i` sends to `urls[i % urls.len()]`.
+pub(crate) async fn pass_to(
+    urls: &[String],
+    s: &Scenario,
+    events: &[pb::Event],
+) -> Result<Measured, Box<dyn Error>> {
     let per_feed = events.len().div_ceil(s.feeds);
     let mut feeds = Vec::new();
-    for part in events.chunks(per_feed) {
-        let client = IngestServiceClient::connect(url.to_owned()).await?;
+    for (i, part) in events.chunks(per_feed).enumerate() {
+        let client = IngestServiceClient::connect(urls[i % urls.len()].clone()).await?;
         let work = match s.mode {
             Mode::Unary { batch } => Work::Unary(
                 part.chunks(batch)
@@ -401,6 +418,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
             .await?,
         );
     }
+    if args.jetstream {
+        report.insert(
+            "jetstream".into(),
+            super::cluster_bench::cluster(&args.nats_server, n).await?,
+        );
+    }
     if !args.no_identities {
         let figures = super::identities::identities(args.quick)
             .await
@@ -448,10 +471,19 @@ pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
 pub(crate) async fn spawn_server(
     store: &std::path::Path,
 ) -> Result<(std::process::Child, String), Box<dyn Error>> {
+    spawn_server_with(store, &[]).await
+}
+
+/// Starts `caravan serve` with more flags.
+pub(crate) async fn spawn_server_with(
+    store: &std::path::Path,
+    flags: &[String],
+) -> Result<(std::process::Child, String), Box<dyn Error>> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(store)
+        .args(flags)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .spawn()?;

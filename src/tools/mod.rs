@@ -18,12 +18,14 @@
 pub(crate) mod auth;
 pub(crate) mod bench;
 pub(crate) mod client;
+pub(crate) mod cluster_bench;
 pub(crate) mod demo;
 pub(crate) mod floor;
 pub(crate) mod gen;
 pub(crate) mod hostile;
 pub(crate) mod identities;
 pub mod jsonl;
+pub mod local_nats;
 pub mod operations;
 pub mod raw;
 pub(crate) mod terminal;

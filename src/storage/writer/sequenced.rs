@@ -36,43 +36,31 @@ pub const SEQUENCER_PATIENCE: Duration = Duration::from_secs(20);
 /// the log's head before a retry.
 const CATCH_UP_PATIENCE: Duration = Duration::from_secs(20);
 
-/// One event on its way to the replicated log.
-pub struct Outgoing {
-    /// The stored event as the log holds it (sequence, time, event, author).
-    pub bytes: Vec<u8>,
-    /// The event's feed and id, unique in the log (the log's own short-lived
-    /// de-duplication key).
-    pub message_id: String,
-}
-
 /// Why the replicated log did not take a group.
 #[derive(Debug)]
 pub enum NotAppended {
     /// Nothing was stored: the log's last sequence was not the one given.
     Behind,
-    /// The log did not confirm: some leading batches may be stored.
+    /// The log did not confirm: the group may be stored (whole).
     Unconfirmed(String),
+    /// Nothing was stored, and trying again will not help (an event larger
+    /// than the log's messages may be).
+    Refused(String),
 }
 
 /// The replicated log as the writer sees it (cluster mode). Called on the
 /// writer thread: it may block, for as long as the log takes.
 pub trait Sequencer: Send + 'static {
-    /// Appends `events` (sequences `after + 1` …) to the log if and only if
-    /// its last sequence is `after`: consecutive atomic batches of the sizes
-    /// in `batches` (each batch is stored whole or not at all, and a batch is
-    /// stored only if every batch before it was).
-    fn append(
-        &mut self,
-        after: u64,
-        events: Vec<Outgoing>,
-        batches: &[usize],
-    ) -> Result<(), NotAppended>;
+    /// Appends `events` (stored events, sequences `after + 1` …) to the
+    /// log, all or nothing, if and only if its last event is `after`.
+    fn append(&mut self, after: u64, events: Vec<Vec<u8>>) -> Result<(), NotAppended>;
 
-    /// The log's last sequence.
+    /// The sequence of the log's last event.
     fn head(&mut self) -> Result<u64, String>;
 
-    /// The most events one atomic batch may hold.
-    fn max_batch(&self) -> usize;
+    /// Whether the log takes appends now (a quorum answers); checked before
+    /// a group is staged, so that requests fail at once while it does not.
+    fn ready(&self) -> Result<(), String>;
 }
 
 /// The writer's link to the replicated log.
@@ -132,23 +120,13 @@ impl Writer {
     /// writes them here and answers; retries after catching up while the log
     /// has moved on, for at most [`SEQUENCER_PATIENCE`].
     pub(super) fn commit_sequenced(&mut self, group: Vec<Job>) {
-        let max_batch = self
-            .sequenced
-            .as_ref()
-            .map_or(1, |s| s.sequencer.max_batch());
-        let mut jobs = Vec::with_capacity(group.len());
-        for job in group {
-            if job.events.len() > max_batch {
-                let _ = job.reply.send(Err(Error::ResourceExhausted(format!(
-                    "at most {max_batch} events per request in cluster mode (the replicated \
-                     log's atomic batch limit); got {}: split the request",
-                    job.events.len()
+        let jobs = group;
+        if let Some(Err(why)) = self.sequenced.as_ref().map(|s| s.sequencer.ready()) {
+            for job in jobs {
+                let _ = job.reply.send(Err(Error::Unavailable(format!(
+                    "the replicated log takes no appends now ({why}); nothing was stored"
                 ))));
-            } else {
-                jobs.push(job);
             }
-        }
-        if jobs.is_empty() {
             return;
         }
         let started = Instant::now();
@@ -162,7 +140,6 @@ impl Writer {
                 .map(|job| (job.events.clone(), job.author.clone()))
                 .collect();
             let (mut results, staged) = self.stage(requests, events);
-            let batches = batches(&results, max_batch);
             // An event found stored at the very sequence an earlier try of
             // this request proposed for it is this request's own.
             for (result, earlier) in results.iter_mut().zip(&proposed) {
@@ -184,10 +161,16 @@ impl Writer {
                 Some(s) => &mut s.sequencer,
                 None => return,
             };
-            let why = match sequencer.append(after, outgoing, &batches) {
+            let why = match sequencer.append(after, outgoing) {
                 Ok(()) => return self.write_and_publish(staged, at, answers(jobs, results)),
                 Err(NotAppended::Behind) => "another node appended first".to_owned(),
                 Err(NotAppended::Unconfirmed(why)) => why,
+                Err(NotAppended::Refused(why)) => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(Error::ResourceExhausted(why.clone())));
+                    }
+                    return;
+                }
             };
             for (p, result) in proposed.iter_mut().zip(&results) {
                 if let Ok(outcomes) = result {
@@ -347,7 +330,7 @@ fn answers(jobs: Vec<Job>, results: Vec<Result<Vec<Outcome>, Error>>) -> Vec<Ans
 }
 
 /// The staged events as the log will hold them.
-fn outgoing(staged: &super::StagedGroup, at: &Timestamp) -> Vec<Outgoing> {
+fn outgoing(staged: &super::StagedGroup, at: &Timestamp) -> Vec<Vec<u8>> {
     staged
         .staged
         .iter()
@@ -360,33 +343,7 @@ fn outgoing(staged: &super::StagedGroup, at: &Timestamp) -> Vec<Outgoing> {
                 s.written_by.as_ref(),
                 &mut bytes,
             );
-            let event = s.prepared.event();
-            Outgoing {
-                bytes,
-                message_id: format!("{}/{}", event.feed.as_str(), event.id.as_str()),
-            }
+            bytes
         })
         .collect()
-}
-
-/// The sizes of the atomic batches that carry a group's new events: whole
-/// requests (each is all or nothing), as many as fit `max_batch`.
-fn batches(results: &[Result<Vec<Outcome>, Error>], max_batch: usize) -> Vec<usize> {
-    let mut batches: Vec<usize> = Vec::new();
-    let mut open = 0;
-    for result in results.iter().filter_map(|r| r.as_ref().ok()) {
-        let new = result.iter().filter(|o| !o.duplicate).count();
-        if new == 0 {
-            continue;
-        }
-        if open > 0 && open + new > max_batch {
-            batches.push(open);
-            open = 0;
-        }
-        open += new;
-    }
-    if open > 0 {
-        batches.push(open);
-    }
-    batches
 }

@@ -152,7 +152,7 @@ async fn subscribe(
 async fn no_acknowledged_event_is_lost_when_nodes_die() {
     let Some(binary) = nats_server() else { return };
     let began = Instant::now();
-    let mut nats = Nats::start(binary).await;
+    let mut nats = Nats::start(&binary).await.unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let window = ["--jetstream-duplicate-window-secs", "2"];
     let mut nodes = Vec::new();
@@ -203,8 +203,8 @@ async fn no_acknowledged_event_is_lost_when_nodes_die() {
         }
     };
     reach(25).await;
-    let leader = nats.leader("caravan").await;
-    nats.kill(leader).await;
+    let leader = nats.leader("caravan").await.unwrap();
+    nats.kill(leader);
     reach(50).await;
     let killed = nodes.remove(1);
     let killed_data = killed.data.clone();
@@ -219,7 +219,7 @@ async fn no_acknowledged_event_is_lost_when_nodes_die() {
     }
 
     // Everything back.
-    nats.restart(leader);
+    nats.restart(leader).unwrap();
     let restarted = node(&killed_data, &nats, &window).await;
     urls.lock().unwrap()[1] = restarted.url.clone();
     nodes.insert(1, restarted);

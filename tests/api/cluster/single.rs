@@ -1,7 +1,7 @@
 //! Cluster mode, one property at a time: replicas that start empty or from
 //! a backup catch up; reads say what a node has applied and can wait for
 //! a sequence; ingest needs a quorum while reads go on; a store that is not
-//! a prefix of the stream is refused; a request larger than an atomic batch
+//! a prefix of the stream is refused; an event larger than a stream message
 //! is refused.
 
 use super::{nats_server, node, Nats};
@@ -48,9 +48,16 @@ async fn health(url: &str, service: &str) -> i32 {
 #[tokio::test]
 async fn replicas_catch_up_from_nothing_and_from_a_backup_and_read_their_writes() {
     let Some(binary) = nats_server() else { return };
-    let nats = Nats::start(binary).await;
+    let nats = Nats::start(&binary).await.unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let first = node(dirs[0].path(), &nats, &["--jetstream-max-batch", "500"]).await;
+    // Small messages: a request's events span many messages of one atomic
+    // batch.
+    let first = node(
+        dirs[0].path(),
+        &nats,
+        &["--jetstream-max-message-bytes", "1024"],
+    )
+    .await;
     let mut client = ingest(&first.url).await;
     for batch in 0..6 {
         append(&mut client, feed_events("feed-a", batch * 100, 100))
@@ -140,10 +147,11 @@ async fn replicas_catch_up_from_nothing_and_from_a_backup_and_read_their_writes(
         "{refused:?}"
     );
 
-    // A request larger than an atomic batch is refused, nothing stored.
-    let refused = append(&mut client, feed_events("feed-c", 0, 501))
-        .await
-        .unwrap_err();
+    // An event larger than a stream message may be is refused, nothing
+    // stored.
+    let mut large = feed_events("feed-c", 0, 1);
+    record_mut(&mut large[0]).note = "n".repeat(2000);
+    let refused = append(&mut client, large).await.unwrap_err();
     assert_eq!(
         refused.code(),
         tonic::Code::ResourceExhausted,
@@ -176,7 +184,7 @@ async fn c_channel(url: &str) -> tonic::transport::Channel {
 #[tokio::test]
 async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
     let Some(binary) = nats_server() else { return };
-    let mut nats = Nats::start(binary).await;
+    let mut nats = Nats::start(&binary).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let n = node(dir.path(), &nats, &[]).await;
     let mut client = ingest(&n.url).await;
@@ -187,8 +195,8 @@ async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
     let query_service = "caravan.v1.QueryService";
     assert_eq!(health(&n.url, ingest_service).await, 1);
 
-    nats.kill(0).await;
-    nats.kill(1).await;
+    nats.kill(0);
+    nats.kill(1);
     let began = Instant::now();
     while health(&n.url, ingest_service).await != 2 {
         assert!(
@@ -220,8 +228,8 @@ async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
         "the answer says how stale it may be: {silence} ms"
     );
 
-    nats.restart(0);
-    nats.restart(1);
+    nats.restart(0).unwrap();
+    nats.restart(1).unwrap();
     let began = Instant::now();
     while health(&n.url, ingest_service).await != 1 {
         assert!(
@@ -239,7 +247,7 @@ async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
 #[tokio::test]
 async fn a_store_that_is_not_a_prefix_of_the_stream_is_refused() {
     let Some(binary) = nats_server() else { return };
-    let nats = Nats::start(binary).await;
+    let nats = Nats::start(&binary).await.unwrap();
     let cluster_dir = tempfile::tempdir().unwrap();
     let n = node(cluster_dir.path(), &nats, &[]).await;
     append(&mut ingest(&n.url).await, feed_events("feed-a", 0, 5))
