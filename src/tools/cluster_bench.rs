@@ -99,7 +99,8 @@ pub(crate) async fn cluster(
     // Embedded: one separate process, the same requests.
     let dir = tempfile::tempdir()?;
     let (child, url) = spawn_server_with(&dir.path().join("embedded"), &[]).await?;
-    let embedded = measured_pass(&[url.clone()], &[url], &scenario, &events).await?;
+    let urls = [url];
+    let embedded = measured_pass(&urls, &urls, &scenario, &events).await?;
     stop_server(child)?;
 
     // Cluster: fresh NATS cluster and nodes per pass.
