@@ -58,11 +58,6 @@ fn frames(payload: &[u8]) -> Result<Vec<&[u8]>, Error> {
     Ok(out)
 }
 
-/// How many events a payload packed here holds.
-pub(crate) fn count(payload: &[u8]) -> u64 {
-    frames(payload).map_or(0, |f| f.len() as u64)
-}
-
 /// The events of a payload, checked to follow each other.
 pub(crate) fn unpack(payload: &[u8]) -> Result<Vec<StoredEvent>, Error> {
     let events = frames(payload)?

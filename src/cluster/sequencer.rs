@@ -3,7 +3,7 @@
 //! condition that the stream's last message is the one that ends with the
 //! event this node applied last (`Nats-Expected-Last-Sequence`); a group of
 //! several messages is one atomic batch. Every message carries a
-//! `Nats-Msg-Id` (its event range) and the batch's last event sequence.
+//! `Nats-Msg-Id` (unique per attempt) and the group's last event sequence.
 //!
 //! Runs on the writer thread, blocking on the runtime's handle while NATS
 //! answers.
@@ -83,14 +83,13 @@ impl JetStreamSequencer {
         let id = format!("{}-{:x}-{}", self.link.node, self.started, self.batches);
         let size = messages.len();
         let batch_last = last_event.to_string();
-        let mut first_event = after + 1;
         let mut ack = None;
         for (i, payload) in messages.into_iter().enumerate() {
-            let in_message = super::frames::count(&payload);
             let mut headers = HeaderMap::new();
-            let range = format!("{first_event}-{}", first_event + in_message - 1);
-            first_event += in_message;
-            headers.insert(header::NATS_MESSAGE_ID, range.as_str());
+            // Unique per attempt: a message id shared with another node's
+            // message of the same events would be answered as a duplicate.
+            let message_id = format!("{id}-{i}");
+            headers.insert(header::NATS_MESSAGE_ID, message_id.as_str());
             headers.insert(BATCH_LAST, batch_last.as_str());
             if i == 0 {
                 headers.insert(

@@ -331,6 +331,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, Error> {
         store.handle(),
         Arc::clone(&views),
         Arc::clone(&cursors),
+        replication.as_ref().map(|r| Arc::clone(&r.state)),
     ));
     if let Some(exporter) = exporter {
         tokio::spawn(exporter.serve(shutdown.clone()));

@@ -7,7 +7,7 @@
 use super::ingest::IngestApi;
 use super::shutdown;
 use crate::cluster::ClusterState;
-use crate::ops::metrics::{Cursors, Gauges, Snapshot};
+use crate::ops::metrics::{ClusterSnapshot, Cursors, Gauges, Snapshot};
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::storage::{StoreHandle, WriteState};
 use crate::views::Views;
@@ -21,7 +21,12 @@ use tonic_health::ServingStatus;
 const WRITE_STATE_POLL: Duration = Duration::from_millis(250);
 
 /// What a scrape reads from the server.
-pub(super) fn gauges(store: StoreHandle, views: Arc<Views>, cursors: Arc<Cursors>) -> Gauges {
+pub(super) fn gauges(
+    store: StoreHandle,
+    views: Arc<Views>,
+    cursors: Arc<Cursors>,
+    cluster: Option<Arc<ClusterState>>,
+) -> Gauges {
     Arc::new(move || {
         let durable = store.last_sequence();
         let (applied, checkpointed, checkpoint_ms) = views.positions();
@@ -39,6 +44,11 @@ pub(super) fn gauges(store: StoreHandle, views: Arc<Views>, cursors: Arc<Cursors
             store_writable: store.write_state() == WriteState::Writable,
             subscriber_lag_max: oldest.map_or(0, |o| durable.saturating_sub(o)),
             subscriptions,
+            cluster: cluster.as_ref().map(|c| ClusterSnapshot {
+                stream_head: c.head(),
+                silence_seconds: c.silence().as_secs_f64(),
+                quorum: c.reachable(),
+            }),
         }
     })
 }

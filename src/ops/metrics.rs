@@ -80,6 +80,19 @@ pub struct Snapshot {
     /// The furthest a running subscription is behind the durable sequence.
     pub subscriber_lag_max: u64,
     pub subscriptions: u64,
+    /// The stream as this node sees it, in cluster mode.
+    pub cluster: Option<ClusterSnapshot>,
+}
+
+/// What a cluster node knows of the stream.
+#[derive(Clone, Copy, Debug)]
+pub struct ClusterSnapshot {
+    /// The newest event sequence it has heard of.
+    pub stream_head: u64,
+    /// Seconds since it last heard from the stream.
+    pub silence_seconds: f64,
+    /// Whether the stream's leader has a quorum (ingest needs one).
+    pub quorum: bool,
 }
 
 /// Reads a [`Snapshot`] when a scrape asks for one.
@@ -107,6 +120,10 @@ pub struct Metrics {
     checkpoint_sequence: Gauge,
     checkpoint_lag: Gauge,
     checkpoint_time: Gauge<f64, AtomicU64>,
+    stream_head: Gauge,
+    apply_lag: Gauge,
+    stream_silence: Gauge<f64, AtomicU64>,
+    stream_quorum: Gauge,
     writer_queue_depth: Gauge,
     writer_queue_capacity: Gauge,
     store_size: Gauge,
@@ -147,6 +164,10 @@ impl Metrics {
             checkpoint_sequence: Gauge::default(),
             checkpoint_lag: Gauge::default(),
             checkpoint_time: Gauge::default(),
+            stream_head: Gauge::default(),
+            apply_lag: Gauge::default(),
+            stream_silence: Gauge::default(),
+            stream_quorum: Gauge::default(),
             writer_queue_depth: Gauge::default(),
             writer_queue_capacity: Gauge::default(),
             store_size: Gauge::default(),
@@ -283,6 +304,27 @@ impl Metrics {
             "subscriptions",
             "Subscriptions running now",
             m.subscriptions.clone(),
+        );
+        r.register(
+            "cluster_stream_head",
+            "Cluster mode: the newest event sequence this node has heard of in the stream (0 otherwise)",
+            m.stream_head.clone(),
+        );
+        r.register(
+            "cluster_apply_lag_events",
+            "Cluster mode: events of the stream this node has not applied yet",
+            m.apply_lag.clone(),
+        );
+        r.register_with_unit(
+            "cluster_stream_silence",
+            "Cluster mode: time since this node last heard from the stream",
+            Unit::Seconds,
+            m.stream_silence.clone(),
+        );
+        r.register(
+            "cluster_quorum",
+            "Cluster mode: 1 while the stream's leader has a quorum (ingest needs one)",
+            m.stream_quorum.clone(),
         );
         r.register_with_unit(
             "process_resident_memory",
@@ -431,6 +473,15 @@ impl Metrics {
             set(&self.store_writable, u64::from(s.store_writable));
             set(&self.subscriber_lag_max, s.subscriber_lag_max);
             set(&self.subscriptions, s.subscriptions);
+            if let Some(c) = s.cluster {
+                set(&self.stream_head, c.stream_head);
+                set(
+                    &self.apply_lag,
+                    c.stream_head.saturating_sub(s.durable_sequence),
+                );
+                self.stream_silence.set(c.silence_seconds);
+                set(&self.stream_quorum, u64::from(c.quorum));
+            }
         }
         set_resident(&self.resident_memory);
         let mut out = String::with_capacity(16 * 1024);

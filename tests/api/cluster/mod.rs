@@ -80,6 +80,9 @@ pub struct Node {
     pub child: Child,
     pub url: String,
     pub data: PathBuf,
+    /// Where `/metrics` is, when the node was started with
+    /// `--metrics-listen`.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Starts a caravan node on `data` in the cluster `nats`.
@@ -108,6 +111,14 @@ pub async fn node(data: &Path, nats: &Nats, flags: &[&str]) -> Node {
         let _ = stderr.read_to_string(&mut err).await;
         panic!("the node did not start: {err}");
     };
+    let metrics = if flags.contains(&"--metrics-listen") {
+        let line = lines.next_line().await.expect("stdout").unwrap_or_default();
+        line.strip_prefix("caravan metrics on http://")
+            .and_then(|l| l.strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+    } else {
+        None
+    };
     // Keep draining stderr so that the node never blocks on it.
     tokio::spawn(async move {
         let mut sink = Vec::new();
@@ -117,5 +128,6 @@ pub async fn node(data: &Path, nats: &Nats, flags: &[&str]) -> Node {
         child,
         url: format!("http://{addr}"),
         data: data.to_path_buf(),
+        metrics,
     }
 }

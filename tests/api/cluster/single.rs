@@ -7,7 +7,7 @@
 use super::{nats_server, node, Nats};
 use crate::damage::{start_with, Start};
 use crate::helpers::*;
-use crate::ops::{backup::caravan, feed_events, views_digest};
+use crate::ops::{backup::caravan, feed_events, http_get, samples, views_digest};
 use caravan::proto::v1 as pb;
 use pb::ingest_service_client::IngestServiceClient;
 use std::time::{Duration, Instant};
@@ -186,7 +186,11 @@ async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
     let Some(binary) = nats_server() else { return };
     let mut nats = Nats::start(&binary).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let n = node(dir.path(), &nats, &[]).await;
+    let n = node(dir.path(), &nats, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let metrics = |n: &super::Node| {
+        let at = n.metrics.expect("metrics address");
+        async move { samples(&http_get(at, "/metrics", None).await.1) }
+    };
     let mut client = ingest(&n.url).await;
     append(&mut client, feed_events("feed-a", 0, 10))
         .await
@@ -228,6 +232,10 @@ async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
         "the answer says how stale it may be: {silence} ms"
     );
 
+    let m = metrics(&n).await;
+    assert_eq!(m["caravan_cluster_quorum"], 0.0);
+    assert_eq!(m["caravan_cluster_stream_head"], 10.0);
+    assert!(m["caravan_cluster_stream_silence_seconds"] >= 1.0);
     nats.restart(0).unwrap();
     nats.restart(1).unwrap();
     let began = Instant::now();
@@ -242,6 +250,10 @@ async fn without_a_quorum_ingest_is_not_serving_and_reads_go_on() {
         .await
         .unwrap();
     assert_eq!(acks.last().unwrap().sequence, 20);
+    let m = metrics(&n).await;
+    assert_eq!(m["caravan_cluster_quorum"], 1.0);
+    assert_eq!(m["caravan_cluster_stream_head"], 20.0);
+    assert_eq!(m["caravan_cluster_apply_lag_events"], 0.0);
 }
 
 #[tokio::test]
