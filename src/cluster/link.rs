@@ -183,8 +183,9 @@ impl Link {
     }
 
     /// The stream's sequences, and whether its leader has a quorum of
-    /// current replicas (a leader cut off from the others may answer for a
-    /// while before it steps down).
+    /// replicas it has heard from lately (a leader cut off from the others
+    /// may answer for a while before it steps down; a replica still catching
+    /// up counts, as it does for Raft).
     pub(crate) async fn stream_state(&self) -> Result<StreamState, Error> {
         let mut stream = self
             .js
@@ -201,7 +202,7 @@ impl Link {
             let current = c
                 .replicas
                 .iter()
-                .filter(|p| p.current && !p.offline && p.active < QUORUM_SILENCE)
+                .filter(|p| !p.offline && p.active < QUORUM_SILENCE)
                 .count();
             c.leader.is_some() && current + 1 > replicas / 2
         });

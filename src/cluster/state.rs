@@ -17,6 +17,8 @@ const POSITIONS: usize = 4096;
 
 /// How often the probe asks the stream for its head.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Probes that fail in a row before ingest stops for want of a quorum.
+pub const FAILED_PROBES: u32 = 2;
 
 /// The stream as this node last saw it.
 pub struct ClusterState {
@@ -88,6 +90,9 @@ impl ClusterState {
 /// ingest is served only while it answers (it needs a quorum).
 pub async fn probe(link: Link, state: Arc<ClusterState>, stop: impl Future<Output = ()>) {
     tokio::pin!(stop);
+    // Probes failed in a row: one is not enough to stop ingest (a stream
+    // just created answers before its replicas have reported).
+    let mut failed = 0u32;
     loop {
         let answered = tokio::select! {
             r = tokio::time::timeout(super::link::REQUEST_TIMEOUT, link.stream_state()) => r,
@@ -95,14 +100,23 @@ pub async fn probe(link: Link, state: Arc<ClusterState>, stop: impl Future<Outpu
         };
         match answered {
             Ok(Ok(stream)) if stream.quorum => {
+                failed = 0;
                 state.heard(stream.head);
                 if !state.reachable.swap(true, Ordering::AcqRel) {
                     tracing::info!(head = stream.head, "JetStream has a quorum again");
                 }
             }
-            Ok(Ok(_)) => unreachable_now(&state, "the stream's leader has no quorum"),
-            Ok(Err(e)) => unreachable_now(&state, &e.to_string()),
-            Err(_) => unreachable_now(&state, "no answer"),
+            failure => {
+                failed += 1;
+                if failed >= FAILED_PROBES {
+                    let why = match failure {
+                        Ok(Ok(_)) => "the stream's leader has no quorum".to_owned(),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(_) => "no answer".to_owned(),
+                    };
+                    unreachable_now(&state, &why);
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(PROBE_INTERVAL) => {}

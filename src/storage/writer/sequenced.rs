@@ -347,3 +347,194 @@ fn outgoing(staged: &super::StagedGroup, at: &Timestamp) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! The writer against a replicated log kept in memory, whose answers
+    //! the test chooses: a lost confirmation, another node first, no quorum.
+
+    use super::*;
+    use crate::storage::{decode_stored, NoProjection, Store, StoreConfig};
+    use std::sync::{Arc, Mutex};
+
+    /// What the fake log does with the next append.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Next {
+        Store,
+        /// Stores the group, but the confirmation is lost.
+        StoreUnconfirmed,
+        /// Another node's group of 2 events lands first.
+        AnotherFirst,
+    }
+
+    #[derive(Default)]
+    struct Log {
+        events: Vec<Vec<u8>>,
+        plan: Vec<Next>,
+        ready: bool,
+        replicas: Option<mpsc::Sender<Vec<StoredEvent>>>,
+    }
+
+    struct Fake(Arc<Mutex<Log>>);
+
+    impl Log {
+        /// Stores events and hands them to the node's follower queue.
+        fn land(&mut self, events: Vec<Vec<u8>>) {
+            let decoded = events.iter().map(|b| decode_stored(b).unwrap()).collect();
+            self.events.extend(events);
+            if let Some(tx) = &self.replicas {
+                tx.try_send(decoded).unwrap();
+            }
+        }
+    }
+
+    impl Sequencer for Fake {
+        fn append(&mut self, after: u64, events: Vec<Vec<u8>>) -> Result<(), NotAppended> {
+            let mut log = self.0.lock().unwrap();
+            if log.events.len() as u64 != after {
+                return Err(NotAppended::Behind);
+            }
+            let next = if log.plan.is_empty() {
+                Next::Store
+            } else {
+                log.plan.remove(0)
+            };
+            match next {
+                Next::Store => {
+                    let decoded: Vec<_> =
+                        events.iter().map(|b| decode_stored(b).unwrap()).collect();
+                    log.events.extend(events);
+                    // The follower's copy of this node's own group.
+                    if let Some(tx) = &log.replicas {
+                        tx.try_send(decoded).unwrap();
+                    }
+                    Ok(())
+                }
+                Next::StoreUnconfirmed => {
+                    log.land(events);
+                    Err(NotAppended::Unconfirmed("the confirmation was lost".into()))
+                }
+                Next::AnotherFirst => {
+                    let theirs = (1..=2)
+                        .map(|i| {
+                            let mut e = event(&format!("theirs-{after}-{i}"));
+                            e.feed = crate::domain::FeedName::parse("other").unwrap();
+                            let mut bytes = Vec::new();
+                            event_codec::encode_stored_parts(
+                                after + i,
+                                &Timestamp::now(),
+                                &event_codec::encode_event(&e),
+                                None,
+                                &mut bytes,
+                            );
+                            bytes
+                        })
+                        .collect();
+                    log.land(theirs);
+                    Err(NotAppended::Behind)
+                }
+            }
+        }
+
+        fn head(&mut self) -> Result<u64, String> {
+            Ok(self.0.lock().unwrap().events.len() as u64)
+        }
+
+        fn ready(&self) -> Result<(), String> {
+            if self.0.lock().unwrap().ready {
+                Ok(())
+            } else {
+                Err("no quorum".into())
+            }
+        }
+    }
+
+    fn event(id: &str) -> crate::domain::Event {
+        let mut wire = crate::tools::bench::synthetic_events("t", 1, 3).remove(0);
+        wire.event_id = id.into();
+        crate::convert::parse_event(&wire).unwrap()
+    }
+
+    fn replica(log: &Arc<Mutex<Log>>) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            min_free_disk_bytes: 0,
+            ..StoreConfig::default()
+        };
+        let (store, tx) = Store::open_replica(
+            dir.path(),
+            config,
+            Arc::new(NoProjection),
+            Box::new(Fake(Arc::clone(log))),
+        )
+        .unwrap();
+        log.lock().unwrap().replicas = Some(tx);
+        (dir, store)
+    }
+
+    async fn append(store: &Store, ids: &[&str]) -> Result<Vec<Outcome>, Error> {
+        let events = ids.iter().map(|id| Prepared::new(event(id))).collect();
+        store.handle().append(events, Author::anonymous()).await
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_confirmation_was_lost_is_answered_as_new_once_found_in_the_log() {
+        let log = Arc::new(Mutex::new(Log {
+            ready: true,
+            plan: vec![Next::StoreUnconfirmed],
+            ..Log::default()
+        }));
+        let (_dir, store) = replica(&log);
+        let outcomes = append(&store, &["a", "b", "c"]).await.unwrap();
+        assert_eq!(
+            outcomes,
+            (1..=3)
+                .map(|sequence| Outcome {
+                    sequence,
+                    duplicate: false
+                })
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(log.lock().unwrap().events.len(), 3, "stored once");
+        // Sent again: now a duplicate.
+        let again = append(&store, &["a"]).await.unwrap();
+        assert!(again[0].duplicate);
+        assert_eq!(store.handle().last_sequence(), 3);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn another_node_first_means_catching_up_and_staging_again() {
+        let log = Arc::new(Mutex::new(Log {
+            ready: true,
+            plan: vec![Next::AnotherFirst, Next::AnotherFirst],
+            ..Log::default()
+        }));
+        let (_dir, store) = replica(&log);
+        let outcomes = append(&store, &["x", "y"]).await.unwrap();
+        assert_eq!(
+            outcomes.iter().map(|o| o.sequence).collect::<Vec<_>>(),
+            vec![5, 6],
+            "after two other groups of two"
+        );
+        let handle = store.handle();
+        assert_eq!(handle.last_sequence(), 6);
+        for seq in 1..=6 {
+            let stored = handle.event_at(seq).unwrap().unwrap();
+            let theirs = decode_stored(&log.lock().unwrap().events[seq as usize - 1]).unwrap();
+            assert_eq!(stored, theirs, "the replica holds the log's event {seq}");
+        }
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_quorum_appends_are_refused_at_once() {
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (_dir, store) = replica(&log);
+        let refused = append(&store, &["a"]).await.unwrap_err();
+        assert!(matches!(refused, Error::Unavailable(_)), "{refused:?}");
+        assert_eq!(store.handle().last_sequence(), 0);
+        assert!(log.lock().unwrap().events.is_empty());
+        store.close().await.unwrap();
+    }
+}
