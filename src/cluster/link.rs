@@ -58,6 +58,42 @@ pub struct ClusterConfig {
     pub insecure: bool,
 }
 
+impl ClusterConfig {
+    /// The NATS servers, parsed; one beyond loopback without TLS is refused
+    /// unless `insecure` (checked at start and by `caravan config check`).
+    pub fn servers(&self) -> Result<Vec<async_nats::ServerAddr>, Error> {
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| Error::Internal(format!("--jetstream {s:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tls = self.ca_cert.is_some() || self.client_cert.is_some();
+        let loopback = |host: &str| {
+            host == "localhost"
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        };
+        if let Some(far) = servers
+            .iter()
+            .find(|s| !loopback(s.host()) && !s.tls_required() && !tls)
+        {
+            if !self.insecure {
+                return Err(Error::Internal(format!(
+                    "--jetstream {}: a NATS server beyond loopback needs TLS (--jetstream-ca-cert, \
+                     or a tls:// address), or --insecure",
+                    far.host()
+                )));
+            }
+        }
+        Ok(servers)
+    }
+}
+
 /// A connection to NATS and caravan's stream.
 #[derive(Clone)]
 pub struct Link {
@@ -94,34 +130,7 @@ impl Link {
                 .add_client_certificate(cert.clone(), key.clone())
                 .require_tls(true);
         }
-        let servers = config
-            .servers
-            .iter()
-            .map(|s| {
-                s.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| Error::Internal(format!("--jetstream {s:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let tls = config.ca_cert.is_some() || config.client_cert.is_some();
-        let loopback = |host: &str| {
-            host == "localhost"
-                || host
-                    .trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        };
-        if let Some(far) = servers
-            .iter()
-            .find(|s| !loopback(s.host()) && !s.tls_required() && !tls)
-        {
-            if !config.insecure {
-                return Err(Error::Internal(format!(
-                    "--jetstream {}: a NATS server beyond loopback needs TLS (--jetstream-ca-cert, \
-                     or a tls:// address), or --insecure",
-                    far.host()
-                )));
-            }
-        }
+        let servers = config.servers()?;
         let client = async_nats::connect_with_options(servers, options)
             .await
             .map_err(|e| nats_error("connect", e))?;

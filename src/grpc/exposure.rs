@@ -75,6 +75,9 @@ pub(super) fn checked(config: &ServerConfig) -> Result<(Option<Arc<Tls>>, Arc<Ac
         )
         .map_err(|e| Error::Unavailable(format!("--metrics-listen: {e}")))?;
     }
+    if let Some(cluster) = &config.cluster {
+        cluster.servers()?;
+    }
     Ok((tls, access))
 }
 

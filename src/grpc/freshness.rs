@@ -53,8 +53,9 @@ pub(crate) struct Fresh<S> {
     layer: FreshnessLayer,
 }
 
-/// `grpc-timeout`: digits and a unit (H, M, S, m, u, n).
-fn grpc_timeout(value: &str) -> Option<Duration> {
+/// A `grpc-timeout` header's value ("100m", "5S", …): digits and a unit
+/// (H, M, S, m, u, n).
+pub(crate) fn grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {

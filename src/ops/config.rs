@@ -104,6 +104,17 @@ pub fn layered(
             (toml::Value::Integer(i), false) => i.to_string(),
             (toml::Value::Float(f), false) => f.to_string(),
             (toml::Value::Boolean(b), false) => b.to_string(),
+            // A list (`jetstream = ["nats://a", "nats://b"]`), for the flags
+            // that take several values separated by commas.
+            (toml::Value::Array(items), false)
+                if arg.get_value_delimiter().is_some() && items.iter().all(|i| i.is_str()) =>
+            {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
             (other, false) => {
                 return Err(format!(
                     "{}: {key} must be a string, a number or a boolean, not {}",
@@ -157,10 +168,14 @@ pub fn describe(command: &Command, m: &ArgMatches, from_file: &[String]) -> Stri
         let value: Option<String> = if matches!(arg.get_action(), ArgAction::SetTrue) {
             Some(m.get_flag(id).to_string())
         } else {
-            m.get_raw(id).and_then(|mut v| v.next()).map(|v| {
-                let v = v.to_string_lossy();
+            // Every value of a list (`--jetstream a,b`), as it was given.
+            m.get_raw(id).map(|values| {
+                let v = values
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",");
                 if v.parse::<i64>().is_ok() {
-                    v.into_owned()
+                    v
                 } else {
                     format!("{v:?}")
                 }

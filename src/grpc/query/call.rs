@@ -19,7 +19,6 @@ use crate::grpc::stream::{self, Answer, TrySend};
 use crate::views::Views;
 use prost::Message;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
@@ -59,18 +58,7 @@ pub(super) type Chunk<T> = Result<Option<Vec<T>>, Error>;
 /// Parses a `grpc-timeout` header ("100m", "5S", …) into a deadline.
 fn deadline_of(metadata: &MetadataMap) -> Option<Instant> {
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
-    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
-    let n: u64 = digits.parse().ok()?;
-    let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    };
-    Instant::now().checked_add(d)
+    Instant::now().checked_add(crate::grpc::freshness::grpc_timeout(raw)?)
 }
 
 fn bad_cursor(description: &str) -> Error {

@@ -171,6 +171,12 @@ async fn replicas_catch_up_from_nothing_and_from_a_backup_and_read_their_writes(
         ));
     }
     assert!(digests.iter().all(|d| *d == digests[0]));
+    // A cluster node stops cleanly on SIGTERM (status 0), and starts again
+    // on its store.
+    let data = first.data.clone();
+    crate::damage::terminate(first.child).await;
+    let again = node(&data, &nats, &[]).await;
+    assert_eq!(last_sequence(&mut ingest(&again.url).await).await, 850);
 }
 
 async fn c_channel(url: &str) -> tonic::transport::Channel {

@@ -133,3 +133,33 @@ async fn serve_takes_its_settings_from_the_file() {
     crate::helpers::signal(&child, "-TERM");
     assert!(child.wait().await.unwrap().success());
 }
+
+#[tokio::test]
+async fn a_list_setting_takes_an_array_or_a_comma_separated_string_and_prints_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let servers = "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224";
+    for text in [
+        format!("jetstream = {servers:?}\n"),
+        "jetstream = [\"nats://127.0.0.1:4222\", \"nats://127.0.0.1:4223\", \"nats://127.0.0.1:4224\"]\n"
+            .to_owned(),
+    ] {
+        let file = write(dir.path(), "cluster.toml", &text);
+        let (code, out, err) = run(&["config", "check", "--config", &file], &[]).await;
+        assert_eq!(code, 0, "{out}{err}");
+        let line = format!("jetstream = {servers:?}  # config file");
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn a_nats_server_beyond_loopback_without_tls_is_refused_unless_insecure() {
+    let far = "nats://10.1.2.3:4222";
+    let (code, _, err) = run(&["config", "check", "--jetstream", far], &[]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("needs TLS") && err.contains("10.1.2.3"),
+        "{err}"
+    );
+    let (code, out, err) = run(&["config", "check", "--jetstream", far, "--insecure"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+}
