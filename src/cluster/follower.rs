@@ -132,9 +132,11 @@ async fn follow_from(
                 seen.event
             ));
         }
-        // Events the store already holds (this node's own appends) need
-        // not be decoded.
-        if !(pending.is_empty() && last <= store.last_sequence()) {
+        // Events the store already holds, or this node appended itself
+        // (its writer writes them as soon as the stream confirms), need not
+        // be decoded.
+        let held = store.last_sequence().max(state.own());
+        if !(pending.is_empty() && last <= held) {
             let events = frames::unpack(&message.payload).map_err(|e| e.to_string())?;
             if events.first().map(|e| e.sequence) != Some(seen.event + 1) {
                 return Err(format!(

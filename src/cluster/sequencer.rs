@@ -131,6 +131,7 @@ impl JetStreamSequencer {
         match ack.await {
             Ok(ack) if ack.sequence == wanted && !ack.duplicate => {
                 self.state.record(last_event, wanted);
+                self.state.appended(last_event);
                 self.state.heard(last_event);
             }
             Ok(ack) => {

@@ -31,6 +31,9 @@ pub struct ClusterState {
     reachable: AtomicBool,
     /// Event sequence → stream sequence of the message that ends with it.
     positions: Mutex<BTreeMap<u64, u64>>,
+    /// The last event this node appended itself (the stream confirmed it;
+    /// the writer writes it without waiting for the follower).
+    appended: AtomicU64,
 }
 
 impl Default for ClusterState {
@@ -41,6 +44,7 @@ impl Default for ClusterState {
             contact_ms: AtomicU64::new(0),
             reachable: AtomicBool::new(true),
             positions: Mutex::new(BTreeMap::new()),
+            appended: AtomicU64::new(0),
         }
     }
 }
@@ -67,6 +71,17 @@ impl ClusterState {
     pub(crate) fn position(&self, last: u64) -> Option<u64> {
         let p = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         p.get(&last).copied()
+    }
+
+    /// This node appended events up to `last` (confirmed by the stream).
+    pub(crate) fn appended(&self, last: u64) {
+        self.appended.fetch_max(last, Ordering::AcqRel);
+    }
+
+    /// The last event this node appended itself: the follower need not
+    /// decode those, the writer holds them already.
+    pub(crate) fn own(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
     }
 
     /// The newest event sequence this node has heard of.
