@@ -25,7 +25,9 @@
 //! - `ceiling`: sled alone, for `caravan bench`;
 //! - `import`: a new store from a backup's events (`caravan restore`);
 //! - `check`: the store checked against its log (`caravan verify`);
-//! - `space`: free disk space, checked before each write.
+//! - `space`: free disk space, checked before each write;
+//! - `hooks`: the traits the store calls out to (projection, syncer,
+//!   observer).
 //!
 //! Writes go through one writer thread that commits groups of requests
 //! together and acknowledges them only after an fsync. Reads never show an
@@ -39,6 +41,7 @@ mod check;
 mod derived;
 mod directory;
 mod event_codec;
+mod hooks;
 mod ids;
 mod import;
 mod layout;
@@ -52,11 +55,10 @@ mod space;
 mod stage;
 mod writer;
 
-use crate::domain::{Event, EventId, FeedName, IdentityName, StoredEvent, TradeFigureKey};
+use crate::domain::{Event, EventId, FeedName, IdentityName, StoredEvent};
 use crate::error::{Error, Retry};
 use ids::IdIndex;
 use opening::{open_sled, sled_failures_as_errors};
-use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -68,6 +70,8 @@ pub use derived::{Derived, NO_ROOM};
 pub use import::import;
 /// The store format this build writes.
 pub const FORMAT_VERSION: u32 = layout::FORMAT_VERSION;
+use hooks::{fsync_data_file, FsyncDataFile};
+pub use hooks::{NoProjection, Observer, Projection, StoreObserver, Syncer};
 pub use space::WriteState;
 pub use stage::Outcome;
 pub use writer::sequenced::{NotAppended, Sequencer, SEQUENCER_PATIENCE};
@@ -102,32 +106,6 @@ pub struct StoreConfig {
     pub observer: Option<Observer>,
 }
 
-/// Told what the writer does, for metrics. Called on the writer thread:
-/// must not block.
-pub trait StoreObserver: Send + Sync + 'static {
-    /// A group commit wrote `events` new events: its batch and flush took
-    /// `write`, its fsync `fsync`.
-    fn group_committed(
-        &self,
-        events: usize,
-        write: std::time::Duration,
-        fsync: std::time::Duration,
-    );
-    /// The store stopped (`write`, `fsync`, `mark`) or paused (`disk_low`)
-    /// writing.
-    fn write_failed(&self, reason: &'static str);
-}
-
-/// A [`StoreObserver`] in the store's settings.
-#[derive(Clone)]
-pub struct Observer(pub Arc<dyn StoreObserver>);
-
-impl std::fmt::Debug for Observer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Observer")
-    }
-}
-
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
@@ -150,73 +128,6 @@ pub const DEFAULT_WRITER_QUEUE: usize = 1024;
 pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 * 1024 * 1024;
 /// Default group-commit size: 16,384 events.
 pub const DEFAULT_MAX_GROUP_EVENTS: usize = 16_384;
-
-/// Makes written data durable. The store calls it after sled's own flush and
-/// before it acknowledges anything; a failure fails the whole group.
-pub trait Syncer: Send + 'static {
-    fn sync(&mut self) -> io::Result<()>;
-}
-
-/// The production syncer: fsync of sled's data file `<dir>/db`. sled 0.34.7's
-/// flush ends in `sync_file_range`, which does not make data durable.
-struct FsyncDataFile(std::fs::File);
-
-impl Syncer for FsyncDataFile {
-    fn sync(&mut self) -> io::Result<()> {
-        self.0.sync_all()
-    }
-}
-
-/// Receives every durable event, in sequence order: the whole log when the
-/// store opens, then each group right after its fsync and before any of it is
-/// acknowledged. Query views are built this way.
-pub trait Projection: Send + Sync + 'static {
-    fn apply(&self, events: Vec<StoredEvent>);
-
-    /// Called once when the store opens, before any `apply`: the views'
-    /// checkpoint keys, the sequence their newest checkpoint covers (0: none;
-    /// only later events are then applied) and the agreement events it
-    /// covers, in sequence order.
-    fn restore(
-        &self,
-        derived: Derived,
-        covers: u64,
-        agreements: Vec<StoredEvent>,
-    ) -> Result<(), Error> {
-        let _ = (derived, covers, agreements);
-        Ok(())
-    }
-
-    /// Whether the figure of `key` is current (stored, not retracted) in
-    /// what was applied: a retraction needs one. Asked by the writer only
-    /// once everything committed has been applied.
-    fn figure_is_current(&self, key: &TradeFigureKey) -> Result<bool, Error> {
-        let _ = key;
-        Ok(true)
-    }
-
-    /// The sequence of the first record of the figure `key` in what was
-    /// applied (`None`: never recorded): its feed owns the figure. The
-    /// writer asks it without waiting for the publisher, and looks at the
-    /// groups not yet applied itself.
-    fn figure_first_record(&self, key: &TradeFigureKey) -> Result<Option<u64>, Error> {
-        let _ = key;
-        Ok(None)
-    }
-}
-
-fn fsync_data_file(data_file: &Path) -> Result<Box<dyn Syncer>, Error> {
-    let file = std::fs::File::open(data_file)
-        .map_err(|e| storage_error(&format!("open {}", data_file.display()), e))?;
-    Ok(Box::new(FsyncDataFile(file)))
-}
-
-/// A projection that keeps nothing.
-pub struct NoProjection;
-
-impl Projection for NoProjection {
-    fn apply(&self, _: Vec<StoredEvent>) {}
-}
 
 /// Who appends a request's events: the identity recorded in each stored
 /// event (`written_by`, the audit trail), and whether it may overrule the
