@@ -172,15 +172,12 @@ impl Link {
             description: Some("caravan's replicated event log".into()),
             ..Default::default()
         };
-        let mut stream = self
+        let stream = self
             .js
             .get_or_create_stream(wanted)
             .await
             .map_err(|e| nats_error(&format!("stream {}", self.stream), e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| nats_error("stream info", e))?;
+        let info = stream.cached_info();
         if !info.config.allow_atomic_publish || info.config.subjects != [self.subject.clone()] {
             return Err(Error::Internal(format!(
                 "the stream {} exists but is not caravan's (it needs the subject {} alone and \
@@ -196,16 +193,13 @@ impl Link {
     /// may answer for a while before it steps down; a replica still catching
     /// up counts, as it does for Raft).
     pub(crate) async fn stream_state(&self) -> Result<StreamState, Error> {
-        let mut stream = self
+        // One request: getting the stream reads its info.
+        let stream = self
             .js
             .get_stream(&self.stream)
             .await
             .map_err(|e| nats_error("stream", e))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| nats_error("stream info", e))?
-            .clone();
+        let info = stream.cached_info();
         let replicas = info.config.num_replicas.max(1);
         let quorum = info.cluster.as_ref().map_or(replicas == 1, |c| {
             let current = c

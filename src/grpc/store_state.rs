@@ -7,7 +7,8 @@
 use super::ingest::IngestApi;
 use super::shutdown;
 use crate::cluster::ClusterState;
-use crate::ops::metrics::{ClusterSnapshot, Cursors, Gauges, Snapshot};
+use crate::ops::cursors::Cursors;
+use crate::ops::metrics::{ClusterSnapshot, Gauges, Snapshot};
 use crate::proto::v1::ingest_service_server::IngestServiceServer;
 use crate::storage::{StoreHandle, WriteState};
 use crate::views::Views;

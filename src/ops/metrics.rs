@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -546,60 +546,6 @@ impl crate::storage::StoreObserver for Metrics {
 
     fn write_failed(&self, reason: &'static str) {
         Metrics::write_failed(self, reason);
-    }
-}
-
-/// The subscriptions' cursors, for the lag gauge: each running subscription
-/// holds one [`Cursor`]; dropping it removes it.
-#[derive(Default)]
-pub struct Cursors {
-    next: AtomicU64,
-    live: Mutex<std::collections::HashMap<u64, Arc<AtomicU64>>>,
-}
-
-/// One subscription's cursor, as the lag gauge reads it.
-pub struct Cursor {
-    id: u64,
-    at: Arc<AtomicU64>,
-    owner: Arc<Cursors>,
-}
-
-impl Cursors {
-    pub fn open(self: &Arc<Self>, at: u64) -> Cursor {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let at = Arc::new(AtomicU64::new(at));
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::clone(&at));
-        Cursor {
-            id,
-            at,
-            owner: Arc::clone(self),
-        }
-    }
-
-    /// (How many, the smallest cursor) of the running subscriptions.
-    pub fn oldest(&self) -> (u64, Option<u64>) {
-        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let min = live.values().map(|a| a.load(Ordering::Relaxed)).min();
-        (live.len() as u64, min)
-    }
-}
-
-impl Cursor {
-    pub fn set(&self, at: u64) {
-        self.at.store(at, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Cursor {
-    fn drop(&mut self) {
-        self.owner
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
     }
 }
 

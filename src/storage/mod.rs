@@ -27,7 +27,8 @@
 //! - `check`: the store checked against its log (`caravan verify`);
 //! - `space`: free disk space, checked before each write;
 //! - `hooks`: the traits the store calls out to (projection, syncer,
-//!   observer).
+//!   observer);
+//! - `config`: the store's settings and their defaults.
 //!
 //! Writes go through one writer thread that commits groups of requests
 //! together and acknowledges them only after an fsync. Reads never show an
@@ -38,6 +39,7 @@
 
 mod ceiling;
 mod check;
+mod config;
 mod derived;
 mod directory;
 mod event_codec;
@@ -66,6 +68,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub(crate) use ceiling::ceiling_write;
 pub use check::{check_offline, Finding, Report};
+pub use config::{
+    StoreConfig, DEFAULT_CACHE_BYTES, DEFAULT_MAX_GROUP_EVENTS, DEFAULT_MIN_FREE_DISK_BYTES,
+    DEFAULT_WRITER_QUEUE,
+};
 pub use derived::{Derived, NO_ROOM};
 pub use import::import;
 /// The store format this build writes.
@@ -84,50 +90,6 @@ pub const REPLICA_QUEUE: usize = 8;
 pub fn decode_stored(bytes: &[u8]) -> Result<StoredEvent, Error> {
     event_codec::decode_stored(bytes).map_err(|e| storage_error("undecodable stored event", e))
 }
-
-/// Settings of the store. Every queue here is bounded.
-#[derive(Clone, Debug)]
-pub struct StoreConfig {
-    /// sled's page cache, in bytes.
-    pub cache_capacity_bytes: u64,
-    /// Append requests waiting for the writer; senders wait when it is full.
-    pub writer_queue: usize,
-    /// The most events one group commit takes before it writes and fsyncs.
-    pub max_group_events: usize,
-    /// Deletes the views' checkpoint when the store opens, so that the views
-    /// are rebuilt from the whole log.
-    pub rebuild_views: bool,
-    /// Appends are refused (UNAVAILABLE, nothing written) while the store's
-    /// file system has fewer free bytes than this, so that sled never meets
-    /// a full disk (after a failed write it fails reads too); they resume by
-    /// themselves once space is freed. 0: no check.
-    pub min_free_disk_bytes: u64,
-    /// Told about group commits and write failures (metrics).
-    pub observer: Option<Observer>,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        StoreConfig {
-            cache_capacity_bytes: DEFAULT_CACHE_BYTES,
-            writer_queue: DEFAULT_WRITER_QUEUE,
-            max_group_events: DEFAULT_MAX_GROUP_EVENTS,
-            rebuild_views: false,
-            min_free_disk_bytes: DEFAULT_MIN_FREE_DISK_BYTES,
-            observer: None,
-        }
-    }
-}
-
-/// Default sled cache: 64 MiB. It serves appends, duplicate checks, lookups
-/// and the views' figure pages that queries read.
-pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// Default writer queue: 1,024 requests.
-pub const DEFAULT_WRITER_QUEUE: usize = 1024;
-/// Default free space below which appends are refused: 256 MiB.
-pub const DEFAULT_MIN_FREE_DISK_BYTES: u64 = 256 * 1024 * 1024;
-/// Default group-commit size: 16,384 events.
-pub const DEFAULT_MAX_GROUP_EVENTS: usize = 16_384;
 
 /// Who appends a request's events: the identity recorded in each stored
 /// event (`written_by`, the audit trail), and whether it may overrule the

@@ -28,7 +28,7 @@ use crate::error::{Error, Retry};
 use crate::grpc::access::Caller;
 use crate::grpc::shutdown::Shutdown;
 use crate::grpc::stream::{self, Answer};
-use crate::ops::metrics::{Cursor, Cursors};
+use crate::ops::cursors::{Cursor, Cursors};
 use crate::proto::v1 as pb;
 use crate::proto::v1::subscription_service_server::SubscriptionService;
 use crate::storage::StoreHandle;
