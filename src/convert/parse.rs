@@ -129,7 +129,7 @@ pub(crate) fn date(d: &pb::Date) -> Result<Date, String> {
     Date::new(d.year, d.month, d.day)
 }
 
-pub(crate) fn timestamp(t: &prost_types::Timestamp) -> Result<Timestamp, String> {
+pub(crate) fn timestamp(t: &pbjson_types::Timestamp) -> Result<Timestamp, String> {
     Timestamp::new(t.seconds, t.nanos)
 }
 

@@ -82,8 +82,8 @@ pub(crate) fn pb_date(d: &Date) -> pb::Date {
     }
 }
 
-pub(crate) fn pb_timestamp(t: &Timestamp) -> prost_types::Timestamp {
-    prost_types::Timestamp {
+pub(crate) fn pb_timestamp(t: &Timestamp) -> pbjson_types::Timestamp {
+    pbjson_types::Timestamp {
         seconds: t.seconds(),
         nanos: t.nanos() as i32,
     }

@@ -13,6 +13,7 @@ pub mod append_request;
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("caravan.v1");
+    include!(concat!(env!("OUT_DIR"), "/caravan.v1.serde.rs"));
     pub use super::append_request::AppendRequest;
 }
 

@@ -90,7 +90,7 @@ fn cases() -> Vec<(pb::Event, Mutation, String)> {
         add(
             base.clone(),
             Box::new(|e| {
-                e.occurred_at = Some(prost_types::Timestamp {
+                e.occurred_at = Some(pbjson_types::Timestamp {
                     seconds: 0,
                     nanos: -1,
                 })
