@@ -134,11 +134,14 @@ mod forms {
             r#"{"eventId": "a", "unknownField": 1}"#.into(),
             r#"{"eventId": "a", "tradeRecord": {"flow": "FLOW_NOT_A_FLOW"}}"#.into(),
             r#"{"eventId": "a", "tradeRecord": {"value": {"units": "1.5"}}}"#.into(),
-            r#"{"eventId": "a", "tradeRecord": {"value": {"units": "99999999999999999999"}}}"#.into(),
+            r#"{"eventId": "a", "tradeRecord": {"value": {"units": "99999999999999999999"}}}"#
+                .into(),
             r#"{"eventId": "a", "tradeRecord": {"period": {"year": 3000000000}}}"#.into(),
             r#"{"eventId": "a", "occurredAt": "19 May 2023"}"#.into(),
             r#"{"eventId": "a", "tradeRecord": {"commodity": {"all": {}, "hsCode": "27"}}}"#.into(),
-            format!(r#"{{"eventId": "a", {TRADE}, "agreementStatusChanged": {{"agreementId": "x"}}}}"#),
+            format!(
+                r#"{{"eventId": "a", {TRADE}, "agreementStatusChanged": {{"agreementId": "x"}}}}"#
+            ),
             r#"{"eventId": "a"} {"eventId": "b"}"#.into(),
             r#"{"eventId": "a""#.into(),
             r#"["eventId"]"#.into(),
@@ -151,7 +154,10 @@ mod forms {
         for form in accepted() {
             let fast = parse_event_line(&form);
             let reference = parse_event_line_reflect(&form);
-            assert!(reference.is_ok(), "{form}: reference refused: {reference:?}");
+            assert!(
+                reference.is_ok(),
+                "{form}: reference refused: {reference:?}"
+            );
             assert_eq!(fast, reference, "{form}");
         }
         for form in refused() {
@@ -172,7 +178,11 @@ mod forms {
         events.extend(crate::tools::bench::synthetic_events("forms", 500, 3));
         for event in events {
             let ours = serde_json::to_string(&event).unwrap();
-            assert_eq!(parse_event_line_reflect(&ours).as_ref(), Ok(&event), "{ours}");
+            assert_eq!(
+                parse_event_line_reflect(&ours).as_ref(),
+                Ok(&event),
+                "{ours}"
+            );
             let theirs = super::message_to_json(&event, "caravan.v1.Event").unwrap();
             assert_eq!(parse_event_line(&theirs).as_ref(), Ok(&event), "{theirs}");
         }

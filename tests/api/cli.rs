@@ -399,12 +399,13 @@ async fn gen_is_deterministic_and_ingest_survives_a_dropped_connection() {
         })
         .collect();
 
-    // The first connection through this proxy is cut after 300 KB from the
-    // client: mid-ingest, whatever the machine's speed. Later ones pass.
+    // The second connection through this proxy (the first that sends
+    // events: the first asks for the last sequence) is cut after 300 KB from
+    // the client: mid-ingest, whatever the machine's speed. Later ones pass.
     let app = spawn_app().await;
-    let proxy = cutting_proxy(app.addr, 300_000).await;
+    let proxy = cutting_proxy(app.addr, 300_000, 1).await;
     let url = format!("http://{proxy}");
-    let out = caravan(&["ingest", file, "--window", "256"], &url).await;
+    let out = caravan(&["ingest", file, "--batch", "256"], &url).await;
     assert!(
         out.status.success(),
         "{}{}",
@@ -438,17 +439,21 @@ async fn gen_is_deterministic_and_ingest_survives_a_dropped_connection() {
     app.stop().await;
 }
 
-/// A TCP proxy to `target` that closes its first connection once `limit`
-/// bytes have gone from the client to the server; later connections pass.
-async fn cutting_proxy(target: std::net::SocketAddr, limit: usize) -> std::net::SocketAddr {
+/// A TCP proxy to `target` that closes its `nth` connection (from 0) once
+/// `limit` bytes have gone from the client to the server; the others pass.
+pub(crate) async fn cutting_proxy(
+    target: std::net::SocketAddr,
+    limit: usize,
+    nth: usize,
+) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let mut first = true;
+        let mut accepted = 0;
         while let Ok((inbound, _)) = listener.accept().await {
-            let cut_after = first.then_some(limit);
-            first = false;
+            let cut_after = (accepted == nth).then_some(limit);
+            accepted += 1;
             tokio::spawn(async move {
                 let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
                     return;

@@ -12,6 +12,7 @@
 //! Depends only on the generated messages.
 
 use crate::proto::v1 as pb;
+use std::borrow::Cow;
 
 /// Column positions found in a header.
 pub struct Columns {
@@ -65,9 +66,21 @@ impl Columns {
 
 /// A field's text: UTF-8 when it is valid UTF-8, else ISO-8859-1.
 pub fn text(bytes: &[u8]) -> String {
+    field_text(bytes).into_owned()
+}
+
+/// A field's text, borrowed when it is UTF-8 (no copy), trimmed.
+fn field_text(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_owned(),
-        Err(_) => bytes.iter().map(|&b| char::from(b)).collect(),
+        Ok(s) => Cow::Borrowed(s.trim()),
+        Err(_) => Cow::Owned(
+            bytes
+                .iter()
+                .map(|&b| char::from(b))
+                .collect::<String>()
+                .trim()
+                .to_owned(),
+        ),
     }
 }
 
@@ -96,14 +109,16 @@ pub fn decimal(s: &str) -> Result<(i64, i32), String> {
     Ok((units, nanos))
 }
 
-/// One row → an event (without id: the caller derives it), or why not.
-pub fn row_to_event(c: &Columns, row: &[String], feed: &str) -> Result<pb::Event, String> {
-    let get = |i: usize| row.get(i).map(String::as_str).unwrap_or("").trim();
-    let freq = get(c.freq);
-    let year: i32 = get(c.year)
+/// One row → an event (without id: the caller derives it), or why not. The
+/// fields are read in place from the csv crate's record (copied only into
+/// the event's own strings).
+pub fn row_to_event(c: &Columns, row: &csv::ByteRecord, feed: &str) -> Result<pb::Event, String> {
+    let get = |i: usize| field_text(row.get(i).unwrap_or(b""));
+    let (freq, year_text) = (get(c.freq), get(c.year));
+    let year: i32 = year_text
         .parse()
-        .map_err(|_| format!("refYear {:?} is not a year", get(c.year)))?;
-    let period = match freq {
+        .map_err(|_| format!("refYear {year_text:?} is not a year"))?;
+    let period = match freq.as_ref() {
         "A" => pb::Period {
             year,
             frequency: pb::Frequency::Annual as i32,
@@ -127,7 +142,7 @@ pub fn row_to_event(c: &Columns, row: &[String], feed: &str) -> Result<pb::Event
             ))
         }
     };
-    let flow = match get(c.flow) {
+    let flow = match get(c.flow).as_ref() {
         "X" => pb::Flow::Export,
         "M" => pb::Flow::Import,
         "RX" => pb::Flow::ReExport,
@@ -136,10 +151,12 @@ pub fn row_to_event(c: &Columns, row: &[String], feed: &str) -> Result<pb::Event
     };
     let country = |col: usize, desc: Option<usize>, what: &str| -> Result<String, String> {
         let code = get(col);
+        let code = code.as_ref();
         crate::domain::Country::parse(code)
             .map(|c| c.alpha2().to_owned())
             .map_err(|_| {
-                let name = desc.map(get).filter(|d| !d.is_empty()).unwrap_or(code);
+                let desc = desc.map(get).filter(|d| !d.is_empty());
+                let name = desc.as_deref().unwrap_or(code);
                 if code == "W00" {
                     format!("{what} W00 (World) is not a country: area totals are not stored")
                 } else {
@@ -155,16 +172,16 @@ pub fn row_to_event(c: &Columns, row: &[String], feed: &str) -> Result<pb::Event
     let scope = if cmd.eq_ignore_ascii_case("TOTAL") {
         pb::commodity_scope::Scope::All(pb::AllCommodities {})
     } else {
-        pb::commodity_scope::Scope::HsCode(cmd.to_owned())
+        pb::commodity_scope::Scope::HsCode(cmd.into_owned())
     };
-    let (units, nanos) = decimal(get(c.value)).map_err(|e| format!("primaryValue: {e}"))?;
+    let (units, nanos) = decimal(&get(c.value)).map_err(|e| format!("primaryValue: {e}"))?;
     let quantity = match (c.qty.map(get), c.qty_unit.map(get)) {
         (Some(q), Some(unit)) if !q.is_empty() && !unit.is_empty() && unit != "N/A" => {
-            let (whole, nanos) = decimal(q).map_err(|e| format!("qty: {e}"))?;
+            let (whole, nanos) = decimal(&q).map_err(|e| format!("qty: {e}"))?;
             Some(pb::Quantity {
                 whole,
                 nanos,
-                unit: unit.to_owned(),
+                unit: unit.into_owned(),
             })
         }
         _ => None,
