@@ -57,6 +57,12 @@ pub struct BenchArgs {
     /// profiling a server on it); by default it is temporary.
     #[arg(long)]
     pub footprint_keep: Option<std::path::PathBuf>,
+    /// Lines of each file of the file scenario: the real `caravan ingest`
+    /// of JSON Lines and Comtrade CSV, plain and gzip, against the
+    /// server-only Append figure on the same events (0 skips; `--quick`
+    /// uses 20,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ingest_lines: usize,
     /// Also measure cluster mode: a local 3-node NATS cluster (R3,
     /// `sync_interval: always`) and 3 caravan nodes against one embedded
     /// node, in the same run.
@@ -416,6 +422,17 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
                 args.footprint_keep.as_deref(),
             )
             .await?,
+        );
+    }
+    let ingest_lines = if args.quick {
+        args.ingest_lines.min(20_000)
+    } else {
+        args.ingest_lines
+    };
+    if ingest_lines > 0 {
+        report.insert(
+            "ingest_files".into(),
+            super::ingest_bench::files(ingest_lines).await?,
         );
     }
     if args.jetstream {

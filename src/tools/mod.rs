@@ -24,6 +24,7 @@ pub(crate) mod floor;
 pub(crate) mod gen;
 pub(crate) mod hostile;
 pub(crate) mod identities;
+pub(crate) mod ingest_bench;
 pub mod jsonl;
 pub mod local_nats;
 pub mod operations;

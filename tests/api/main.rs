@@ -2,6 +2,7 @@
 //! called through the generated clients; and the real binary.
 
 mod binary;
+mod bulk;
 mod checkpoint;
 mod cli;
 mod cluster;

@@ -275,7 +275,7 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
             connect: Arc::clone(&connect),
             tally: Arc::clone(&tally),
             retry,
-            start_sequence,
+            high: start_sequence,
         };
         senders.spawn(sender.run(rx));
     }
@@ -322,15 +322,20 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
 
 /// Prints the summary; the exit code is 0 only if nothing was rejected.
 fn summary(args: &IngestArgs, tally: &Tally, elapsed: Duration, connections: usize) -> u8 {
+    use std::io::Write;
+    // A closed standard output (`| head`) ends the listing, not the process.
+    let mut out = std::io::stdout().lock();
     let (stored, duplicates, rejected) = tally.counts();
     let total = stored + duplicates + rejected;
     let seconds = elapsed.as_secs_f64();
-    println!(
+    let _ = writeln!(
+        out,
         "stored {stored}, duplicates {duplicates}, rejected {rejected} in {seconds:.2} s ({:.0} events/s)",
         total as f64 / seconds.max(1e-9)
     );
     if let Some((cpu, peak)) = own_usage() {
-        println!(
+        let _ = writeln!(
+            out,
             "client: {:.2} s CPU ({:.2} µs per event), peak RSS {peak:.0} MiB, {connections} connections",
             cpu.as_secs_f64(),
             cpu.as_secs_f64() * 1e6 / total.max(1) as f64
@@ -347,14 +352,37 @@ fn summary(args: &IngestArgs, tally: &Tally, elapsed: Duration, connections: usi
             Some("-") | None => "<stdin>",
             Some(path) => path,
         };
-        println!("rejected {name}:{}: {}", r.line, r.reason);
+        let _ = writeln!(out, "rejected {name}:{}: {}", r.line, r.reason);
     }
     if rejected > listed.len() as u64 {
-        println!(
+        let _ = writeln!(
+            out,
             "{} more rejections not listed (--list-rejections {})",
             rejected - listed.len() as u64,
             args.list_rejections
         );
     }
     u8::from(rejected > 0)
+}
+
+/// Every event of one input exactly as `caravan ingest` would send it (ids
+/// derived, feed filled in), read on this thread: for the bench's
+/// server-only pass over the same events.
+pub(crate) fn read_events(path: &str, feed: &str) -> Result<Vec<pb::Event>, String> {
+    let tally = Arc::new(Tally::default());
+    let mut events = Vec::new();
+    let mut failed = None;
+    input::read_all(&[path.to_owned()], Format::Auto, 4096, &tally, |chunk| {
+        for batch in parse::parse(chunk, feed, 1).batches {
+            match pb::AppendRequest::received(batch.body).into_events() {
+                Ok(mut e) => events.append(&mut e),
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    return Err(());
+                }
+            }
+        }
+        Ok(())
+    })?;
+    failed.map_or(Ok(events), Err)
 }

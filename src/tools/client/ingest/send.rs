@@ -12,6 +12,7 @@ use super::{Batch, Rejection, Tally};
 use crate::proto::v1 as pb;
 use crate::proto::v1::ingest_service_client::IngestServiceClient;
 use crate::tools::client::{CliError, ConnectArgs, Connection};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -26,9 +27,13 @@ pub(crate) struct Sender {
     pub(crate) tally: Arc<Tally>,
     /// Give up after this long without an answer from the server.
     pub(crate) retry: Duration,
-    /// The server's last sequence before this run: a re-sent event answered
-    /// as a duplicate at a later sequence was stored by this run.
-    pub(crate) start_sequence: u64,
+    /// The highest sequence this connection has seen: the server's last
+    /// before the run, then its own acknowledgements'. An event this
+    /// connection re-sent, answered as a duplicate at a higher sequence than
+    /// it had seen before the first send, was stored by that send (a true
+    /// duplicate of this run's is always on the same connection, its key's,
+    /// at a sequence it has seen).
+    pub(crate) high: u64,
 }
 
 /// How a failed call goes on.
@@ -75,7 +80,7 @@ fn rejection_text(r: &pb::Rejection) -> String {
 
 impl Sender {
     /// Sends every batch from `batches` until the queue closes.
-    pub(crate) async fn run(self, mut batches: mpsc::Receiver<Batch>) -> Result<(), CliError> {
+    pub(crate) async fn run(mut self, mut batches: mpsc::Receiver<Batch>) -> Result<(), CliError> {
         let mut client = None;
         while let Some(batch) = batches.recv().await {
             self.send(&mut client, &batch).await?;
@@ -116,22 +121,34 @@ impl Sender {
         Ok(())
     }
 
-    fn count(&self, ack: &pb::Ack, resent: bool) {
-        if ack.duplicate && !(resent && ack.sequence > self.start_sequence) {
-            self.tally.duplicate();
+    /// Counts one answer. `resent`: the highest sequence seen before the
+    /// batch was first sent, when it is being sent again; `counted`: the
+    /// sequences of the batch already counted as stored (an event repeated in
+    /// one batch is stored once).
+    fn count(&mut self, ack: &pb::Ack, resent: Option<u64>, counted: &mut HashSet<u64>) {
+        let stored = if ack.duplicate {
+            resent.is_some_and(|high| ack.sequence > high) && counted.insert(ack.sequence)
         } else {
+            counted.insert(ack.sequence);
+            true
+        };
+        if stored {
             self.tally.stored();
+        } else {
+            self.tally.duplicate();
         }
+        self.high = self.high.max(ack.sequence);
     }
 
     async fn send(
-        &self,
+        &mut self,
         client: &mut Option<IngestServiceClient<Connection>>,
         batch: &Batch,
     ) -> Result<(), CliError> {
         let since = Instant::now();
         let mut backoff = FIRST_BACKOFF;
-        let mut resent = false;
+        let high_before = self.high;
+        let mut resent = None;
         loop {
             let Some(c) = self.client(client).await? else {
                 self.wait(since, backoff).await?;
@@ -150,8 +167,9 @@ impl Sender {
                         )
                         .into());
                     }
+                    let mut counted = HashSet::new();
                     for ack in &acks {
-                        self.count(ack, resent);
+                        self.count(ack, resent, &mut counted);
                     }
                     return Ok(());
                 }
@@ -166,7 +184,7 @@ impl Sender {
                         batch.lines.len()
                     );
                     *client = None;
-                    resent = true;
+                    resent = Some(high_before);
                     self.wait(since, wait).await?;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -176,15 +194,17 @@ impl Sender {
 
     /// Sends a refused batch's events over AppendStream, which answers each.
     async fn one_by_one(
-        &self,
+        &mut self,
         client: &mut Option<IngestServiceClient<Connection>>,
         batch: &Batch,
-        mut resent: bool,
+        mut resent: Option<u64>,
     ) -> Result<(), CliError> {
+        let high_before = self.high;
         let events = pb::AppendRequest::received(batch.body.clone())
             .into_events()
             .map_err(|e| format!("a batch this command built does not decode: {e}"))?;
         let mut next = 0; // the first event without an answer
+        let mut counted = HashSet::new();
         let mut since = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         while next < events.len() {
@@ -208,7 +228,7 @@ impl Sender {
                             Ok(Some(answer)) if next < events.len() => {
                                 use pb::append_stream_response::Result as R;
                                 match answer.result {
-                                    Some(R::Ack(ack)) => self.count(&ack, resent),
+                                    Some(R::Ack(ack)) => self.count(&ack, resent, &mut counted),
                                     Some(R::Rejection(r)) => self.tally.reject(Rejection {
                                         file: batch.file,
                                         line: batch.lines[next],
@@ -245,7 +265,9 @@ impl Sender {
                         events.len() - next
                     );
                     *client = None;
-                    resent = true;
+                    // Answered events are counted; the rest may have been
+                    // stored since the batch's first send.
+                    resent = resent.or(Some(high_before));
                     self.wait(since, wait).await?;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
