@@ -4,7 +4,8 @@
 //! server-only Append scenario (batches of 1,000, 4 feeds, built before the
 //! clock starts) on a fresh server, interleaved, so the two compare within
 //! one run. Reports the client's own CPU time per event and peak RSS, from
-//! its summary.
+//! its summary, and the server's CPU time per event (this process's: the
+//! server is the only thing running in it during a file pass).
 //!
 //! Depends on the server, the bench's passes and the ingest client's
 //! reader; never on the storage internals.
@@ -21,6 +22,9 @@ struct FilePass {
     rate: f64,
     cpu_us_per_event: f64,
     peak_rss_mib: f64,
+    /// The server's CPU per event (this process's, while only the server
+    /// runs in it).
+    server_cpu_us_per_event: f64,
 }
 
 fn caravan() -> Result<std::process::Command, Box<dyn Error>> {
@@ -81,9 +85,13 @@ async fn file_pass(file: &Path) -> Result<FilePass, Box<dyn Error>> {
         .args(["ingest", "--server"])
         .arg(format!("http://{}", server.addr()))
         .arg(file);
+    let cpu_before = super::client::ingest::cpu_time();
     let start = Instant::now();
     let out = tokio::task::spawn_blocking(move || command.output()).await??;
     let elapsed = start.elapsed();
+    let server_cpu = cpu_before
+        .zip(super::client::ingest::cpu_time())
+        .map_or(f64::NAN, |(before, after)| (after - before).as_secs_f64());
     server.shutdown().await?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -110,12 +118,18 @@ async fn file_pass(file: &Path) -> Result<FilePass, Box<dyn Error>> {
         rate: events as f64 / elapsed.as_secs_f64(),
         cpu_us_per_event: client.get(1).copied().unwrap_or(f64::NAN),
         peak_rss_mib: client.get(2).copied().unwrap_or(f64::NAN),
+        server_cpu_us_per_event: server_cpu * 1e6 / events.max(1) as f64,
     })
 }
 
 /// Runs the file scenario on `lines` lines of each format; prints a table
 /// and returns the figures.
-pub(crate) async fn files(lines: usize) -> Result<serde_json::Value, Box<dyn Error>> {
+/// `append_scenario`: the run's "Append, batches of 1,000, 4 feeds" figure
+/// (its own synthetic events on a fresh store), shown beside (0: not run).
+pub(crate) async fn files(
+    lines: usize,
+    append_scenario: f64,
+) -> Result<serde_json::Value, Box<dyn Error>> {
     use serde_json::json;
     let dir = tempfile::tempdir()?;
     let mut table = comfy_table::Table::new();
@@ -127,6 +141,7 @@ pub(crate) async fn files(lines: usize) -> Result<serde_json::Value, Box<dyn Err
         "server-only Append, same events",
         "ratio",
         "client CPU per event",
+        "server CPU per event",
         "client peak RSS",
     ]);
     let mut figures = Vec::new();
@@ -153,6 +168,7 @@ pub(crate) async fn files(lines: usize) -> Result<serde_json::Value, Box<dyn Err
                 format!("{server_rate:.0}"),
                 format!("{:.0} %", ratio * 100.0),
                 format!("{:.2} µs", pass.cpu_us_per_event),
+                format!("{:.2} µs", pass.server_cpu_us_per_event),
                 format!("{:.0} MiB", pass.peak_rss_mib),
             ]);
             figures.push(json!({
@@ -163,9 +179,17 @@ pub(crate) async fn files(lines: usize) -> Result<serde_json::Value, Box<dyn Err
                 "ratio": ratio,
                 "client_cpu_us_per_event": pass.cpu_us_per_event,
                 "client_peak_rss_mib": pass.peak_rss_mib,
+                "server_cpu_us_per_event": pass.server_cpu_us_per_event,
             }));
         }
     }
     println!("{table}");
+    if append_scenario > 0.0 {
+        println!(
+            "the same run's Append scenario (batches of 1,000, 4 feeds, its own {} events on a fresh store): \
+             {append_scenario:.0} events/s",
+            "synthetic"
+        );
+    }
     Ok(json!(figures))
 }

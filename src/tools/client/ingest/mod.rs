@@ -142,17 +142,20 @@ impl Tally {
     }
 }
 
-/// This process's CPU time (user and system) and peak resident memory in
-/// MiB, from /proc (Linux).
-fn own_usage() -> Option<(Duration, f64)> {
+/// This process's CPU time so far (user and system), from /proc (Linux).
+pub(crate) fn cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     let per_second = rustix::param::clock_ticks_per_second();
-    let cpu = Duration::from_secs_f64(ticks as f64 / per_second as f64);
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+/// This process's CPU time and peak resident memory in MiB.
+fn own_usage() -> Option<(Duration, f64)> {
     let (_, peak) = crate::tools::bench::rss_mib(std::process::id());
-    Some((cpu, peak))
+    Some((cpu_time()?, peak))
 }
 
 /// The most connections or parser threads one command opens.
