@@ -186,9 +186,8 @@ pub(crate) async fn files(
     println!("{table}");
     if append_scenario > 0.0 {
         println!(
-            "the same run's Append scenario (batches of 1,000, 4 feeds, its own {} events on a fresh store): \
-             {append_scenario:.0} events/s",
-            "synthetic"
+            "the same run's Append scenario (batches of 1,000, 4 feeds, its own synthetic events on a \
+             fresh store): {append_scenario:.0} events/s"
         );
     }
     Ok(json!(figures))

@@ -225,6 +225,7 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
     }
     let connections = count_or_default("--connections", args.connections, 2, false, (2, 8))?;
     let parsers = count_or_default("--parse-threads", args.parse_threads, 1, true, (1, 8))?;
+    check_inputs(&args.files)?;
     let retry = Duration::from_secs(args.retry_secs);
     let start_sequence = start_sequence(&args.connect, retry).await?;
     let tally = Arc::new(Tally {
@@ -316,11 +317,25 @@ pub async fn run(args: IngestArgs) -> Result<u8, CliError> {
     for t in parser_threads {
         let _ = t.join();
     }
+    // What was stored is reported even when the run could not finish.
+    let code = summary(&args, &tally, started.elapsed(), connections);
     if let Some(e) = failure {
         return Err(e);
     }
     read?;
-    Ok(summary(&args, &tally, started.elapsed(), connections))
+    Ok(code)
+}
+
+/// Every input can be opened, and standard input is named at most once:
+/// checked before anything is sent.
+fn check_inputs(files: &[String]) -> Result<(), CliError> {
+    if files.iter().filter(|f| *f == "-").count() > 1 {
+        return Err("standard input (-) can be read only once".into());
+    }
+    for path in files.iter().filter(|f| *f != "-") {
+        std::fs::File::open(path).map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Prints the summary; the exit code is 0 only if nothing was rejected.

@@ -155,7 +155,9 @@ impl Sender {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
-            let request = pb::AppendRequest::received(batch.body.clone());
+            let mut request = tonic::Request::new(pb::AppendRequest::received(batch.body.clone()));
+            // A server that stops answering is given up like an unreachable one.
+            request.set_timeout(self.retry);
             let status = match c.append(request).await {
                 Ok(answer) => {
                     let acks = answer.into_inner().acks;
