@@ -78,10 +78,12 @@ mod tests {
     #[test]
     fn the_seed_files_parse() {
         let trade = super::parse_events(include_str!("../../data/seed/trade.jsonl")).unwrap();
-        assert_eq!(trade.len(), 38);
+        assert_eq!(trade.len(), 37);
         let agreements =
             super::parse_events(include_str!("../../data/seed/agreements.jsonl")).unwrap();
         assert_eq!(agreements.len(), 16);
+        let sectors = super::parse_events(include_str!("../../data/seed/sectors.jsonl")).unwrap();
+        assert_eq!(sectors.len(), 32);
         assert!(super::parse_event_line("{\"eventId\": 5}").is_err());
     }
 }
@@ -122,6 +124,7 @@ mod forms {
         for text in [
             include_str!("../../data/seed/trade.jsonl"),
             include_str!("../../data/seed/agreements.jsonl"),
+            include_str!("../../data/seed/sectors.jsonl"),
         ] {
             forms.extend(text.lines().map(str::to_owned));
         }

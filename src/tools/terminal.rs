@@ -31,6 +31,27 @@ pub fn usd_bn(m: Option<&pb::Money>) -> String {
     }
 }
 
+/// Whole dollars with thousands separators, "905,700,000" (nanos, if any,
+/// after a point); "—" when absent.
+pub fn usd_exact(m: Option<&pb::Money>) -> String {
+    let Some(m) = m else { return "—".into() };
+    let digits = m.units.unsigned_abs().to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if m.units < 0 || m.nanos < 0 { "-" } else { "" };
+    match m.nanos.unsigned_abs() {
+        0 => format!("{sign}{grouped}"),
+        n => format!("{sign}{grouped}.{:09}", n)
+            .trim_end_matches('0')
+            .to_owned(),
+    }
+}
+
 /// A signed amount, "+7.10 bn" or "-0.30 bn".
 pub fn signed_bn(m: Option<&pb::SignedMoney>) -> String {
     match m {
@@ -116,6 +137,13 @@ mod tests {
             nanos: 0,
         };
         assert_eq!(usd_bn(Some(&m)), "70.07 bn");
+        assert_eq!(usd_exact(Some(&m)), "70,071,660,000");
+        let small = pb::Money {
+            currency_code: "USD".into(),
+            units: 905,
+            nanos: 500_000_000,
+        };
+        assert_eq!(usd_exact(Some(&small)), "905.5");
         assert_eq!(percent(Some(&pb::Percent { hundredths: 2356 })), "+23.6 %");
         assert_eq!(percent(Some(&pb::Percent { hundredths: -525 })), "-5.3 %");
         assert_eq!(

@@ -166,15 +166,20 @@ async fn the_demo_prints_the_founding_figures() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     for expected in [
-        "70.07 bn", // the computed sum of the five
-        "70.20 bn", // the published total beside it
-        "+23.6 %",  // Kazakhstan 2021 → 2022
-        "24.10 bn", // Kazakhstan's own 2022 turnover
-        "19.72 bn", // China's 2023 exports to Kyrgyzstan …
-        "5.40 bn",  // … against Kyrgyzstan's imports from China
-        "0.84 bn",  // Tajikistan's imports from China, 2022
-        "13.70 bn", // Uzbekistan's own 2023 turnover
-        "1.07 bn",  // Uzbekistan's gas exports (energy)
+        "70.07 bn",           // the computed sum of the five
+        "70.20 bn",           // the published total beside it
+        "+23.6 %",            // Kazakhstan 2021 → 2022
+        "24.10 bn",           // Kazakhstan's own 2022 turnover
+        "19.72 bn",           // China's 2023 exports to Kyrgyzstan …
+        "5.40 bn",            // … against Kyrgyzstan's imports from China
+        "0.84 bn",            // Tajikistan's imports from China, 2022
+        "13.70 bn",           // Uzbekistan's own 2023 turnover
+        "10.25 bn (+51.0 %)", // China's gas imports from Turkmenistan, 2022
+        "1.07 bn (+33.9 %)",  // … from Uzbekistan, China's customs
+        "905,700,000",        // Uzbekistan's own figure for them
+        "164,300,000",        // the gap, exact
+        "2,040,000,000",      // Kazakh copper ores
+        "79,131 cars",        // Kyrgyzstan's cars from China, 2023
         "MoU on investment cooperation in green minerals",
         "MoU on cooperation in digital trade",
     ] {

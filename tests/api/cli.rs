@@ -162,18 +162,20 @@ async fn json_lines_load_and_query_output_comes_as_tables_or_json() {
             "ingest",
             "data/seed/agreements.jsonl",
             "data/seed/trade.jsonl",
+            "data/seed/sectors.jsonl",
         ],
         &app.url(),
     )
     .await;
     assert!(
-        stdout(&out).starts_with("stored 54, duplicates 0, rejected 0"),
+        stdout(&out).starts_with("stored 85, duplicates 0, rejected 0"),
         "{}",
         stdout(&out)
     );
     let again = caravan(
         &[
             "ingest",
+            "data/seed/sectors.jsonl",
             "data/seed/trade.jsonl",
             "data/seed/agreements.jsonl",
         ],
@@ -181,7 +183,7 @@ async fn json_lines_load_and_query_output_comes_as_tables_or_json() {
     )
     .await;
     assert!(
-        stdout(&again).starts_with("stored 0, duplicates 54, rejected 0"),
+        stdout(&again).starts_with("stored 0, duplicates 85, rejected 0"),
         "{}",
         stdout(&again)
     );

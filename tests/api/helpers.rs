@@ -226,12 +226,25 @@ pub async fn query(
     caravan::proto::v1::query_service_client::QueryServiceClient::new(app.channel().await)
 }
 
-/// Loads the curated seed data (agreements, then trade records).
+/// The groups of an Aggregate call.
+pub async fn aggregate(app: &TestApp, req: pb::AggregateRequest) -> Vec<pb::AggregateGroup> {
+    let mut q = query(app).await;
+    drain(q.aggregate(req).await.unwrap().into_inner())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.group)
+        .collect()
+}
+
+/// Loads the curated seed data (agreements, trade records, then the figures
+/// by product and sector).
 pub async fn load_seed(app: &TestApp) -> u64 {
     let mut client = app.ingest().await;
     for text in [
         include_str!("../../data/seed/agreements.jsonl"),
         include_str!("../../data/seed/trade.jsonl"),
+        include_str!("../../data/seed/sectors.jsonl"),
     ] {
         let events = caravan::tools::jsonl::parse_events(text).expect("seed parses");
         append(&mut client, events).await.expect("seed loads");

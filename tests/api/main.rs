@@ -15,4 +15,5 @@ mod ingest;
 mod operations;
 mod ops;
 mod query;
+mod sector_seed;
 mod subscribe;

@@ -1,7 +1,8 @@
 //! `caravan demo`: the service's main job on the founding data set. Starts the
 //! real server on a temporary store, loads the curated China–Central Asia seed
 //! data (`data/seed/`) through the real ingest API, then answers the founding
-//! questions through the real query RPCs and prints them as tables.
+//! questions through the real query RPCs and prints them as tables (the
+//! sector story, section 4, in `sectors`).
 //!
 //! Depends on the server, the generated clients and `terminal`; never on sled or
 //! the storage internals.
@@ -17,15 +18,18 @@ use std::error::Error;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-const TRADE: &str = include_str!("../../data/seed/trade.jsonl");
-const AGREEMENTS: &str = include_str!("../../data/seed/agreements.jsonl");
-const REGIONAL: &str = include_str!("../../data/seed/regional_totals.csv");
+mod sectors;
+
+const TRADE: &str = include_str!("../../../data/seed/trade.jsonl");
+const SECTORS: &str = include_str!("../../../data/seed/sectors.jsonl");
+const AGREEMENTS: &str = include_str!("../../../data/seed/agreements.jsonl");
+const REGIONAL: &str = include_str!("../../../data/seed/regional_totals.csv");
 
 const CENTRAL_ASIA: [&str; 5] = ["KZ", "KG", "TJ", "TM", "UZ"];
 
-type Result<T> = std::result::Result<T, Box<dyn Error>>;
+pub(super) type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-async fn collect<T>(mut s: Streaming<T>) -> Result<Vec<T>> {
+pub(super) async fn collect<T>(mut s: Streaming<T>) -> Result<Vec<T>> {
     let mut out = Vec::new();
     while let Some(m) = s.message().await? {
         out.push(m);
@@ -46,7 +50,7 @@ fn annual(from: i32, to: i32) -> pb::PeriodRange {
     }
 }
 
-fn country_name(alpha2: &str) -> String {
+pub(super) fn country_name(alpha2: &str) -> String {
     crate::domain::Country::parse(alpha2)
         .map(|c| c.name().to_owned())
         .unwrap_or_else(|_| alpha2.to_owned())
@@ -64,7 +68,9 @@ fn published_total(year: &str) -> Option<(i64, String)> {
 async fn load(ingest: &mut IngestServiceClient<Channel>) -> Result<(usize, usize)> {
     let agreements =
         jsonl::parse_events(AGREEMENTS).map_err(|e| format!("agreements.jsonl: {e}"))?;
-    let trade = jsonl::parse_events(TRADE).map_err(|e| format!("trade.jsonl: {e}"))?;
+    let mut trade = jsonl::parse_events(TRADE).map_err(|e| format!("trade.jsonl: {e}"))?;
+    let sectors = jsonl::parse_events(SECTORS).map_err(|e| format!("sectors.jsonl: {e}"))?;
+    trade.extend(sectors);
     let (a, t) = (agreements.len(), trade.len());
     ingest.append(pb::AppendRequest::new(agreements)).await?;
     ingest.append(pb::AppendRequest::new(trade)).await?;
@@ -252,92 +258,6 @@ fn mirror_table(slices: &[pb::CooperationSlice]) {
     println!("   gap = China's figure − the partner's figure, in USD and in percent of the partner's figure.");
 }
 
-async fn sectors(query: &mut QueryServiceClient<Channel>) -> Result<()> {
-    println!(
-        "\n4. Energy and mining: trade figures by sector, and the agreements that cover them\n"
-    );
-    for (sector, level) in [
-        (pb::Sector::Energy, pb::CommodityLevel::Hs4),
-        (pb::Sector::MiningMetals, pb::CommodityLevel::Hs4),
-    ] {
-        let slices = collect(
-            query
-                .stream_sector_cooperation(pb::StreamSectorCooperationRequest {
-                    sector: sector as i32,
-                    periods: Some(annual(2000, 2100)),
-                    level: level as i32,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner(),
-        )
-        .await?;
-        let agreements = collect(
-            query
-                .stream_agreements(pb::StreamAgreementsRequest {
-                    sectors: vec![sector as i32],
-                    ..Default::default()
-                })
-                .await?
-                .into_inner(),
-        )
-        .await?;
-        let name = terminal::sector(sector as i32);
-        let mut t = terminal::table(&[
-            &format!("{name}: reporter → partner"),
-            "year",
-            "exports",
-            "imports",
-            "partner's mirror",
-        ]);
-        for s in slices.iter().filter_map(|a| a.slice.as_ref()) {
-            let totals = s.totals.clone().unwrap_or_default();
-            let mirror = s.mirror.as_ref().and_then(|m| m.partner_reported.clone());
-            t.add_row([
-                format!(
-                    "{} → {}",
-                    country_name(&s.reporter),
-                    country_name(&s.partner)
-                ),
-                period(s.period.as_ref()),
-                usd_bn(totals.exports.as_ref()),
-                usd_bn(totals.imports.as_ref()),
-                mirror.map_or("not reported".into(), |m| {
-                    format!(
-                        "{} / {}",
-                        usd_bn(m.exports.as_ref()),
-                        usd_bn(m.imports.as_ref())
-                    )
-                }),
-            ]);
-        }
-        if slices.is_empty() {
-            t.add_row([
-                "no trade figures in this sector in the seed data",
-                "",
-                "",
-                "",
-                "",
-            ]);
-        }
-        println!("{t}");
-        for a in agreements
-            .iter()
-            .filter_map(|a| a.agreement.as_ref())
-            .filter_map(|v| v.agreement.as_ref())
-        {
-            let date = a
-                .signed_on
-                .as_ref()
-                .map(|d| format!("{:04}-{:02}-{:02}", d.year, d.month, d.day))
-                .unwrap_or_default();
-            println!("   agreement: {date} {} — {}", a.venue, a.title);
-        }
-        println!();
-    }
-    Ok(())
-}
-
 async fn xian(query: &mut QueryServiceClient<Channel>) -> Result<()> {
     let date = |day| pb::Date {
         year: 2023,
@@ -404,7 +324,7 @@ pub async fn run() -> Result<()> {
     let slices = china_view(&mut query).await?;
     growth_table(&slices);
     mirror_table(&slices);
-    sectors(&mut query).await?;
+    sectors::story(&mut query).await?;
     xian(&mut query).await?;
 
     server.shutdown().await?;
