@@ -85,6 +85,31 @@ async fn records(query: &mut Query, filter: pb::FigureFilter) -> Result<Vec<pb::
         .collect())
 }
 
+/// The country view of `country`'s trade with `partner` in full `years`,
+/// from HS 4-digit figures, with its breakdown by sector.
+async fn country_by_sector(
+    query: &mut Query,
+    country: &str,
+    partner: &str,
+    (from, to): (i32, i32),
+) -> Result<Vec<pb::CooperationSlice>> {
+    let answers = collect(
+        query
+            .stream_country_cooperation(pb::StreamCountryCooperationRequest {
+                country: country.into(),
+                partners: vec![partner.into()],
+                periods: Some(periods(pb::Frequency::Annual, from, to)),
+                level: pb::CommodityLevel::Hs4 as i32,
+                breakdown_level: pb::CommodityLevel::Hs4 as i32,
+                ..Default::default()
+            })
+            .await?
+            .into_inner(),
+    )
+    .await?;
+    Ok(answers.into_iter().filter_map(|a| a.slice).collect())
+}
+
 /// Prints the summit agreements (Xi'an 2023, Astana 2025 and the others of
 /// the seed) that cover `sector`.
 async fn agreements(query: &mut Query, sector: pb::Sector) -> Result<()> {
@@ -269,25 +294,12 @@ async fn uzbek_gas(query: &mut Query) -> Result<()> {
 /// and the product figures of both sides.
 async fn kazakhstan(query: &mut Query) -> Result<()> {
     println!("\n4c. Kazakhstan: oil, copper and uranium\n");
-    let slices = collect(
-        query
-            .stream_country_cooperation(pb::StreamCountryCooperationRequest {
-                country: "CN".into(),
-                partners: vec!["KZ".into()],
-                periods: Some(periods(pb::Frequency::Annual, 2022, 2022)),
-                level: pb::CommodityLevel::Hs4 as i32,
-                breakdown_level: pb::CommodityLevel::Hs4 as i32,
-                ..Default::default()
-            })
-            .await?
-            .into_inner(),
-    )
-    .await?;
+    let slices = country_by_sector(query, "CN", "KZ", (2022, 2022)).await?;
     let mut t = terminal::table(&[
         "China's imports from Kazakhstan, 2022, by sector (HS 4-digit figures)",
         "USD",
     ]);
-    for s in slices.iter().filter_map(|a| a.slice.as_ref()) {
+    for s in &slices {
         for sector in &s.sectors {
             let imports = sector.totals.as_ref().and_then(|t| t.imports.as_ref());
             t.add_row([terminal::sector(sector.sector), usd_exact(imports)]);
@@ -344,20 +356,7 @@ async fn kazakhstan(query: &mut Query) -> Result<()> {
 /// Kyrgyzstan's imports of cars from China.
 async fn kyrgyz_cars(query: &mut Query) -> Result<()> {
     println!("\n4d. Kyrgyzstan's cars from China (HS 8703, Kyrgyzstan's statistics)\n");
-    let slices = collect(
-        query
-            .stream_country_cooperation(pb::StreamCountryCooperationRequest {
-                country: "KG".into(),
-                partners: vec!["CN".into()],
-                periods: Some(periods(pb::Frequency::Annual, 2021, 2023)),
-                level: pb::CommodityLevel::Hs4 as i32,
-                breakdown_level: pb::CommodityLevel::Hs4 as i32,
-                ..Default::default()
-            })
-            .await?
-            .into_inner(),
-    )
-    .await?;
+    let slices = country_by_sector(query, "KG", "CN", (2021, 2023)).await?;
     let cars = records(
         query,
         pb::FigureFilter {
@@ -376,7 +375,7 @@ async fn kyrgyz_cars(query: &mut Query) -> Result<()> {
         "cars (HS 8703)",
         "how many",
     ]);
-    for s in slices.iter().filter_map(|a| a.slice.as_ref()) {
+    for s in &slices {
         let by_sector = s
             .sectors
             .iter()
