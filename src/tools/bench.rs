@@ -432,7 +432,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     if ingest_lines > 0 {
         report.insert(
             "ingest_files".into(),
-            super::ingest_bench::files(ingest_lines, four_feeds_1000).await?,
+            super::ingest_bench::files(ingest_lines, n, four_feeds_1000).await?,
         );
     }
     if args.jetstream {

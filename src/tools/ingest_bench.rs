@@ -122,15 +122,51 @@ async fn file_pass(file: &Path) -> Result<FilePass, Box<dyn Error>> {
     })
 }
 
-/// Runs the file scenario on `lines` lines of each format; prints a table
-/// and returns the figures.
-/// `append_scenario`: the run's "Append, batches of 1,000, 4 feeds" figure
-/// (its own synthetic events on a fresh store), shown beside (0: not run).
+/// One input against its server-only figure: a table row and its JSON.
+fn row(
+    table: &mut comfy_table::Table,
+    label: &str,
+    pass: &FilePass,
+    server_rate: f64,
+) -> serde_json::Value {
+    let ratio = pass.rate / server_rate;
+    eprintln!(
+        "{label}: {:.0} events/s end to end, {server_rate:.0} server-only ({:.0} %)",
+        pass.rate,
+        ratio * 100.0
+    );
+    table.add_row([
+        label.to_owned(),
+        pass.events.to_string(),
+        format!("{:.0}", pass.rate),
+        format!("{server_rate:.0}"),
+        format!("{:.0} %", ratio * 100.0),
+        format!("{:.2} µs", pass.cpu_us_per_event),
+        format!("{:.2} µs", pass.server_cpu_us_per_event),
+        format!("{:.0} MiB", pass.peak_rss_mib),
+    ]);
+    serde_json::json!({
+        "input": label,
+        "events": pass.events,
+        "events_per_s": pass.rate.round(),
+        "server_only_events_per_s": server_rate.round(),
+        "ratio": ratio,
+        "client_cpu_us_per_event": pass.cpu_us_per_event,
+        "client_peak_rss_mib": pass.peak_rss_mib,
+        "server_cpu_us_per_event": pass.server_cpu_us_per_event,
+    })
+}
+
+/// Runs the file scenario on `lines` lines of each format, and on the
+/// ingest scenarios' own `scenario_events` synthetic events written as JSON
+/// Lines (the events of the run's "Append, batches of 1,000, 4 feeds"); prints
+/// a table and returns the figures. `append_scenario`: that scenario's figure
+/// in this run, printed beside (0: not run).
 pub(crate) async fn files(
     lines: usize,
+    scenario_events: usize,
     append_scenario: f64,
 ) -> Result<serde_json::Value, Box<dyn Error>> {
-    use serde_json::json;
     let dir = tempfile::tempdir()?;
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -155,40 +191,31 @@ pub(crate) async fn files(
         drop(events);
         for (file, label) in [(&plain, name.to_owned()), (&gz, format!("{name}, gzip"))] {
             let pass = file_pass(file).await?;
-            let ratio = pass.rate / server_rate;
-            eprintln!(
-                "{label}: {:.0} events/s end to end, {server_rate:.0} server-only ({:.0} %)",
-                pass.rate,
-                ratio * 100.0
-            );
-            table.add_row([
-                label.clone(),
-                pass.events.to_string(),
-                format!("{:.0}", pass.rate),
-                format!("{server_rate:.0}"),
-                format!("{:.0} %", ratio * 100.0),
-                format!("{:.2} µs", pass.cpu_us_per_event),
-                format!("{:.2} µs", pass.server_cpu_us_per_event),
-                format!("{:.0} MiB", pass.peak_rss_mib),
-            ]);
-            figures.push(json!({
-                "input": label,
-                "events": pass.events,
-                "events_per_s": pass.rate.round(),
-                "server_only_events_per_s": server_rate.round(),
-                "ratio": ratio,
-                "client_cpu_us_per_event": pass.cpu_us_per_event,
-                "client_peak_rss_mib": pass.peak_rss_mib,
-                "server_cpu_us_per_event": pass.server_cpu_us_per_event,
-            }));
+            figures.push(row(&mut table, &label, &pass, server_rate));
         }
     }
+    // The Append scenario's own events, from a file.
+    let events = super::bench::synthetic_events("bench", scenario_events, 7);
+    let path = dir.path().join("scenario.jsonl");
+    let mut text = String::new();
+    for e in &events {
+        text.push_str(&serde_json::to_string(e)?);
+        text.push('\n');
+    }
+    std::fs::write(&path, text)?;
+    let server_rate = server_only(&events).await?;
+    drop(events);
+    let pass = file_pass(&path).await?;
+    let label = "the Append scenario's events, JSON Lines";
+    figures.push(row(&mut table, label, &pass, server_rate));
     println!("{table}");
     if append_scenario > 0.0 {
         println!(
-            "the same run's Append scenario (batches of 1,000, 4 feeds, its own synthetic events on a \
-             fresh store): {append_scenario:.0} events/s"
+            "the same run's Append scenario (batches of 1,000, 4 feeds, its {scenario_events} synthetic \
+             events on a fresh store): {append_scenario:.0} events/s; the last row's file of the same \
+             events: {:.0} % of it",
+            100.0 * pass.rate / append_scenario
         );
     }
-    Ok(json!(figures))
+    Ok(serde_json::json!(figures))
 }
