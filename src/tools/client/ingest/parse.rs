@@ -19,26 +19,51 @@ pub(crate) struct Parsed {
     pub(crate) rejected: Vec<Rejection>,
 }
 
-/// A deterministic event id from the event's content and the feed name:
-/// the same record read twice gets the same id; nothing depends on time.
-fn derive_id(event: &pb::Event, feed: &str, scratch: &mut Vec<u8>) -> String {
-    scratch.clear();
-    scratch.extend_from_slice(feed.as_bytes());
-    scratch.push(0);
-    event.encode_raw(scratch);
-    format!("{feed}:{:032x}", xxhash_rust::xxh3::xxh3_128(scratch))
-}
-
 /// Fills in the feed (when the event names none) and the id (when it has
-/// none), exactly as every earlier version did: ids stay stable.
-fn finish(event: &mut pb::Event, feed: &str, scratch: &mut Vec<u8>) {
+/// none), exactly as every earlier version did, so ids stay stable: the id is
+/// `feed:` and the XXH3-128 of the feed, a zero byte and the event's encoding
+/// without an id; the same record read twice gets the same id. Returns the
+/// length of that prefix when it derived the id: `scratch` then ends with
+/// the event's encoding without its id.
+fn finish(event: &mut pb::Event, feed: &str, scratch: &mut Vec<u8>) -> Option<usize> {
     if event.feed.is_empty() {
         event.feed = feed.to_owned();
     }
-    if event.event_id.is_empty() {
-        let feed = event.feed.clone();
-        event.event_id = derive_id(event, &feed, scratch);
+    if !event.event_id.is_empty() {
+        return None;
     }
+    scratch.clear();
+    scratch.extend_from_slice(event.feed.as_bytes());
+    scratch.push(0);
+    let prefix = scratch.len();
+    event.encode_raw(scratch);
+    event.event_id = format!(
+        "{}:{:032x}",
+        event.feed,
+        xxhash_rust::xxh3::xxh3_128(scratch)
+    );
+    Some(prefix)
+}
+
+/// Appends `event` to an `AppendRequest` body as its field 1, as prost writes
+/// a repeated message. When `finish` derived its id, the encoding without
+/// the id is already in `scratch` after `prefix`: prost writes fields in tag
+/// order and `event_id` is field 1, so the full encoding is the id's field
+/// followed by those bytes, and the event is not encoded a second time.
+fn append_event(body: &mut Vec<u8>, event: &pb::Event, derived: Option<(usize, &[u8])>) {
+    use prost::encoding::{encode_key, encode_varint, string, WireType};
+    let Some((prefix, scratch)) = derived else {
+        prost::encoding::message::encode(1, event, body);
+        return;
+    };
+    let rest = &scratch[prefix..];
+    encode_key(1, WireType::LengthDelimited, body);
+    encode_varint(
+        (string::encoded_len(1, &event.event_id) + rest.len()) as u64,
+        body,
+    );
+    string::encode(1, &event.event_id, body);
+    body.extend_from_slice(rest);
 }
 
 /// Which of `n` connections an event goes to: by its figure's key (country
@@ -117,10 +142,13 @@ pub(crate) fn parse(chunk: Chunk, feed: &str, connections: usize) -> Parsed {
         vec![Vec::with_capacity(chunk.bytes.len() / connections); connections];
     let mut add = |result: Result<pb::Event, String>, line: u64, out: &mut Parsed| match result {
         Ok(mut event) => {
-            finish(&mut event, feed, &mut scratch);
+            let derived = finish(&mut event, feed, &mut scratch);
             let to = connection(&event, connections);
-            // Field 1 of AppendRequest, as prost writes a repeated message.
-            prost::encoding::message::encode(1, &event, &mut bodies[to]);
+            append_event(
+                &mut bodies[to],
+                &event,
+                derived.map(|p| (p, scratch.as_slice())),
+            );
             out.batches[to].lines.push(line);
         }
         Err(reason) => out.rejected.push(Rejection {
@@ -206,5 +234,61 @@ impl<'a> LineCounter<'a> {
             self.offset = start;
         }
         self.line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn csv_like() -> pb::Event {
+        pb::Event {
+            payload: Some(pb::event::Payload::TradeRecord(pb::TradeRecord {
+                reporter: "CN".into(),
+                partner: "KZ".into(),
+                flow: pb::Flow::Export as i32,
+                value: Some(pb::Money {
+                    currency_code: "USD".into(),
+                    units: 1_234_567,
+                    nanos: 890_000_000,
+                }),
+                source: "UN Comtrade".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_event_encoded_once_is_what_prost_encodes() {
+        for given_id in ["", "kept-id"] {
+            let mut event = pb::Event {
+                event_id: given_id.into(),
+                ..csv_like()
+            };
+            let mut scratch = Vec::new();
+            let derived = finish(&mut event, "cli", &mut scratch);
+            assert_eq!(derived.is_some(), given_id.is_empty());
+            let mut ours = Vec::new();
+            append_event(&mut ours, &event, derived.map(|p| (p, scratch.as_slice())));
+            let mut prosts = Vec::new();
+            prost::encoding::message::encode(1, &event, &mut prosts);
+            assert_eq!(ours, prosts);
+        }
+    }
+
+    #[test]
+    fn derived_ids_are_those_of_earlier_versions() {
+        // The rule every earlier version used, written out.
+        let mut event = csv_like();
+        event.feed = "cli".into();
+        let mut bytes = b"cli\0".to_vec();
+        bytes.extend(event.encode_to_vec());
+        let expected = format!("cli:{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        let mut fresh = csv_like();
+        finish(&mut fresh, "cli", &mut Vec::new());
+        assert_eq!(fresh.event_id, expected);
+        assert_eq!(fresh.feed, "cli");
     }
 }
